@@ -1,0 +1,66 @@
+"""Celery configuration (lowercase keys), built from the one settings object."""
+
+from __future__ import annotations
+
+from kombu import Queue
+
+from models.outbox import DOCUMENTS_QUEUE, EXPIRE_TASK, MAIL_QUEUE, ORDERS_QUEUE, RELAY_TASK
+from ticketq.settings import settings
+
+_redis = settings.redis_url or "redis://127.0.0.1:6379/0"
+
+broker_url = _redis
+result_backend = _redis
+broker_connection_retry_on_startup = True
+# Publishing from the API must fail fast when Redis is down: the outbox relay retries later.
+broker_transport_options = {
+    "visibility_timeout": 3600,  # longer than any task's hard time limit
+    "socket_timeout": 5,
+    "socket_connect_timeout": 5,
+}
+result_backend_transport_options = {"socket_timeout": 5, "socket_connect_timeout": 5}
+result_expires = 3600
+
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+timezone = "UTC"
+enable_utc = True
+
+task_queues = (Queue(ORDERS_QUEUE), Queue(DOCUMENTS_QUEUE), Queue(MAIL_QUEUE))
+task_default_queue = ORDERS_QUEUE
+task_routes = {
+    "orders.*": {"queue": ORDERS_QUEUE},
+    "outbox.*": {"queue": ORDERS_QUEUE},
+    "documents.*": {"queue": DOCUMENTS_QUEUE},
+    "mail.*": {"queue": MAIL_QUEUE},
+}
+
+# A job is acknowledged only after it ran; a worker that dies mid-task gives it back.
+task_acks_late = True
+task_reject_on_worker_lost = True
+task_acks_on_failure_or_timeout = True
+worker_prefetch_multiplier = 1
+task_time_limit = 300
+task_soft_time_limit = 240
+task_track_started = True
+task_ignore_result = True
+
+worker_send_task_events = True
+task_send_sent_event = True
+worker_max_memory_per_child = 400_000  # KiB
+worker_max_tasks_per_child = 1000
+worker_hijack_root_logger = False
+
+beat_schedule = {
+    "expire-stale-orders": {
+        "task": EXPIRE_TASK,
+        "schedule": settings.expiry_sweep_seconds,
+        "options": {"queue": ORDERS_QUEUE, "expires": settings.expiry_sweep_seconds},
+    },
+    "relay-outbox": {
+        "task": RELAY_TASK,
+        "schedule": settings.outbox_relay_seconds,
+        "options": {"queue": ORDERS_QUEUE, "expires": settings.outbox_relay_seconds},
+    },
+}

@@ -1,0 +1,1 @@
+"""Alembic migrations; `ticketq db upgrade` applies them (see migrate.py)."""

@@ -1,0 +1,82 @@
+"""Engines and sessions from DATABASE_URL: PostgreSQL in production, SQLite for the demo."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from ticketq.settings import settings
+
+
+def create_engine(url: str, **kwargs: Any) -> sa.Engine:
+    """One engine per URL; SQLite gets WAL, a busy timeout and writer-serializing transactions."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": 30}, **kwargs)
+        _serialize_sqlite_writers(engine)
+        return engine
+    if parsed.get_backend_name() != "postgresql":
+        raise ValueError(f"DATABASE_URL scheme '{parsed.drivername}' is not supported: use postgresql:// or sqlite://")
+    if parsed.drivername == "postgresql":
+        # SQLAlchemy 2.1 defaults to psycopg 3; ticketq ships psycopg2.
+        parsed = parsed.set(drivername="postgresql+psycopg2")
+    kwargs.setdefault("pool_pre_ping", True)
+    return sa.create_engine(parsed, **kwargs)
+
+
+def _serialize_sqlite_writers(engine: sa.Engine) -> None:
+    # SQLite's deferred transactions let two writers both read "10 left" and both insert.
+    # BEGIN IMMEDIATE takes the write lock up front, which is what FOR UPDATE does on PostgreSQL.
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+_engines: dict[str, sa.Engine] = {}
+_sessionmakers: dict[str, sessionmaker[Session]] = {}
+
+
+def get_engine(url: str | None = None) -> sa.Engine:
+    url = url or settings.database_url
+    if url not in _engines:
+        _engines[url] = create_engine(url)
+    return _engines[url]
+
+
+def get_sessionmaker(url: str | None = None) -> sessionmaker[Session]:
+    url = url or settings.database_url
+    if url not in _sessionmakers:
+        _sessionmakers[url] = sessionmaker(get_engine(url), expire_on_commit=False)
+    return _sessionmakers[url]
+
+
+@contextmanager
+def session_scope(url: str | None = None) -> Iterator[Session]:
+    """A session whose transaction commits on success and rolls back on any error."""
+    with get_sessionmaker(url)() as session, session.begin():
+        yield session
+
+
+def reset_engines() -> None:
+    """Drop pooled connections inherited over fork (Celery prefork children, tests)."""
+    for engine in _engines.values():
+        engine.dispose(close=False)
+    _engines.clear()
+    _sessionmakers.clear()

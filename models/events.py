@@ -1,0 +1,102 @@
+"""Events, the people who run them (roles) and the ticket types they sell."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
+
+from models.base import Base, UTCDateTime, utcnow
+from models.users import User
+
+
+class Role(enum.StrEnum):
+    OWNER = "owner"
+    ORGANIZER = "organizer"
+    COORGANIZER = "coorganizer"
+
+
+class Event(Base):
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    timezone: Mapped[str] = mapped_column(sa.String(64))
+    location: Mapped[str | None] = mapped_column(sa.String(300))
+    currency: Mapped[str] = mapped_column(sa.String(3), default="EUR")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    roles: Mapped[list[EventRole]] = relationship(back_populates="event", cascade="all, delete-orphan")
+    ticket_types: Mapped[list[TicketType]] = relationship(
+        back_populates="event", order_by="TicketType.id", cascade="all, delete-orphan"
+    )
+
+    __table_args__ = (sa.CheckConstraint("ends_at >= starts_at", name="ends_after_start"),)
+
+
+class EventRole(Base):
+    __tablename__ = "event_roles"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[int] = mapped_column(sa.ForeignKey("events.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    role: Mapped[Role] = mapped_column(
+        sa.Enum(Role, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e],
+                create_constraint=True, validate_strings=True, name="role")
+    )
+
+    event: Mapped[Event] = relationship(back_populates="roles")
+    user: Mapped[User] = relationship()
+
+    __table_args__ = (sa.UniqueConstraint("event_id", "user_id", "role", name="uq_event_roles_event_user_role"),)
+
+
+class TicketType(Base):
+    __tablename__ = "ticket_types"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[int] = mapped_column(sa.ForeignKey("events.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    price: Mapped[Decimal] = mapped_column(sa.Numeric(12, 2))
+    quantity: Mapped[int]
+
+    event: Mapped[Event] = relationship(back_populates="ticket_types")
+
+    __table_args__ = (
+        sa.CheckConstraint("price >= 0", name="price_not_negative"),
+        sa.CheckConstraint("quantity >= 0", name="quantity_not_negative"),
+    )
+
+
+def has_role(session: Session, user: User, event_id: int, roles: frozenset[Role]) -> bool:
+    if user.is_admin:
+        return True
+    found = session.scalar(
+        sa.select(EventRole.id).where(
+            EventRole.event_id == event_id, EventRole.user_id == user.id, EventRole.role.in_(roles)
+        ).limit(1)
+    )
+    return found is not None
+
+
+CO_ORGANIZER_ROLES = frozenset(Role)
+ROLE_GRANTERS = frozenset({Role.OWNER, Role.ORGANIZER})
+
+
+def is_coorganizer(session: Session, user: User, event_id: int) -> bool:
+    """The contract's "co-organizer": an admin, or the event's owner, organizer or coorganizer."""
+    return has_role(session, user, event_id, CO_ORGANIZER_ROLES)
+
+
+def organizer_emails(session: Session, event_id: int) -> list[str]:
+    """Each distinct address among owner, organizers and coorganizers, once."""
+    rows = session.scalars(
+        sa.select(User.email).join(EventRole, EventRole.user_id == User.id)
+        .where(EventRole.event_id == event_id).distinct().order_by(User.email)
+    )
+    return list(rows)

@@ -1,0 +1,1 @@
+"""Celery tasks: thin wrappers that take identifiers, load state and call plain functions."""

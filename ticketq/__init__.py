@@ -1,0 +1,1 @@
+"""ticketq: the background-job backbone of an event-ticketing platform."""

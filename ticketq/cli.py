@@ -1,0 +1,59 @@
+"""The `ticketq` command: api, up, demo, db upgrade, users create."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from ticketq.settings import ConfigurationError, settings
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    from migrations.migrate import upgrade
+
+    upgrade()
+    print(f"database at head: {settings.database_url.split('@')[-1]}")
+    return 0
+
+
+def _users_create(args: argparse.Namespace) -> int:
+    from models.db import session_scope
+    from models.users import create_user_token
+
+    with session_scope() as session:
+        user, token = create_user_token(session, args.email, name=args.name, admin=args.admin)
+        print(f"user {user.email} (id {user.id}{', admin' if user.is_admin else ''}): new API token")
+    print(token)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ticketq", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    db = sub.add_parser("db", help="database migrations").add_subparsers(dest="db_command", required=True)
+    db.add_parser("upgrade", help="apply migrations (Alembic)").set_defaults(func=_db_upgrade)
+
+    users = sub.add_parser("users", help="users and API tokens").add_subparsers(dest="users_command", required=True)
+    create = users.add_parser("create", help="create a user (or a new token); prints the token last")
+    create.add_argument("email")
+    create.add_argument("--name")
+    create.add_argument("--admin", action="store_true")
+    create.set_defaults(func=_users_create)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigurationError as exc:
+        print(f"ticketq: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

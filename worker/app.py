@@ -1,0 +1,20 @@
+"""The Celery app, configured from celeryconfig.py, with every task module included."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init
+
+from models.db import reset_engines
+
+app = Celery("ticketq")
+app.config_from_object("celeryconfig")
+app.conf.include = ["tasks.expiry", "tasks.outbox"]
+
+
+@worker_process_init.connect
+def _fresh_connections(**_: Any) -> None:
+    # A prefork child must not reuse the parent's database sockets.
+    reset_engines()
