@@ -8,6 +8,7 @@ from celery import Celery
 from celery.signals import worker_process_init
 
 from models.db import reset_engines
+from worker import logging as _task_logging  # noqa: F401  (task id + order on every log line)
 
 app = Celery("ticketq")
 app.config_from_object("celeryconfig")
