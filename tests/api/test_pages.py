@@ -1,0 +1,196 @@
+"""The organizer order page: the HTML shell, and the JSON list behind it (co-organizers only, one query)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session, sessionmaker
+
+from models import EmailDelivery, EventRole, Role
+from models.base import utcnow
+from models.ordering import change_status, expire_stale
+from models.status import COLOURS, OrderStatus
+from models.users import create_user_token
+from tests.factories import make_event, make_order, make_user
+
+HOSTILE = "<script>alert(1)</script>"
+
+
+def build_app() -> FastAPI:
+    """Minimal app around the pages router until api/app.py lands."""
+    from fastapi import HTTPException, Request
+    from fastapi.responses import JSONResponse
+
+    from api.routes import pages
+    from models.errors import OrderError
+
+    app = FastAPI()
+    app.include_router(pages.router)
+
+    @app.exception_handler(OrderError)
+    def _domain(request: Request, exc: OrderError) -> JSONResponse:
+        return JSONResponse({"errors": [{"status": str(exc.http_status), "title": exc.title, "detail": exc.detail,
+                                         "source": {"pointer": exc.pointer}}]}, exc.http_status)
+
+    @app.exception_handler(HTTPException)
+    def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"errors": [{"status": str(exc.status_code), "detail": exc.detail}]}, exc.status_code,
+                            headers=exc.headers)
+
+    return app
+
+
+@pytest.fixture
+def client(db: sessionmaker[Session]) -> Iterator[TestClient]:
+    with TestClient(build_app()) as test_client:
+        yield test_client
+
+
+def seed_event(factory: sessionmaker[Session]) -> dict[str, Any]:
+    """An event with one order in each status (a hostile buyer name among them) and some deliveries."""
+    with factory() as s, s.begin():
+        owner = make_user(s, "owner@example.org")
+        _, token = create_user_token(s, owner.email)
+        event = make_event(s, owner=owner, name="PyCon <Test>")
+        buyer = make_user(s, "buyer@example.org")
+        orders = {status: make_order(s, event, buyer, status=status) for status in (
+            OrderStatus.INITIALIZING, OrderStatus.PLACED, OrderStatus.PENDING, OrderStatus.COMPLETED)}
+        orders[OrderStatus.CANCELLED] = change_status(
+            s, make_order(s, event, buyer, status=OrderStatus.PLACED), OrderStatus.CANCELLED, by=owner.email)
+        orders[OrderStatus.EXPIRED] = make_order(s, event, buyer, now=utcnow() - timedelta(hours=3))
+        for i, order in enumerate(orders.values()):
+            order.buyer_name, order.buyer_email = (HOSTILE if i == 0 else f"Buyer {i}"), f"buyer{i}@example.org"
+        for kind, recipient, state in (("confirmation-buyer", "buyer@example.org", "sent"),
+                                       ("confirmation-attendee", "ann@example.org", "failed"),
+                                       ("organizer-notification", "owner@example.org", "queued")):
+            s.add(EmailDelivery(order_id=orders[OrderStatus.COMPLETED].id, batch="confirmation", kind=kind,
+                                recipient=recipient, state=state,
+                                last_error="550 no such user" if state == "failed" else None))
+        event_id, identifiers = event.id, {status: order.identifier for status, order in orders.items()}
+    expire_stale(factory)
+    return {"event_id": event_id, "token": token, "orders": identifiers}
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_shell_is_served_without_auth_and_locks_scripts_to_self(client: TestClient) -> None:
+    response = client.get("/events/42/orders")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    html = response.text
+    assert "/v1/events/42/orders" in html and "Resend" not in html.split("<body>")[0]
+    assert "Only 5 resend actions are allowed in a minute." in html
+    for asset in ("/pages/orders.js", "/pages/orders.css"):
+        assert asset in html
+        assert client.get(asset).status_code == 200
+    assert client.get("/pages/secret.txt").status_code == 404
+
+
+def test_list_needs_a_valid_bearer_token(client: TestClient, db: sessionmaker[Session]) -> None:
+    seeded = seed_event(db)
+    url = f"/v1/events/{seeded['event_id']}/orders"
+    assert client.get(url).status_code == 401
+    bad = client.get(url, headers=auth("not-a-token"))
+    assert bad.status_code == 401
+    assert bad.json()["errors"][0]["detail"]
+
+
+def test_only_co_organizers_see_the_orders(client: TestClient, db: sessionmaker[Session]) -> None:
+    seeded = seed_event(db)
+    url = f"/v1/events/{seeded['event_id']}/orders"
+    with db() as s, s.begin():
+        _, stranger = create_user_token(s, "stranger@example.org")
+        helper, helper_token = create_user_token(s, "helper@example.org")
+        s.add(EventRole(event_id=seeded["event_id"], user_id=helper.id, role=Role.COORGANIZER))
+        _, admin = create_user_token(s, "root@example.org", admin=True)
+    refused = client.get(url, headers=auth(stranger))
+    assert refused.status_code == 403
+    assert refused.json()["errors"][0]["detail"] == "Co-Organizer Access Required"
+    assert client.get(url, headers=auth(helper_token)).json()["total"] == 6
+    assert client.get(url, headers=auth(admin)).json()["total"] == 6
+    assert client.get("/v1/events/999/orders", headers=auth(admin)).status_code == 404
+    assert client.get("/v1/events/999/orders", headers=auth(stranger)).status_code == 403
+
+
+def test_list_shows_status_colour_buyer_amount_and_deliveries(client: TestClient, db: sessionmaker[Session]) -> None:
+    seeded = seed_event(db)
+    body = client.get(f"/v1/events/{seeded['event_id']}/orders", headers=auth(seeded["token"])).json()
+    assert body["event"]["name"] == "PyCon <Test>"
+    assert (body["page"], body["per_page"], body["total"]) == (1, 50, 6)
+    by_status = {o["status"]: o for o in body["orders"]}
+    assert set(by_status) == {s.value for s in OrderStatus}
+    for status, order in by_status.items():
+        assert order["identifier"] == seeded["orders"][OrderStatus(status)]
+        assert order["color"] == COLOURS[OrderStatus(status)]
+        assert order["resendable"] == (status in ("placed", "completed"))
+        assert (order["amount"], order["currency"]) == ("25.00", "EUR")
+    assert HOSTILE in {o["buyer"]["name"] for o in body["orders"]}  # JSON carries it raw; the page shows text
+    emails = by_status["completed"]["emails"]
+    assert [(m["kind"], m["state"]) for m in emails] == [
+        ("organizer-notification", "queued"), ("confirmation-attendee", "failed"), ("confirmation-buyer", "sent")]
+    assert emails[1]["last_error"] == "550 no such user"
+    assert by_status["placed"]["emails"] == []
+
+
+def test_filter_by_status_and_paginate(client: TestClient, db: sessionmaker[Session]) -> None:
+    seeded = seed_event(db)
+    url, headers = f"/v1/events/{seeded['event_id']}/orders", auth(seeded["token"])
+    placed = client.get(url, params={"status": "placed"}, headers=headers).json()
+    assert [o["identifier"] for o in placed["orders"]] == [seeded["orders"][OrderStatus.PLACED]]
+    assert placed["total"] == 1
+    pages = [client.get(url, params={"page": n, "per_page": 4}, headers=headers).json() for n in (1, 2, 3)]
+    assert [len(p["orders"]) for p in pages] == [4, 2, 0]
+    assert [p["total"] for p in pages] == [6, 6, 6]
+    seen = [o["identifier"] for p in pages for o in p["orders"]]
+    assert sorted(seen) == sorted(seeded["orders"].values())
+    assert client.get(url, params={"status": "bogus"}, headers=headers).status_code == 422
+    assert client.get(url, params={"per_page": 1000}, headers=headers).status_code == 422
+
+
+class StatementCounter:
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine, self.statements = engine, list[str]()
+
+    def __enter__(self) -> StatementCounter:
+        sa.event.listen(self.engine, "before_cursor_execute", self._count)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        sa.event.remove(self.engine, "before_cursor_execute", self._count)
+
+    def _count(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        self.statements.append(statement)
+
+
+def test_one_statement_per_page_however_many_orders_and_deliveries(
+    client: TestClient, db: sessionmaker[Session]
+) -> None:
+    from api.routes.pages import list_event_orders
+    from models.db import get_engine
+
+    seeded = seed_event(db)
+    with db() as s, s.begin():
+        ids = s.scalars(sa.text("SELECT id FROM orders")).all()
+        for n in range(10):
+            s.add_all(EmailDelivery(order_id=i, batch=f"resend-{n}", kind="confirmation-buyer",
+                                    recipient="b@example.org") for i in ids)
+    url, headers = f"/v1/events/{seeded['event_id']}/orders", auth(seeded["token"])
+    with db() as s, StatementCounter(get_engine()) as counter:
+        page = list_event_orders(s, seeded["event_id"], per_page=50)
+    assert len(page.orders) == 6 and all(len(o["emails"]) >= 10 for o in page.orders)
+    assert len(counter.statements) == 1, counter.statements
+    with StatementCounter(get_engine()) as counter:
+        assert client.get(url, headers=headers).status_code == 200
+    # token -> user, co-organizer role, event name, then the page itself: constant, never per order.
+    assert len(counter.statements) == 4, counter.statements
+    touching = [st for st in counter.statements if "email_deliveries" in st or "FROM orders" in st]
+    assert len(touching) == 1
