@@ -39,7 +39,6 @@ task_routes = {
 # A job is acknowledged only after it ran; a worker that dies mid-task gives it back.
 task_acks_late = True
 task_reject_on_worker_lost = True
-task_acks_on_failure_or_timeout = True
 worker_prefetch_multiplier = 1
 task_time_limit = 300
 task_soft_time_limit = 240

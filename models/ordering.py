@@ -27,6 +27,7 @@ from models.status import (
     HOLDING,
     Actor,
     OrderStatus,
+    check_buyer_may_update,
     check_transition,
     status_for_payment_mode,
 )
@@ -173,7 +174,7 @@ def submit_order(
 ) -> Order:
     """The buyer's form: who pays, how, and who comes; the payment mode picks the status."""
     now = now or utcnow()
-    check_transition(order.status, order.status, Actor.BUYER)  # 403 for a settled order
+    check_buyer_may_update(order.status)
     target = status_for_payment_mode(payment_mode, order.amount == 0)
     if len(attendees) != len(order.attendees):
         raise InvalidInput(

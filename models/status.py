@@ -98,10 +98,16 @@ def status_for_payment_mode(mode: str, amount_is_zero: bool) -> OrderStatus:
     )
 
 
+def check_buyer_may_update(current: OrderStatus) -> None:
+    """Only an initializing or pending order is still the buyer's to edit."""
+    if current not in DEADLINED:
+        raise Forbidden(BUYER_UPDATE_REFUSED, pointer="/data/status")
+
+
 def check_transition(current: OrderStatus, target: OrderStatus, actor: Actor) -> None:
     """Raise the domain error for a refused move; return quietly for an allowed one."""
-    if actor is Actor.BUYER and current not in DEADLINED:
-        raise Forbidden(BUYER_UPDATE_REFUSED, pointer="/data/status")
+    if actor is Actor.BUYER:
+        check_buyer_may_update(current)
     allowed = TRANSITIONS.get((current, target), frozenset())
     if actor in allowed:
         return

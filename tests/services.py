@@ -11,6 +11,7 @@ import os
 import secrets
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -132,19 +133,20 @@ class CeleryWorker:
     def __init__(self, logfile: Path, *, concurrency: int = 2, queues: str = "orders,documents,mail",
                  hostname: str | None = None) -> None:
         self.logfile = logfile
-        self.args = ["celery", "-A", "worker", "worker", "-l", "info", "-Q", queues,
+        self.args = [sys.executable, "-m", "celery", "-A", "worker", "worker", "-l", "info", "-Q", queues,
                      "-c", str(concurrency), "-n", hostname or f"test-{secrets.token_hex(3)}@%h",
                      "--without-gossip", "--without-mingle", "-E"]
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60) -> CeleryWorker:
         self.logfile.parent.mkdir(parents=True, exist_ok=True)
-        self._log = self.logfile.open("ab")
-        self.process = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT,
-                                        cwd=Path(__file__).resolve().parent.parent)
+        with self.logfile.open("ab") as log:
+            self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT,
+                                            cwd=Path(__file__).resolve().parent.parent)
         deadline = time.monotonic() + timeout
         while b" ready." not in self.logfile.read_bytes():
             if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
                 raise RuntimeError(f"celery worker did not start:\n{self.logfile.read_text()[-3000:]}")
             time.sleep(0.1)
         return self
@@ -162,5 +164,3 @@ class CeleryWorker:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        if self.process:
-            self._log.close()

@@ -1,0 +1,102 @@
+"""Many buyers and racing payments against expiry, on real PostgreSQL connections in threads."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from models import Order, OrderEvent, OutboxJob
+from models.base import utcnow
+from models.db import create_engine
+from models.errors import OrderError, SoldOut
+from models.ordering import change_status, expire_stale, load_order
+from models.status import OrderStatus
+from tests.factories import make_event, make_order, make_user
+
+S = OrderStatus
+
+
+def pooled(factory: sessionmaker[Session], size: int) -> sessionmaker[Session]:
+    """A factory with enough connections for every thread to hold one at once."""
+    engine = create_engine(str(factory.kw["bind"].url.render_as_string(hide_password=False)),
+                           pool_size=size, max_overflow=0)
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def test_fifty_buyers_for_the_last_ten_tickets_exactly_ten_win(db: sessionmaker[Session]) -> None:
+    with db() as session, session.begin():
+        event = make_event(session, tickets=(("Last", "10.00", 10),))
+        buyers = [make_user(session, f"buyer{i}@example.org") for i in range(50)]
+    factory = pooled(db, 50)
+    start = threading.Barrier(50)
+
+    def buy(buyer_id: int) -> str:
+        with factory() as session:
+            start.wait()
+            try:
+                with session.begin():
+                    buyer = session.get_one(type(buyers[0]), buyer_id)
+                    make_order(session, session.get_one(type(event), event.id), buyer)
+                return "ok"
+            except SoldOut:
+                return "sold out"
+
+    with ThreadPoolExecutor(50) as pool:
+        results = list(pool.map(buy, [b.id for b in buyers]))
+    assert results.count("ok") == 10 and results.count("sold out") == 40
+    with db() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Order)) == 10
+    factory.kw["bind"].dispose()
+
+
+def test_a_hundred_payments_racing_expiry_have_exactly_one_winner_each(db: sessionmaker[Session]) -> None:
+    with db() as session, session.begin():
+        event, buyer = make_event(session, tickets=(("Race", "10.00", 200),)), make_user(session)
+        identifiers = [make_order(session, event, buyer, status=S.PENDING).identifier for _ in range(100)]
+    with db() as session, session.begin():  # every deadline 0.4 s from now; payments span 0.8 s
+        session.execute(sa.update(Order).values(expires_at=utcnow() + timedelta(milliseconds=400)))
+    factory = pooled(db, 24)
+    stop = threading.Event()
+
+    def sweep() -> int:
+        swept = 0
+        while not stop.is_set():
+            swept += sum(expire_stale(factory).values())
+        return swept
+
+    def pay(index_and_identifier: tuple[int, str]) -> str:
+        index, identifier = index_and_identifier
+        time.sleep(index * 0.008)
+        with factory() as session:
+            try:
+                with session.begin():
+                    change_status(session, load_order(session, identifier), S.COMPLETED, by="payment")
+                return "paid"
+            except OrderError:
+                return "refused"
+
+    with ThreadPoolExecutor(24) as pool:
+        sweepers = [pool.submit(sweep) for _ in range(4)]  # four beats at once
+        outcomes = list(pool.map(pay, enumerate(identifiers)))
+        time.sleep(0.5)
+        stop.set()
+        swept = sum(s.result() for s in sweepers)
+    factory.kw["bind"].dispose()
+
+    with db() as session:
+        final = {i: s for i, s in session.execute(sa.select(Order.identifier, Order.status))}
+        terminal = session.execute(
+            sa.select(OrderEvent.order_id, sa.func.count()).where(OrderEvent.kind.in_(["completed", "expired"]))
+            .group_by(OrderEvent.order_id)).all()
+        confirms = session.scalar(sa.select(sa.func.count()).select_from(OutboxJob))
+    paid = outcomes.count("paid")
+    assert set(final.values()) <= {S.COMPLETED, S.EXPIRED}
+    assert sum(1 for s in final.values() if s is S.COMPLETED) == paid == confirms
+    assert sum(1 for s in final.values() if s is S.EXPIRED) == swept == 100 - paid
+    assert len(terminal) == 100 and all(count == 1 for _, count in terminal)
+    assert 0 < paid < 100, f"the race did not straddle the deadline (paid={paid})"

@@ -1,0 +1,61 @@
+"""orders.expire_stale through the real queue: a live worker, and a live beat on a short sweep."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from models import Order
+from models.base import utcnow
+from models.status import OrderStatus
+from tests.factories import make_event, make_order, make_user
+from tests.services import CeleryWorker, Services
+from worker import app
+
+S = OrderStatus
+
+
+def test_the_worker_expires_due_orders_by_task_name(db: sessionmaker[Session], celery_worker: CeleryWorker) -> None:
+    with db() as session, session.begin():
+        event, buyer = make_event(session), make_user(session)
+        due = make_order(session, event, buyer, now=utcnow() - timedelta(hours=1))
+        fresh = make_order(session, event, buyer)
+    result = app.send_task("orders.expire_stale", queue="orders")
+    assert result.get(timeout=30) == {"initializing": 1, "pending": 0}
+    with db() as session:
+        assert session.get_one(Order, due.id).status is S.EXPIRED
+        assert session.get_one(Order, fresh.id).status is S.INITIALIZING
+
+
+def test_beat_expires_an_order_soon_after_its_deadline(
+    db: sessionmaker[Session], celery_worker: CeleryWorker, services: Services, tmp_path: Path
+) -> None:
+    sweep = 1.0
+    with db() as session, session.begin():
+        order = make_order(session, make_event(session), make_user(session))
+        deadline = utcnow() + timedelta(seconds=2)
+        session.execute(sa.update(Order).where(Order.id == order.id).values(expires_at=deadline))
+    env = {**os.environ, "EXPIRY_SWEEP_SECONDS": str(sweep)}
+    beat = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "worker", "beat", "-l", "info", "-s", str(tmp_path / "beat-schedule")],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        expired_at = None
+        limit = time.monotonic() + 20
+        while expired_at is None and time.monotonic() < limit:
+            time.sleep(0.2)
+            with db() as session:
+                expired_at = session.get_one(Order, order.id).expired_at
+    finally:
+        beat.terminate()
+        beat.wait(10)
+    assert expired_at is not None, "beat did not expire the order within 20 s"
+    assert deadline <= expired_at <= deadline + timedelta(seconds=sweep + 2)
