@@ -26,6 +26,18 @@ system-deps:
 	  echo "system-deps: WARNING libharfbuzz-subset0 is missing and I am not root with apt-get;"; \
 	  echo "             PDFs render 5-7x slower. Install it: sudo apt-get install libharfbuzz-subset0"; \
 	fi
+	@# The order page's browser test drives Debian's Chromium headless through chromedriver.
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then \
+	  echo "system-deps: chromium + chromium-driver present (order page browser test)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "system-deps: installing chromium chromium-driver with apt-get (order page browser test)"; \
+	  (apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || \
+	   (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1)) || \
+	  echo "system-deps: WARNING could not install chromium chromium-driver; the order page browser test will fail"; \
+	else \
+	  echo "system-deps: WARNING chromium/chromium-driver are missing and I am not root with apt-get;"; \
+	  echo "             the order page browser test will fail. Install them: sudo apt-get install chromium chromium-driver"; \
+	fi
 
 test: $(STAMP) system-deps
 	$(VENV)/bin/ruff check .
