@@ -28,7 +28,8 @@ def pooled(factory: sessionmaker[Session], size: int) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-def test_fifty_buyers_for_the_last_ten_tickets_exactly_ten_win(db: sessionmaker[Session]) -> None:
+def test_fifty_buyers_for_the_last_ten_tickets_exactly_ten_win(any_db: sessionmaker[Session]) -> None:
+    db = any_db
     with db() as session, session.begin():
         event = make_event(session, tickets=(("Last", "10.00", 10),))
         buyers = [make_user(session, f"buyer{i}@example.org") for i in range(50)]
