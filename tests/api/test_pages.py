@@ -194,3 +194,32 @@ def test_one_statement_per_page_however_many_orders_and_deliveries(
     assert len(counter.statements) == 4, counter.statements
     touching = [st for st in counter.statements if "email_deliveries" in st or "FROM orders" in st]
     assert len(touching) == 1
+
+
+def test_an_event_with_thousands_of_orders_pages_quickly(client: TestClient, db: sessionmaker[Session]) -> None:
+    import time
+
+    from models import Order
+
+    seeded = seed_event(db)
+    now = utcnow()
+    with db() as s, s.begin():
+        s.execute(sa.insert(Order), [
+            {"identifier": f"bulk{n:06d}", "event_id": seeded["event_id"], "status": OrderStatus.COMPLETED,
+             "currency": "EUR", "amount": 25, "buyer_name": f"Bulk {n}", "created_at": now - timedelta(seconds=n),
+             "updated_at": now} for n in range(5000)])
+        ids = s.scalars(sa.select(Order.id).where(Order.identifier.like("bulk%"))).all()
+        s.execute(sa.insert(EmailDelivery), [
+            {"order_id": i, "batch": "confirmation", "kind": kind, "recipient": "x@example.org", "state": "sent"}
+            for i in ids for kind in ("confirmation-buyer", "organizer-notification")])
+    url, headers = f"/v1/events/{seeded['event_id']}/orders", auth(seeded["token"])
+    timings = {}
+    for params in ({"page": 1}, {"page": 50, "per_page": 100}, {"status": "completed", "page": 25, "per_page": 200}):
+        started = time.perf_counter()
+        body = client.get(url, params=params, headers=headers).json()
+        timings[str(params)] = elapsed = time.perf_counter() - started
+        assert elapsed < 1.0, (params, elapsed)  # typically ~20 ms; generous for a shared CI machine
+        assert len(body["orders"]) == body["per_page"]
+        assert all(len(o["emails"]) == 2 for o in body["orders"] if o["identifier"].startswith("bulk"))
+    assert body["total"] == 5001
+    print(timings)
