@@ -12,7 +12,7 @@ from worker import logging as _task_logging  # noqa: F401  (task id + order on e
 
 app = Celery("ticketq")
 app.config_from_object("celeryconfig")
-app.conf.include = ["tasks.expiry", "tasks.outbox"]
+app.conf.include = ["tasks.expiry", "tasks.outbox", "tasks.orders", "tasks.documents", "tasks.mail"]
 
 
 @worker_process_init.connect

@@ -1,0 +1,42 @@
+"""documents.render: lay out an order's PDFs on the documents queue, then send the emails waiting for them."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery.signals import worker_process_init
+
+from models.db import get_sessionmaker
+from models.deliveries import EmailDelivery
+from models.errors import OrderError
+from models.outbox import RENDER_TASK
+from tasks.mail import queue_deliveries
+from worker.app import app
+from worker.documents import warm_up
+from worker.pipeline import ensure_documents, pending_deliveries
+
+log = logging.getLogger("ticketq.tasks.documents")
+
+
+@app.task(name=RENDER_TASK, autoretry_for=(Exception,), dont_autoretry_for=(OrderError,), max_retries=3,
+          retry_backoff=2, retry_jitter=True)
+def render_documents(identifier: str | None, batch: str | None = None, delivery_id: int | None = None) -> bool:
+    """Render unless stored; then queue the batch's unsent emails (or the one delivery that asked)."""
+    factory = get_sessionmaker()
+    if identifier is None and delivery_id is not None:
+        with factory() as session:
+            delivery = session.get_one(EmailDelivery, delivery_id)
+            identifier, batch = delivery.order.identifier, delivery.batch
+    assert identifier is not None
+    rendered = ensure_documents(factory, identifier)
+    log.info("order %s: documents %s", identifier, "rendered" if rendered else "already stored")
+    if batch is not None:
+        queue_deliveries(pending_deliveries(factory, identifier, batch))
+    return rendered
+
+
+@worker_process_init.connect
+def _warm_renderer(**_: Any) -> None:
+    # Font discovery and CSS parsing once per child, before the first order waits for them.
+    warm_up()

@@ -1,0 +1,160 @@
+"""PDF rendering: autoescaped Jinja2 templates laid out by WeasyPrint, with nothing fetched from outside."""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import segno
+from markupsafe import Markup
+from pypdf import PdfReader, PdfWriter
+from weasyprint import CSS, HTML
+from weasyprint.text.fonts import FontConfiguration
+from weasyprint.urls import URLFetcher, URLFetcherResponse
+
+import templates
+from models.deliveries import DocumentKind
+from worker.storage import DocumentKey
+
+log = logging.getLogger("ticketq.documents")
+
+TEMPLATES_DIR = Path(templates.__file__).resolve().parent
+ASSET_SCHEME = "ticketq-asset:"
+ASSET_SUFFIXES = {".css": "text/css", ".svg": "image/svg+xml", ".png": "image/png"}
+
+
+class AssetOnlyFetcher(URLFetcher):  # type: ignore[misc]
+    """Serves `ticketq-asset:<name>` from the packaged templates directory and refuses every other URL.
+
+    A template never needs the network or the file system; refusing here means even markup that
+    slipped past autoescaping cannot read /etc/passwd or call an internal HTTP service.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(allowed_protocols=())
+        self.refused: list[str] = []
+
+    def fetch(self, url: str, headers: Any = None) -> URLFetcherResponse:
+        if url.startswith(ASSET_SCHEME):
+            path = (TEMPLATES_DIR / url.removeprefix(ASSET_SCHEME).lstrip("/")).resolve()
+            if path.is_relative_to(TEMPLATES_DIR.resolve()) and path.suffix in ASSET_SUFFIXES and path.is_file():
+                return URLFetcherResponse(url, path.read_bytes(), {"Content-Type": ASSET_SUFFIXES[path.suffix]})
+        self.refused.append(url)
+        log.warning("refused to fetch %r while rendering", url[:200])
+        raise ValueError(f"ticketq renders only packaged assets; refused {url[:200]!r}")
+
+
+@dataclass
+class Renderer:
+    """Per-process state: built once, because font discovery and CSS parsing cost more than a page."""
+
+    env: jinja2.Environment
+    font_config: FontConfiguration
+    stylesheet: CSS
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_renderer: Renderer | None = None
+_renderer_lock = threading.Lock()
+
+
+def template_env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default_for_string=True),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        auto_reload=False,
+    )
+    env.filters["qr"] = qr_svg
+    return env
+
+
+def renderer() -> Renderer:
+    global _renderer
+    with _renderer_lock:
+        if _renderer is None:
+            font_config = FontConfiguration()
+            css = CSS(string=(TEMPLATES_DIR / "pdf" / "documents.css").read_text(), font_config=font_config,
+                      url_fetcher=AssetOnlyFetcher())
+            _renderer = Renderer(env=template_env(), font_config=font_config, stylesheet=css)
+        return _renderer
+
+
+def qr_svg(secret: str) -> Markup:
+    """The QR code as inline SVG: segno's own markup, so nothing needs fetching."""
+    return Markup(segno.make(secret, error="m").svg_inline(scale=4, border=2))  # noqa: S704
+
+
+@dataclass(frozen=True)
+class RenderedOrder:
+    """One layout of the whole order, and the page ranges each document takes from it."""
+
+    pdf: bytes
+    ticket_pages: dict[int, list[int]]  # attendee id -> page indexes
+    invoice_pages: list[int]
+
+
+def render_html(html: str, fetcher: AssetOnlyFetcher | None = None) -> tuple[bytes, list[dict[str, Any]]]:
+    """Lay out HTML once; return the PDF and each page's anchors (which ticket/invoice it shows)."""
+    state = renderer()
+    with state.lock:  # WeasyPrint's font configuration is not meant for concurrent layouts
+        document = HTML(string=html, url_fetcher=fetcher or AssetOnlyFetcher(), base_url=ASSET_SCHEME).render(
+            stylesheets=[state.stylesheet], font_config=state.font_config
+        )
+        anchors = [dict(page.anchors) for page in document.pages]
+        return document.write_pdf(), anchors
+
+
+def render_order(context: dict[str, Any], attendee_ids: Sequence[int]) -> RenderedOrder:
+    """Tickets (one page each) and the invoice in ONE layout; documents are page ranges of it."""
+    html = renderer().env.get_template("pdf/order.html").render(**context)
+    pdf, anchors = render_html(html)
+    ticket_pages: dict[int, list[int]] = {a: [] for a in attendee_ids}
+    invoice_pages: list[int] = []
+    owner: int | None = None  # a ticket too long for one page continues on the next
+    for index, names in enumerate(anchors):
+        for name in names:
+            if name.startswith("ticket-"):
+                owner = int(name.removeprefix("ticket-"))
+            elif name == "invoice":
+                owner = -1
+        if owner == -1:
+            invoice_pages.append(index)
+        elif owner is not None:
+            ticket_pages[owner].append(index)
+    return RenderedOrder(pdf=pdf, ticket_pages=ticket_pages, invoice_pages=invoice_pages)
+
+
+def split_pages(reader: PdfReader, pages: Sequence[int]) -> bytes:
+    writer = PdfWriter()
+    for index in pages:
+        writer.add_page(reader.pages[index])
+    buffer = io.BytesIO()
+    writer.write(buffer)
+    return buffer.getvalue()
+
+
+def order_documents(rendered: RenderedOrder) -> dict[DocumentKey, bytes]:
+    """The tickets PDF, one PDF per attendee and the invoice, cut from the one layout with pypdf."""
+    reader = PdfReader(io.BytesIO(rendered.pdf))
+    all_tickets = sorted(p for pages in rendered.ticket_pages.values() for p in pages)
+    result: dict[DocumentKey, bytes] = {
+        (DocumentKind.TICKETS, None): split_pages(reader, all_tickets),
+        (DocumentKind.INVOICE, None): split_pages(reader, rendered.invoice_pages),
+    }
+    for attendee_id, pages in rendered.ticket_pages.items():
+        result[(DocumentKind.ATTENDEE_TICKET, attendee_id)] = split_pages(reader, pages)
+    return result
+
+
+def warm_up() -> None:
+    """Build the per-process renderer before the first job, so no order pays for font discovery."""
+    renderer()

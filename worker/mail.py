@@ -1,0 +1,223 @@
+"""Email messages (multipart/alternative + attachments) and SMTP from SMTP_URL with per-process connection reuse."""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+import ssl
+import threading
+from dataclasses import dataclass, field
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from models.base import utcnow
+
+log = logging.getLogger("ticketq.mail")
+
+SMTP_TIMEOUT = 20.0
+
+
+class DeliveryError(Exception):
+    """An SMTP failure; `temporary` says whether trying again later may succeed."""
+
+    def __init__(self, reply: str, *, temporary: bool) -> None:
+        super().__init__(reply)
+        self.reply = reply
+        self.temporary = temporary
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content: bytes
+    maintype: str = "application"
+    subtype: str = "pdf"
+
+
+@dataclass(frozen=True)
+class Mail:
+    kind: str
+    identifier: str
+    sender: str
+    recipient: str
+    subject: str
+    text: str
+    html: str
+    attachments: tuple[Attachment, ...] = ()
+    message_id: str | None = None
+    extra_headers: dict[str, str] = field(default_factory=dict)
+
+
+def clean_header(value: str) -> str:
+    """One line, whatever the data: a name holding "\\r\\nBcc: x" must never become a header."""
+    return " ".join(value.replace("\r", " ").replace("\n", " ").split())
+
+
+def checked_address(value: str) -> str:
+    """A bare addr-spec; anything with line breaks or several addresses is refused (a permanent failure)."""
+    if any(c in value for c in "\r\n,;<>") or value.count("@") != 1:
+        raise DeliveryError(f"invalid recipient address {value[:80]!r}", temporary=False)
+    try:
+        return str(Address(addr_spec=value.strip()))
+    except (ValueError, IndexError) as exc:
+        raise DeliveryError(f"invalid recipient address {value[:80]!r}: {exc}", temporary=False) from None
+
+
+def new_message_id(sender: str) -> str:
+    domain = sender.rpartition("@")[2] or "localhost"
+    return make_msgid(idstring="ticketq", domain=clean_header(domain))
+
+
+def build_message(mail: Mail) -> EmailMessage:
+    """Text and HTML alternatives; with attachments the alternative part sits inside multipart/mixed."""
+    message = EmailMessage()
+    message["From"] = checked_address(mail.sender)
+    message["To"] = checked_address(mail.recipient)
+    message["Subject"] = clean_header(mail.subject)
+    message["Date"] = format_datetime(utcnow())
+    message["Message-ID"] = mail.message_id or new_message_id(mail.sender)
+    message["X-Order-Identifier"] = clean_header(mail.identifier)
+    message["X-Email-Kind"] = clean_header(mail.kind)
+    for name, value in mail.extra_headers.items():
+        message[clean_header(name)] = clean_header(value)
+    message.set_content(mail.text)
+    message.add_alternative(mail.html, subtype="html")
+    for item in mail.attachments:
+        message.add_attachment(item.content, maintype=item.maintype, subtype=item.subtype,
+                               filename=clean_header(item.filename))
+    return message
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    host: str
+    port: int
+    ssl: bool = False
+    starttls: bool = False
+    username: str | None = None
+    password: str | None = None
+
+
+def parse_smtp_url(url: str) -> SmtpConfig:
+    """smtp://user:pass@host:port, smtps://… (TLS from the start), ?starttls=true (upgrade after EHLO)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("smtp", "smtps"):
+        raise ValueError(f"SMTP_URL scheme {parts.scheme!r} is not supported: use smtp:// or smtps://")
+    if not parts.hostname:
+        raise ValueError("SMTP_URL has no host: smtp://user:pass@host:port")
+    query = parse_qs(parts.query)
+    starttls = query.get("starttls", ["false"])[-1].lower() in ("1", "true", "yes", "on")
+    secure = parts.scheme == "smtps"
+    return SmtpConfig(
+        host=parts.hostname,
+        port=parts.port or (465 if secure else 587 if starttls else 25),
+        ssl=secure,
+        starttls=starttls,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )
+
+
+def classify(exc: BaseException) -> DeliveryError:
+    """4xx, refused connections, timeouts and dropped connections are temporary; 5xx are permanent."""
+    if isinstance(exc, DeliveryError):
+        return exc
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        replies = list(exc.recipients.values())
+        code = min(code for code, _ in replies) if replies else 450
+        text = "; ".join(f"{c} {m.decode(errors='replace') if isinstance(m, bytes) else m}" for c, m in replies)
+        return DeliveryError(text or str(exc), temporary=400 <= code < 500)
+    if isinstance(exc, smtplib.SMTPResponseException):
+        message = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
+        return DeliveryError(f"{exc.smtp_code} {message}", temporary=not 500 <= exc.smtp_code < 600)
+    if isinstance(exc, smtplib.SMTPNotSupportedError):
+        return DeliveryError(f"SMTP server does not support a required extension: {exc}", temporary=False)
+    if isinstance(exc, smtplib.SMTPServerDisconnected | OSError | smtplib.SMTPException):
+        return DeliveryError(f"{type(exc).__name__}: {exc}", temporary=True)
+    raise exc
+
+
+class SmtpClient:
+    """One SMTP connection kept open between messages; reopened once when the server dropped it."""
+
+    def __init__(self, config: SmtpConfig) -> None:
+        self.config = config
+        self.connection: smtplib.SMTP | None = None
+        self.lock = threading.Lock()
+
+    def _connect(self) -> smtplib.SMTP:
+        c = self.config
+        conn: smtplib.SMTP
+        if c.ssl:
+            conn = smtplib.SMTP_SSL(c.host, c.port, timeout=SMTP_TIMEOUT, context=ssl.create_default_context())
+        else:
+            conn = smtplib.SMTP(c.host, c.port, timeout=SMTP_TIMEOUT)
+        try:
+            conn.ehlo()
+            if c.starttls:
+                conn.starttls(context=ssl.create_default_context())
+                conn.ehlo()
+            if c.username:
+                conn.login(c.username, c.password or "")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def close(self) -> None:
+        if self.connection is not None:
+            try:
+                self.connection.quit()
+            except (smtplib.SMTPException, OSError):
+                self.connection.close()
+            self.connection = None
+
+    def send(self, message: EmailMessage) -> None:
+        """Send or raise DeliveryError; a stale kept-alive connection is retried on a fresh one."""
+        sender, recipient = str(message["From"]), str(message["To"])
+        data = message.as_bytes()
+        with self.lock:
+            for attempt in (1, 2):
+                reused = self.connection is not None
+                try:
+                    if self.connection is None:
+                        self.connection = self._connect()
+                    self.connection.sendmail(sender, [recipient], data)
+                    return
+                except smtplib.SMTPServerDisconnected as exc:
+                    self.connection = None
+                    if not (reused and attempt == 1):
+                        raise classify(exc) from exc
+                except (smtplib.SMTPResponseException, smtplib.SMTPRecipientsRefused) as exc:
+                    if isinstance(exc, smtplib.SMTPConnectError | smtplib.SMTPHeloError):
+                        self.close()
+                    raise classify(exc) from exc
+                except (OSError, smtplib.SMTPException) as exc:
+                    self._drop()
+                    raise classify(exc) from exc
+
+    def _drop(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
+
+
+_clients: dict[str, SmtpClient] = {}
+_clients_lock = threading.Lock()
+
+
+def smtp_client(url: str) -> SmtpClient:
+    """The process's client for this URL (Celery prefork: one per child process)."""
+    with _clients_lock:
+        if url not in _clients:
+            _clients[url] = SmtpClient(parse_smtp_url(url))
+        return _clients[url]
+
+
+def close_clients() -> None:
+    with _clients_lock:
+        for client in _clients.values():
+            client.close()
+        _clients.clear()
