@@ -29,6 +29,24 @@ def _users_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _api(args: argparse.Namespace) -> int:
+    from api.server import serve
+
+    return serve(host=args.host, port=args.port)
+
+
+def _up(args: argparse.Namespace) -> int:
+    from ticketq.stack import run_up
+
+    return run_up(host=args.host, port=args.port)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ticketq.demo import run_demo
+
+    return run_demo()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ticketq", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -42,6 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name")
     create.add_argument("--admin", action="store_true")
     create.set_defaults(func=_users_create)
+
+    api = sub.add_parser("api", help="the HTTP API (uvicorn)")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.set_defaults(func=_api)
+
+    up = sub.add_parser("up", help="API + worker + beat (embedded Redis/SMTP where no URL is set) until Ctrl-C")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=8000)
+    up.set_defaults(func=_up)
+    sub.add_parser("demo", help="drive a sample event through every order status on an embedded stack") \
+        .set_defaults(func=_demo)
     return parser
 
 

@@ -1,0 +1,273 @@
+"""`ticketq demo`: a sample event driven through every order status over the HTTP API, on an
+embedded stack under var/, then a summary; exits 1 if anything expected did not happen."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import getaddresses
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ticketq.demo_report import COLOURS, Progress, Report, render
+from ticketq.devserver import ChildFailed, Supervisor
+from ticketq.embedded import SmtpSink
+from ticketq.settings import settings
+from ticketq.stack import Stack, start_stack
+
+Email = tuple[str, str, str]  # (order identifier, kind, recipient)
+OWNER, CORA = ("Olga Owner", "olga@example.com"), ("Cora Coorganizer", "cora@example.com")
+BEA, FINN = ("Bea Buyer", "bea@example.com"), ("Finn Friend", "finn@example.com")
+ADA = ("Ada Attendee", "ada@example.com")
+CONFIRM_KINDS = ("confirmation-buyer", "confirmation-attendee")
+
+
+class DemoFailed(RuntimeError):
+    """Something the demo expected did not happen."""
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass
+class DemoOrder:
+    label: str
+    identifier: str
+    expect: str
+    path: list[str] = field(default_factory=list)
+
+    def saw(self, status: str) -> None:
+        if not self.path or self.path[-1] != status:
+            self.path.append(status)
+
+
+@dataclass
+class Api:
+    client: httpx.Client
+
+    def call(self, method: str, path: str, token: str, body: Any = None, expect: tuple[int, ...] = (200,)) -> Any:
+        response = self.client.request(method, path, json=body, headers={"Authorization": f"Bearer {token}"})
+        if response.status_code not in expect:
+            raise DemoFailed(f"{method} {path} answered {response.status_code}, expected {expect}: "
+                             f"{response.text[:400]}")
+        return response.json() if response.headers.get("content-type", "").startswith("application/json") else response
+
+
+def issue_token(env: dict[str, str], person: tuple[str, str]) -> str:
+    """Through the documented command, which prints the token alone on its last line."""
+    result = subprocess.run([sys.executable, "-m", "ticketq.cli", "users", "create", person[1], "--name", person[0]],
+                            env=env, capture_output=True, text=True, check=False, timeout=60)
+    if result.returncode != 0:
+        raise DemoFailed(f"ticketq users create {person[1]} failed: {result.stderr[-500:]}")
+    return result.stdout.strip().splitlines()[-1]
+
+
+class Demo:
+    def __init__(self, stack: Stack, sink: SmtpSink, report: Report) -> None:
+        self.stack, self.sink, self.report = stack, sink, report
+        self.api = Api(httpx.Client(base_url=stack.api_url, timeout=30))
+        self.expected: Counter[Email] = Counter()
+        self.orders: dict[str, DemoOrder] = {}
+        self.tokens: dict[str, str] = {}
+
+    def run(self) -> None:
+        say("==> users: owner, co-organizer and buyer with API tokens (ticketq users create)")
+        for person in (OWNER, CORA, BEA):
+            self.tokens[person[1]] = issue_token(self.stack.env, person)
+        say("==> event with a free and a paid ticket type; Cora becomes co-organizer")
+        event, free, paid = self.build_event()
+        say("==> orders: free, bank, online paid then completed, cancelled, one left to expire")
+        self.place_orders(event, free, paid)
+        self.wait("confirmations", timeout=90)
+        say("==> resend the online order's confirmation (202), then once more (429: demo limit 1/minute)")
+        self.resend(self.orders["online"])
+        self.wait("resend", timeout=60)
+        self.verify()
+
+    # -- scenario ------------------------------------------------------------------------------
+
+    def build_event(self) -> tuple[int, int, int]:
+        owner = self.tokens[OWNER[1]]
+        start = (datetime.now(UTC) + timedelta(days=30)).replace(hour=9, minute=0, second=0, microsecond=0)
+        event = self.api.call("POST", "/v1/events", owner, {
+            "name": "ticketq demo conference", "starts_at": start.isoformat(),
+            "ends_at": (start + timedelta(hours=8)).isoformat(), "timezone": "Europe/Berlin",
+            "location": "Berlin", "currency": "EUR"}, (201,))
+        tickets = f"/v1/events/{event['id']}/tickets"
+        free = self.api.call("POST", tickets, owner, {"name": "Community pass", "price": "0.00", "quantity": 100},
+                             (201,))
+        paid = self.api.call("POST", tickets, owner, {"name": "Conference ticket", "price": "120.00", "quantity": 100},
+                             (201,))
+        self.api.call("POST", f"/v1/events/{event['id']}/roles", owner, {"email": CORA[1], "role": "coorganizer"},
+                      (201,))
+        return int(event["id"]), int(free["id"]), int(paid["id"])
+
+    def place_orders(self, event: int, free: int, paid: int) -> None:
+        self.order("free", event, free, "free", [BEA, FINN], expect="completed")
+        self.order("bank", event, paid, "bank", [BEA], expect="placed")
+        online = self.order("online", event, paid, "stripe", [BEA, ADA], expect="completed")
+        self.set_status(online, CORA, "completed")
+        cancelled = self.order("cancelled", event, paid, "stripe", [BEA], expect="cancelled")
+        self.set_status(cancelled, OWNER, "cancelled")
+        self.expected[(cancelled.identifier, "cancellation", BEA[1])] += 1
+        self.order("expired", event, paid, None, [BEA], expect="expired")
+
+    def order(self, label: str, event: int, ticket: int, mode: str | None, people: list[tuple[str, str]],
+              *, expect: str) -> DemoOrder:
+        buyer = self.tokens[BEA[1]]
+        created = self.api.call("POST", "/v1/orders", buyer,
+                                {"event": event, "tickets": [{"ticket": ticket, "quantity": len(people)}]}, (201,))
+        order = DemoOrder(label, created["identifier"], expect, [created["status"]])
+        self.orders[label] = order
+        if mode is not None:
+            body = {"payment_mode": mode, "buyer": {"name": BEA[0], "email": BEA[1]},
+                    "attendees": [{"name": name, "email": email} for name, email in people]}
+            order.saw(self.api.call("PATCH", f"/v1/orders/{order.identifier}", buyer, body)["status"])
+        if order.path[-1] in ("placed", "completed"):
+            self.expect_confirmation(order, people)
+        say(f"    {label:<10} {order.identifier}  {' -> '.join(order.path)}")
+        return order
+
+    def expect_confirmation(self, order: DemoOrder, people: list[tuple[str, str]], *, resend: bool = False) -> None:
+        self.expected[(order.identifier, "confirmation-buyer", BEA[1])] += 1
+        for email in {email for _, email in people if email != BEA[1]}:
+            self.expected[(order.identifier, "confirmation-attendee", email)] += 1
+        if not resend:
+            for _, email in (OWNER, CORA):
+                self.expected[(order.identifier, "organizer-notification", email)] += 1
+
+    def set_status(self, order: DemoOrder, who: tuple[str, str], status: str) -> None:
+        answer = self.api.call("PATCH", f"/v1/orders/{order.identifier}", self.tokens[who[1]], {"status": status})
+        order.saw(answer["status"])
+        if status == "completed":
+            self.expect_confirmation(order, [BEA, ADA])
+
+    def resend(self, order: DemoOrder) -> None:
+        owner, body = self.tokens[OWNER[1]], {"data": {"order": order.identifier}}
+        first = self.api.call("POST", "/v1/orders/resend-email", owner, body, (202,))
+        self.expect_confirmation(order, [BEA, ADA], resend=True)
+        refused = self.api.client.post("/v1/orders/resend-email", json=body,
+                                       headers={"Authorization": f"Bearer {owner}"})
+        retry = refused.headers.get("Retry-After")
+        self.report.resend = (f"202 \"{first.get('message', '')}\"; then {refused.status_code} "
+                              f"(Retry-After: {retry})")
+        if refused.status_code != 429 or not retry:
+            raise DemoFailed(f"second resend answered {refused.status_code} (Retry-After {retry}), expected 429")
+
+    # -- waiting and checking ------------------------------------------------------------------
+
+    def delivered(self) -> Counter[Email]:
+        """(order, kind, recipient) of every message the sink accepted for this run's orders."""
+        ours = {order.identifier for order in self.orders.values()}
+        seen: Counter[Email] = Counter()
+        for message in list(self.sink.messages):
+            identifier, kind = str(message.get("X-Order-Identifier", "")), str(message.get("X-Email-Kind", ""))
+            if identifier in ours:
+                for _, address in getaddresses([str(v) for v in message.get_all("To", []) + message.get_all("Cc", [])]):
+                    seen[(identifier, kind, address.lower())] += 1
+        return seen
+
+    def wait(self, phase: str, timeout: float) -> None:
+        progress, expired = Progress(), self.orders["expired"]
+        deadline, next_poll = time.monotonic() + timeout, 0.0
+        total = sum(self.expected.values()) + 1
+        try:
+            while True:
+                got = self.delivered()
+                emails = sum(min(got[key], n) for key, n in self.expected.items())
+                if expired.path[-1] != "expired" and time.monotonic() >= next_poll:
+                    expired.saw(self.get(expired)["status"])
+                    next_poll = time.monotonic() + 1
+                done = emails + (expired.path[-1] == "expired")
+                progress.update(f"jobs ({phase})", done, total,
+                                f"emails {emails}/{total - 1}, expiry {'done' if done > emails else 'waiting'}")
+                if done >= total:
+                    return
+                if time.monotonic() > deadline:
+                    missing = sorted((self.expected - got).elements())
+                    raise DemoFailed(f"{phase}: after {timeout:.0f}s still missing {missing or 'the expiry'}")
+                time.sleep(0.25)
+        finally:
+            progress.close()
+
+    def get(self, order: DemoOrder) -> Any:
+        return self.api.call("GET", f"/v1/orders/{order.identifier}", self.tokens[OWNER[1]])
+
+    def verify(self) -> None:
+        time.sleep(1.5)  # room for a duplicate to show up
+        got, failures = self.delivered(), self.report.failures
+        if extra := sorted((got - self.expected).elements()):
+            failures.append(f"unexpected or duplicate emails: {extra}")
+        for order in self.orders.values():
+            answer = self.get(order)
+            order.saw(answer["status"])
+            if answer["status"] != order.expect or answer.get("color") != COLOURS[order.expect]:
+                failures.append(f"{order.label} is {answer['status']}/{answer.get('color')}, expected {order.expect}")
+            if order.expect in ("placed", "completed") and not answer.get("documents"):
+                failures.append(f"{order.label}: GET lists no documents")
+            states = {str(e.get("state")) for e in answer.get("emails") or []}
+            if states - {"sent"}:
+                failures.append(f"{order.label}: email states {sorted(states)}, expected all sent")
+        pdf = self.api.client.get(f"/v1/orders/{self.orders['bank'].identifier}/tickets.pdf",
+                                  headers={"Authorization": f"Bearer {self.tokens[BEA[1]]}"})
+        if pdf.status_code != 200 or not pdf.content.startswith(b"%PDF"):
+            failures.append(f"GET tickets.pdf answered {pdf.status_code} {pdf.headers.get('content-type')}")
+        for message in self.sink.messages:
+            if message.get("X-Email-Kind") in CONFIRM_KINDS and not any(
+                    part.get_content_type() == "application/pdf" for part in message.iter_attachments()):
+                failures.append(f"{message['X-Email-Kind']} to {message['To']} carries no PDF")
+
+
+def run_demo(var_dir: Path | None = None) -> int:
+    """Start the stack, run the scenario, stop everything, print the summary; 0 only if all went right."""
+    var_dir = (var_dir or settings.var_dir).resolve()
+    for suffix in ("", "-wal", "-shm"):  # the demo's own database starts empty every run
+        (var_dir / f"demo.db{suffix}").unlink(missing_ok=True)
+    began, wall = time.monotonic(), time.time()
+    report, code, demo = Report(), 1, None
+    say("==> starting embedded Redis, SMTP sink, SQLite, API, worker and beat under " + str(var_dir))
+    with Supervisor(var_dir) as sup:
+        try:
+            stack = start_stack(sup, demo=True)
+            say(f"    ready in {time.monotonic() - began:.1f}s: API {stack.api_url}/docs")
+            assert sup.sink is not None
+            demo = Demo(stack, sup.sink, report)
+            demo.run()
+        except KeyboardInterrupt:
+            report.failures.append("interrupted")
+            code = 130
+        except (DemoFailed, ChildFailed, httpx.HTTPError) as exc:
+            report.failures.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            say("==> stopping everything the demo started")
+            sup.stop()
+            report.leftovers = sup.leftovers()
+    fill_report(report, var_dir, demo, wall)
+    report.seconds = time.monotonic() - began
+    if report.leftovers:
+        report.failures.append(f"processes still running: {report.leftovers}")
+    print(render(report), flush=True)
+    return 0 if not report.failures else code
+
+
+def fill_report(report: Report, var_dir: Path, demo: Demo | None, since: float) -> None:
+    files, mail = var_dir / "files", var_dir / "mail"
+    report.pdfs = [p for p in files.rglob("*.pdf") if p.stat().st_mtime >= since - 1] if files.exists() else []
+    report.eml_files = sum(1 for p in mail.glob("*.eml") if p.stat().st_mtime >= since - 1) if mail.exists() else 0
+    report.paths = {"emails": f"{mail}/*.eml (X-Email-Kind in each name)", "PDFs": str(files),
+                    "database": str(var_dir / "demo.db"), "logs": f"{var_dir / 'log'}/{{api,worker,beat,redis}}.log"}
+    if demo is None:
+        return
+    report.orders = [(o.label, o.identifier, COLOURS.get(o.path[-1], ""), o.path) for o in demo.orders.values()]
+    report.expected_emails = Counter(kind for (_, kind, _), n in demo.expected.items() for _ in range(n))
+    report.emails = Counter(kind for (_, kind, _), n in demo.delivered().items() for _ in range(n))
+    confirmed = sum(1 for o in demo.orders.values() if o.expect in ("placed", "completed"))
+    if not report.failures and len(report.pdfs) < confirmed:
+        report.failures.append(f"only {len(report.pdfs)} PDFs written for {confirmed} confirmed orders")
