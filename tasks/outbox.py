@@ -32,7 +32,7 @@ def publish_jobs(factory: sessionmaker[Session], job_ids: Iterable[int]) -> int:
             if job is None or job.published_at is not None:
                 continue
             try:
-                app.send_task(job.task, args=job.args, queue=job.queue, retry=False,
+                app.send_task(job.task, args=job.args, queue=job.queue, retry=False, ignore_result=True,
                               task_id=f"outbox-{job.id}-{job.attempts}")
             except Exception as exc:  # broker down: kombu raises many kinds
                 job.attempts += 1

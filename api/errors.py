@@ -1,0 +1,49 @@
+"""JSON:API error documents, and the API's own refusals (the domain's live in models.errors)."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from fastapi.responses import JSONResponse
+
+
+class ApiError(Exception):
+    """A refusal made by the HTTP layer itself (auth, limits, body size)."""
+
+    status = 400
+    title = "Bad Request"
+
+    def __init__(self, detail: str, *, pointer: str | None = "/data") -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.pointer = pointer
+        self.headers: dict[str, str] = {}
+
+
+class Unauthorized(ApiError):
+    status = 401
+    title = "Unauthorized"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, pointer="")
+        self.headers = {"WWW-Authenticate": "Bearer"}
+
+
+def error_object(status: int, detail: str, *, pointer: str | None = "", parameter: str | None = None,
+                 title: str | None = None) -> dict[str, Any]:
+    obj: dict[str, Any] = {"status": str(status), "title": title or HTTPStatus(status).phrase, "detail": detail}
+    if parameter is not None:
+        obj["source"] = {"parameter": parameter}
+    elif pointer is not None:
+        obj["source"] = {"pointer": pointer}
+    return obj
+
+
+def error_response(status: int, errors: list[dict[str, Any]], headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"errors": errors}, status_code=status, headers=headers)
+
+
+def single_error(status: int, detail: str, *, pointer: str | None = "", title: str | None = None,
+                 headers: dict[str, str] | None = None) -> JSONResponse:
+    return error_response(status, [error_object(status, detail, pointer=pointer, title=title)], headers)

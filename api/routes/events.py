@@ -1,0 +1,71 @@
+"""Events, their ticket types and the roles of the people who run them."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Path
+
+from api.access import find_event, require_coorganizer, require_granter
+from api.deps import CurrentUser, DbSession
+from api.schemas import (
+    DB_INT_MAX,
+    EventCreate,
+    EventPublic,
+    RoleCreate,
+    RolePublic,
+    TicketCreate,
+    TicketPublic,
+    decimal_string,
+)
+from models.errors import Conflict, InvalidInput
+from models.events import Event, EventRole, Role, TicketType
+from models.users import get_or_create_user
+
+router = APIRouter(prefix="/v1/events", tags=["events"])
+EventId = Annotated[int, Path(ge=1, le=DB_INT_MAX)]
+
+
+@router.post("", status_code=201, response_model=EventPublic)
+def create_event(body: EventCreate, user: CurrentUser, session: DbSession) -> EventPublic:
+    """Create an event; the caller becomes its owner."""
+    if body.ends_at < body.starts_at:
+        raise InvalidInput("An event cannot end before it starts", pointer="/data/ends_at")
+    event = Event(name=body.name, starts_at=body.starts_at, ends_at=body.ends_at, timezone=body.timezone,
+                  location=body.location, currency=body.currency)
+    session.add(event)
+    session.flush()
+    session.add(EventRole(event_id=event.id, user_id=user.id, role=Role.OWNER))
+    session.commit()
+    return EventPublic.model_validate(event, from_attributes=True)
+
+
+@router.post("/{event_id}/tickets", status_code=201, response_model=TicketPublic)
+def create_ticket_type(event_id: EventId, body: TicketCreate, user: CurrentUser, session: DbSession) -> TicketPublic:
+    """Add a ticket type (co-organizers)."""
+    find_event(session, event_id)
+    require_coorganizer(session, user, event_id)
+    ticket = TicketType(event_id=event_id, name=body.name, price=Decimal(body.price), quantity=body.quantity)
+    session.add(ticket)
+    session.commit()
+    return TicketPublic(id=ticket.id, event=event_id, name=ticket.name, price=decimal_string(ticket.price),
+                        quantity=ticket.quantity)
+
+
+@router.post("/{event_id}/roles", status_code=201, response_model=RolePublic)
+def grant_role(event_id: EventId, body: RoleCreate, user: CurrentUser, session: DbSession) -> RolePublic:
+    """Make someone organizer or coorganizer (owner and organizers); unknown emails get a user."""
+    find_event(session, event_id)
+    require_granter(session, user, event_id)
+    member = get_or_create_user(session, body.email)
+    role = Role(body.role)
+    exists = session.scalar(sa.select(EventRole.id).where(
+        EventRole.event_id == event_id, EventRole.user_id == member.id, EventRole.role == role))
+    if exists is not None:
+        raise Conflict(f"{member.email} is already {role.value} of this event", pointer="/data/email")
+    grant = EventRole(event_id=event_id, user_id=member.id, role=role)
+    session.add(grant)
+    session.commit()
+    return RolePublic(id=grant.id, event=event_id, email=member.email, role=role.value)

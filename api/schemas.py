@@ -1,0 +1,202 @@
+"""Request and response bodies. Requests are strict (unknown fields refused) and bounded, so
+no input reaches the database in a shape it would choke on (NUL bytes, huge numbers, years 1 or 9999)."""
+
+from __future__ import annotations
+
+import zoneinfo
+from datetime import datetime
+from decimal import Decimal
+from functools import cache
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+
+DB_INT_MAX = 2**31 - 1
+MAX_TICKETS_PER_LINE = 100
+MAX_LINES = 20
+
+# Printable text only: PostgreSQL refuses NUL, and control characters have no place in names.
+_PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=_PRINTABLE)]
+Location = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300, pattern=_PRINTABLE)]
+Email = Annotated[EmailStr, StringConstraints(max_length=254)]
+DbId = Annotated[int, Field(ge=1, le=DB_INT_MAX)]
+
+
+@cache
+def _timezones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def _iana(value: str) -> str:
+    if value not in _timezones():
+        raise ValueError("Unknown IANA timezone")
+    return value
+
+
+def _sane_year(value: datetime) -> datetime:
+    if not 1970 <= value.year <= 9000:
+        raise ValueError("Year must be between 1970 and 9000")
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, AfterValidator(_sane_year)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EventCreate(Strict):
+    name: Name
+    starts_at: Timestamp
+    ends_at: Timestamp
+    timezone: Annotated[str, StringConstraints(max_length=64), AfterValidator(_iana)]
+    location: Location | None = None
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] = "EUR"
+
+
+class EventPublic(BaseModel):
+    id: int
+    name: str
+    starts_at: datetime
+    ends_at: datetime
+    timezone: str
+    location: str | None
+    currency: str
+
+
+class TicketCreate(Strict):
+    name: Name
+    price: Annotated[str, StringConstraints(pattern=r"^\d{1,7}(\.\d{1,2})?$")] = Field(
+        description="Decimal string, e.g. \"25.00\"")
+    quantity: Annotated[int, Field(ge=0, le=1_000_000)]
+
+
+class TicketPublic(BaseModel):
+    id: int
+    event: int
+    name: str
+    price: str
+    quantity: int
+
+
+class RoleCreate(Strict):
+    email: Email
+    role: Literal["organizer", "coorganizer"]
+
+
+class RolePublic(BaseModel):
+    id: int
+    event: int
+    email: str
+    role: str
+
+
+class OrderLine(Strict):
+    ticket: DbId
+    quantity: Annotated[int, Field(ge=1, le=MAX_TICKETS_PER_LINE)]
+
+
+class OrderCreate(Strict):
+    event: DbId
+    tickets: Annotated[list[OrderLine], Field(min_length=1, max_length=MAX_LINES)]
+    status: Annotated[str, StringConstraints(max_length=32)] | None = Field(
+        default=None, description="Co-organizers only: create the order directly in this status")
+
+
+class PersonIn(Strict):
+    name: Name
+    email: Email
+
+
+class OrderUpdate(Strict):
+    """Either the buyer's form (payment_mode, buyer, attendees) or a co-organizer's `status`."""
+
+    payment_mode: Annotated[str, StringConstraints(max_length=32)] | None = None
+    buyer: PersonIn | None = None
+    attendees: Annotated[list[PersonIn], Field(max_length=MAX_LINES * MAX_TICKETS_PER_LINE)] | None = None
+    status: Annotated[str, StringConstraints(max_length=32)] | None = None
+
+
+class ResendData(Strict):
+    order: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    # Accepted and ignored (contract): the limit is keyed on the authenticated user, never on this.
+    user: Any = None
+
+
+class ResendRequest(Strict):
+    data: ResendData
+
+
+class ResendAccepted(BaseModel):
+    status: bool
+    message: str
+
+
+class PersonOut(BaseModel):
+    name: str | None
+    email: str | None
+
+
+class AttendeeOut(BaseModel):
+    id: int
+    name: str | None
+    email: str | None
+    ticket: int
+    ticket_name: str
+
+
+class DocumentOut(BaseModel):
+    kind: str
+    attendee_id: int | None
+    revision: int
+    size: int
+    created_at: datetime
+    url: str | None
+
+
+class EmailOut(BaseModel):
+    kind: str
+    recipient: str
+    state: str
+    batch: str
+    attempts: int
+    last_error: str | None
+    requested_by: str | None
+    sent_at: datetime | None
+
+
+class HistoryOut(BaseModel):
+    kind: str
+    actor: str | None
+    at: datetime
+    detail: dict[str, Any]
+
+
+class OrderPublic(BaseModel):
+    identifier: str
+    event: int
+    status: str
+    color: str
+    amount: str
+    currency: str
+    payment_mode: str | None
+    expires_at: datetime | None
+    buyer: PersonOut
+    attendees: list[AttendeeOut]
+    documents: list[DocumentOut]
+    emails: list[EmailOut]
+    history: list[HistoryOut]
+
+
+class Health(BaseModel):
+    status: str
+    database: str
+    redis: str
+
+
+def decimal_string(value: Decimal) -> str:
+    return f"{value:.2f}"
