@@ -8,6 +8,7 @@ import ssl
 import threading
 from dataclasses import dataclass, field
 from email.headerregistry import Address
+from email.policy import SMTP as SMTP_POLICY
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -177,7 +178,7 @@ class SmtpClient:
     def send(self, message: EmailMessage) -> None:
         """Send or raise DeliveryError; a stale kept-alive connection is retried on a fresh one."""
         sender, recipient = str(message["From"]), str(message["To"])
-        data = message.as_bytes()
+        data = message.as_bytes(policy=SMTP_POLICY)
         with self.lock:
             for attempt in (1, 2):
                 reused = self.connection is not None

@@ -1,0 +1,96 @@
+"""Builders and waits shared by the confirmation pipeline's worker tests."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable, Sequence
+from email.message import EmailMessage
+from typing import Any
+
+import sqlalchemy as sa
+from pypdf import PdfReader
+from sqlalchemy.orm import Session, sessionmaker
+
+from models import Order
+from models.deliveries import DeliveryState, EmailDelivery
+from models.events import EventRole, Role
+from models.ordering import Person, change_status, submit_order
+from models.status import OrderStatus
+from tests.factories import make_event, make_order, make_user
+
+BUYER = "buyer@example.org"
+SHARED = "family@example.org"
+DONE = (DeliveryState.SENT, DeliveryState.FAILED)
+
+
+def confirmed_order(
+    db: sessionmaker[Session],
+    attendees: Sequence[tuple[str, str]] = (("Ada Buyer", BUYER), ("Bea Family", SHARED), ("Cy Family", SHARED)),
+    *,
+    buyer_name: str = "Ada Buyer",
+    event_name: str = "PyCon Test",
+    completed: bool = True,
+    organizers: Sequence[tuple[str, Role]] = (),
+) -> str:
+    """A submitted order (placed, or completed by its owner) with the given attendees; returns its identifier."""
+    with db() as session, session.begin():
+        owner = make_user(session, "owner@example.org")
+        event = make_event(session, owner=owner, name=event_name)
+        for email, role in organizers:
+            session.add(EventRole(event_id=event.id, user_id=make_user(session, email).id, role=role))
+        buyer = make_user(session, BUYER)
+        order = make_order(session, event, buyer, quantity=len(attendees))
+        submit_order(session, order, payment_mode="bank", buyer=Person(buyer_name, BUYER),
+                     attendees=[Person(n, e) for n, e in attendees], by=BUYER)
+        if completed:
+            change_status(session, order, OrderStatus.COMPLETED, by=owner.email)
+        return order.identifier
+
+
+def deliveries(db: sessionmaker[Session], identifier: str) -> list[EmailDelivery]:
+    with db() as session:
+        return list(session.scalars(
+            sa.select(EmailDelivery).join(Order).where(Order.identifier == identifier).order_by(EmailDelivery.id)
+        ))
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 90, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def wait_settled(db: sessionmaker[Session], identifier: str, count: int, timeout: float = 90) -> list[EmailDelivery]:
+    """Wait until `count` delivery records exist and every one is sent or failed."""
+    def settled() -> list[EmailDelivery] | None:
+        rows = deliveries(db, identifier)
+        return rows if len(rows) >= count and all(r.state in DONE for r in rows) else None
+
+    return wait_for(settled, timeout, f"{count} settled deliveries of {identifier}")  # type: ignore[no-any-return]
+
+
+def attachments(message: EmailMessage) -> dict[str, bytes]:
+    return {part.get_filename() or "": part.get_payload(decode=True) for part in message.iter_attachments()}  # type: ignore[misc]
+
+
+def pdf_text(data: bytes) -> str:
+    return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(data)).pages)
+
+
+def pdf_pages(data: bytes) -> int:
+    return len(PdfReader(io.BytesIO(data)).pages)
+
+
+def by_kind(messages: Sequence[EmailMessage]) -> dict[tuple[str, str], EmailMessage]:
+    found: dict[tuple[str, str], EmailMessage] = {}
+    for message in messages:
+        key = (str(message["X-Email-Kind"]), str(message["To"]))
+        assert key not in found, f"duplicate email {key}"
+        found[key] = message
+    return found
