@@ -1,0 +1,57 @@
+"""SMTP failures through a real worker: 4xx retried with backoff until sent once, 5xx failed without retry."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.deliveries import DeliveryState, EmailKind
+from models.ordering import change_status, load_order
+from models.outbox import CANCELLATION_TASK, CONFIRM_TASK
+from models.status import OrderStatus
+from tests.services import CeleryWorker
+from tests.tasks.confirm_helpers import BUYER, SHARED, by_kind, confirmed_order, wait_settled
+from ticketq.embedded import SmtpSink
+from worker import app
+
+
+def cancel(db: sessionmaker[Session], identifier: str) -> None:
+    with db() as session, session.begin():
+        change_status(session, load_order(session, identifier), OrderStatus.CANCELLED, by="owner@example.org")
+
+
+def test_451_twice_then_250_gives_one_sent_record_and_one_message(
+    db: sessionmaker[Session], celery_worker: CeleryWorker, smtp: SmtpSink
+) -> None:
+    identifier = confirmed_order(db, [("Ada Buyer", BUYER)])
+    cancel(db, identifier)
+    smtp.script_replies("451 4.3.0 try again later", "451 4.3.0 still busy")
+    app.send_task(CANCELLATION_TASK, args=[identifier], queue="orders")
+
+    [row] = wait_settled(db, identifier, 1, timeout=60)
+    assert (row.kind, row.recipient, row.batch, row.state) == (
+        EmailKind.CANCELLATION, BUYER, "cancellation", DeliveryState.SENT)
+    assert row.attempts == 3 and row.last_error is None
+    assert len(smtp.messages) == 1
+    message = smtp.messages[0]
+    assert message["X-Email-Kind"] == "cancellation" and message["X-Order-Identifier"] == identifier
+    assert message["Message-ID"] == row.message_id
+
+
+def test_550_marks_the_record_failed_with_the_reply_and_does_not_retry(
+    db: sessionmaker[Session], celery_worker: CeleryWorker, smtp: SmtpSink
+) -> None:
+    identifier = confirmed_order(db)
+    smtp.refuse[BUYER] = "550 5.1.1 no such user"
+    app.send_task(CONFIRM_TASK, args=[identifier], queue="orders")
+
+    rows = wait_settled(db, identifier, 3)
+    time.sleep(3)  # a retry would show as a second attempt
+    states = {(r.kind.value, r.recipient): (r.state, r.attempts, r.last_error) for r in wait_settled(db, identifier, 3)}
+    assert states[("confirmation-buyer", BUYER)] == (DeliveryState.FAILED, 1, "550 5.1.1 no such user")
+    assert states[("confirmation-attendee", SHARED)][:2] == (DeliveryState.SENT, 1)
+    assert set(by_kind(smtp.messages)) == {(r.kind.value, r.recipient) for r in rows if r.recipient != BUYER}
+    with db() as session:
+        failed = [e for e in load_order(session, identifier).history if e.kind == "email-failed"]
+        assert [e.detail["recipient"] for e in failed] == [BUYER]
