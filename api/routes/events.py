@@ -39,6 +39,7 @@ def create_event(body: EventCreate, user: CurrentUser, session: DbSession) -> Ev
     session.flush()
     session.add(EventRole(event_id=event.id, user_id=user.id, role=Role.OWNER))
     session.commit()
+    session.refresh(event)  # answer with what was stored (UTC), not with what was sent
     return EventPublic.model_validate(event, from_attributes=True)
 
 

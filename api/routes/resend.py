@@ -60,7 +60,12 @@ def _parse(raw: bytes) -> ResendRequest:
     try:
         return ResendRequest.model_validate(payload)
     except ValidationError as exc:
-        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+        raise RequestValidationError([{**e, "loc": _body_loc(e["loc"])} for e in exc.errors()]) from None
+
+
+def _body_loc(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """This body already has its `data` envelope; pointers elsewhere get "/data" added in front."""
+    return ("body", *loc[1:]) if loc[:1] == ("data",) else ("body", *loc)
 
 
 def _queue_resend(session: Session, user: User, identifier: str) -> str:

@@ -1,0 +1,108 @@
+"""POST /v1/orders/resend-email: every row of the contract's check order, with status, text and pointer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.orders import Order, OrderEvent
+from models.outbox import RESEND_TASK, OutboxJob
+from tests.api.conftest import only_error
+
+URL = "/v1/orders/resend-email"
+
+
+def resend(client: TestClient, identifier: str, headers: dict[str, str], **extra: Any) -> Any:
+    return client.post(URL, json={"data": {"order": identifier, **extra}}, headers=headers)
+
+
+def test_co_organizer_resend_is_queued_audited_and_published(client: TestClient, world: dict[str, Any],
+                                                              db: sessionmaker[Session], broker: Any) -> None:
+    identifier = world["orders"]["completed"]
+    response = resend(client, identifier, world["headers"]["coorg"])
+    assert response.status_code == 202
+    assert response.json() == {"status": True,
+                               "message": f"Confirmation emails for order {identifier} have been queued"}
+    with db() as session:
+        job = session.scalars(sa.select(OutboxJob).where(OutboxJob.task == RESEND_TASK)).one()
+        assert job.args == [identifier, "coorg@example.org"]
+        assert job.published_at is not None  # published right after commit
+        order = session.scalars(sa.select(Order).where(Order.identifier == identifier)).one()
+        kinds = session.scalars(sa.select(OrderEvent.kind).where(OrderEvent.order_id == order.id)).all()
+        actor = session.scalar(sa.select(OrderEvent.actor).where(OrderEvent.kind == "resend-requested"))
+    assert "resend-requested" in kinds and actor == "coorg@example.org"
+    assert broker.llen("orders") >= 1
+
+
+def test_placed_orders_and_every_co_organizer_kind_may_resend(client: TestClient, world: dict[str, Any]) -> None:
+    for who in ("owner", "coorg", "admin"):
+        assert resend(client, world["orders"]["placed"], world["headers"][who]).status_code == 202, who
+
+
+def test_no_token_is_401(client: TestClient, world: dict[str, Any]) -> None:
+    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic abc"}):
+        response = resend(client, world["orders"]["placed"], headers)
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+        assert only_error(response)["title"] == "Unauthorized"
+
+
+def test_malformed_json_is_400_and_bad_shapes_422(client: TestClient, world: dict[str, Any]) -> None:
+    headers = {**world["headers"]["coorg"], "Content-Type": "application/json"}
+    response = client.post(URL, content=b'{"data": {', headers=headers)
+    assert response.status_code == 400
+    assert only_error(response)["detail"] == "Malformed JSON body"
+    cases = [
+        ({}, "/data"),
+        ({"data": {}}, "/data/order"),
+        ({"data": {"order": 7}}, "/data/order"),
+        ({"data": {"order": "x", "extra": 1}}, "/data/extra"),
+        ({"data": "x"}, "/data"),
+        ([], "/data"),
+    ]
+    for body, pointer in cases:
+        response = client.post(URL, json=body, headers=headers)
+        assert response.status_code == 422, body
+        errors = response.json()["errors"]
+        assert pointer in [e["source"]["pointer"] for e in errors], (body, errors)
+
+
+def test_unknown_order_is_404_for_anyone(client: TestClient, world: dict[str, Any]) -> None:
+    for who in ("coorg", "stranger"):
+        for identifier in ("0" * 32, "../etc/passwd", "x" * 64):
+            response = resend(client, identifier, world["headers"][who])
+            assert response.status_code == 404
+            error = only_error(response)
+            assert error["detail"] == "Order not found" and error["source"] == {"pointer": "/data/order"}
+
+
+def test_not_co_organizer_is_403_even_the_buyer(client: TestClient, world: dict[str, Any]) -> None:
+    for who in ("buyer", "stranger"):
+        response = resend(client, world["orders"]["completed"], world["headers"][who])
+        assert response.status_code == 403
+        assert response.json() == {"errors": [{"status": "403", "title": "Forbidden",
+                                               "detail": "Co-Organizer Access Required",
+                                               "source": {"pointer": "/data/order"}}]}
+
+
+def test_forbidden_is_checked_before_status(client: TestClient, world: dict[str, Any]) -> None:
+    response = resend(client, world["orders"]["initializing"], world["headers"]["stranger"])
+    assert response.status_code == 403
+
+
+def test_only_placed_and_completed_orders_have_confirmation(client: TestClient, world: dict[str, Any]) -> None:
+    for status in ("initializing", "pending"):
+        response = resend(client, world["orders"][status], world["headers"]["coorg"])
+        assert response.status_code == 422
+        error = only_error(response)
+        assert error["detail"] == "Only placed and completed orders have confirmation"
+        assert error["source"] == {"pointer": "/data/order"}
+
+
+def test_user_field_is_accepted_and_ignored(client: TestClient, world: dict[str, Any]) -> None:
+    for user in (1, "someone-else", {"id": 3}, None):
+        response = resend(client, world["orders"]["placed"], world["headers"]["coorg"], user=user)
+        assert response.status_code == 202
