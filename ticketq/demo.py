@@ -3,6 +3,7 @@ embedded stack under var/, then a summary; exits 1 if anything expected did not 
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import time
@@ -113,11 +114,13 @@ class Demo:
         self.order("free", event, free, "free", [BEA, FINN], expect="completed")
         self.order("bank", event, paid, "bank", [BEA], expect="placed")
         online = self.order("online", event, paid, "stripe", [BEA, ADA], expect="completed")
-        self.set_status(online, CORA, "completed")
+        self.set_status(online, CORA, "completed")  # payment received, marked by the co-organizer
         cancelled = self.order("cancelled", event, paid, "stripe", [BEA], expect="cancelled")
         self.set_status(cancelled, OWNER, "cancelled")
         self.expected[(cancelled.identifier, "cancellation", BEA[1])] += 1
-        self.order("expired", event, paid, None, [BEA], expect="expired")
+        self.order("expired", event, paid, None, [BEA], expect="expired")  # never submitted
+        for order in self.orders.values():
+            say(f"    {order.label:<10} {order.identifier}  {' -> '.join(order.path)}")
 
     def order(self, label: str, event: int, ticket: int, mode: str | None, people: list[tuple[str, str]],
               *, expect: str) -> DemoOrder:
@@ -132,7 +135,6 @@ class Demo:
             order.saw(self.api.call("PATCH", f"/v1/orders/{order.identifier}", buyer, body)["status"])
         if order.path[-1] in ("placed", "completed"):
             self.expect_confirmation(order, people)
-        say(f"    {label:<10} {order.identifier}  {' -> '.join(order.path)}")
         return order
 
     def expect_confirmation(self, order: DemoOrder, people: list[tuple[str, str]], *, resend: bool = False) -> None:
@@ -156,8 +158,9 @@ class Demo:
         refused = self.api.client.post("/v1/orders/resend-email", json=body,
                                        headers={"Authorization": f"Bearer {owner}"})
         retry = refused.headers.get("Retry-After")
-        self.report.resend = (f"202 \"{first.get('message', '')}\"; then {refused.status_code} "
-                              f"(Retry-After: {retry})")
+        detail = (refused.json().get("errors") or [{}])[0].get("detail", "") if refused.content else ""
+        self.report.resend = (f"202 \"{first.get('message', '')}\"\n        then {refused.status_code} "
+                              f"\"{detail}\" (Retry-After: {retry}s)")
         if refused.status_code != 429 or not retry:
             raise DemoFailed(f"second resend answered {refused.status_code} (Retry-After {retry}), expected 429")
 
@@ -228,6 +231,7 @@ class Demo:
 def run_demo(var_dir: Path | None = None) -> int:
     """Start the stack, run the scenario, stop everything, print the summary; 0 only if all went right."""
     var_dir = (var_dir or settings.var_dir).resolve()
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the demo narrates its own requests
     for suffix in ("", "-wal", "-shm"):  # the demo's own database starts empty every run
         (var_dir / f"demo.db{suffix}").unlink(missing_ok=True)
     began, wall = time.monotonic(), time.time()

@@ -21,6 +21,7 @@ NONE = "-"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s [task=%(task_id)s order=%(order)s] %(message)s"
 # Order identifiers are 32 hex characters (models.orders.new_identifier).
 IDENTIFIER = re.compile(r"^[0-9a-f]{32}$")
+MENTION = re.compile(r"\border ([0-9a-f]{32})\b")
 ORDER_KWARGS = ("identifier", "order", "order_identifier")
 
 _context: ContextVar[tuple[str, str]] = ContextVar("ticketq_task_context", default=(NONE, NONE))
@@ -58,8 +59,20 @@ class TaskContextFilter(logging.Filter):
         if getattr(record, "task_id", None) in (None, "", "???"):
             record.task_id = task_id
         if not getattr(record, "order", None):
-            record.order = order
+            named = order if order != NONE else _named_order(record)
+            record.order = named
+            if order == NONE and named != NONE and task_id != NONE:
+                _context.set((task_id, named))  # the rest of this task's lines carry it too
         return True
+
+
+def _named_order(record: logging.LogRecord) -> str:
+    """A task that took no identifier (mail.send takes a delivery id) still names the order in
+    its message ("order <identifier>: ..."); lift it into the field so every line carries it."""
+    if "order" not in str(record.msg):
+        return NONE
+    found = MENTION.search(record.getMessage())
+    return found.group(1) if found else NONE
 
 
 FILTER = TaskContextFilter()
