@@ -8,8 +8,8 @@ import ssl
 import threading
 from dataclasses import dataclass, field
 from email.headerregistry import Address
-from email.policy import SMTP as SMTP_POLICY
 from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime, make_msgid
 from urllib.parse import parse_qs, unquote, urlsplit
 

@@ -65,7 +65,8 @@ def test_resend_reuses_stored_pdfs_and_a_redelivered_job_reuses_its_batch(
     written = tickets.stat().st_mtime_ns
 
     for _ in range(2):  # the same job delivered twice (same task id)
-        app.send_task(RESEND_TASK, args=[identifier, "owner@example.org"], queue="orders", task_id=f"resend-{identifier}")
+        app.send_task(RESEND_TASK, args=[identifier, "owner@example.org"], queue="orders",
+                      task_id=f"resend-{identifier}")
     wait_settled(db, identifier, 5)
     app.send_task(RESEND_TASK, args=[identifier, None], queue="orders")  # a second request: a new batch
     rows = wait_settled(db, identifier, 7)

@@ -1,0 +1,57 @@
+"""Hostile names through the whole pipeline: literal text in PDFs and emails, no extra header, nothing fetched."""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.deliveries import DeliveryState
+from models.outbox import CONFIRM_TASK
+from tests.services import CeleryWorker
+from tests.tasks.confirm_helpers import BUYER, SHARED, attachments, by_kind, confirmed_order, pdf_text, wait_settled
+from tests.worker.hostile import counting_server, hostile_names
+from ticketq.embedded import SmtpSink
+from worker import app
+
+
+def flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def body(message: EmailMessage, subtype: str) -> str:
+    part = message.get_body((subtype,))
+    assert part is not None
+    return str(part.get_content())  # type: ignore[attr-defined]
+
+
+def test_hostile_names_come_out_as_literal_text(
+    db: sessionmaker[Session], celery_worker: CeleryWorker, smtp: SmtpSink
+) -> None:
+    with counting_server() as server:
+        names = hostile_names(server.url)
+        people = [(names[0], BUYER)] + [(n, SHARED) for n in names[1:]]
+        identifier = confirmed_order(db, people, buyer_name=names[5], event_name=names[4])
+        app.send_task(CONFIRM_TASK, args=[identifier], queue="orders")
+        rows = wait_settled(db, identifier, 3)
+        assert server.paths == []
+
+    assert [r.state for r in rows] == [DeliveryState.SENT] * 3
+    mails = by_kind(smtp.messages)
+    assert len(smtp.messages) == 3
+    for message in smtp.messages:
+        assert message["Bcc"] is None and "evil" not in str(message["To"])
+        assert all(key.lower() != "bcc" for key in message)
+    buyer = mails[("confirmation-buyer", BUYER)]
+    assert flat(names[4]) in str(buyer["Subject"])
+    text, html = body(buyer, "plain"), body(buyer, "html")
+    assert names[0] in text and "{{ 7*7 }}" in text
+    assert "&lt;img src=&#34;file:///etc/passwd&#34;&gt;" in html and '<img src="file' not in html
+    assert "<link" not in html and "<style>@import" not in html
+
+    tickets = flat(pdf_text(attachments(buyer)["tickets.pdf"]))
+    for name in names:
+        assert flat(name) in tickets
+    family = attachments(mails[("confirmation-attendee", SHARED)])
+    assert set(family) == {f"ticket-{n}.pdf" for n in range(2, 7)} | {"event.ics"}
+    assert flat(names[3]) in flat(pdf_text(family["ticket-4.pdf"]))

@@ -1,0 +1,101 @@
+"""Message building, SMTP URLs and failure classification: pure logic, no server."""
+
+from __future__ import annotations
+
+import smtplib
+from email import message_from_bytes, policy
+
+import pytest
+
+from worker.mail import (
+    Attachment,
+    DeliveryError,
+    Mail,
+    SmtpConfig,
+    build_message,
+    checked_address,
+    classify,
+    parse_smtp_url,
+)
+
+
+def mail(**changes: object) -> Mail:
+    values: dict[str, object] = {
+        "kind": "confirmation-buyer", "identifier": "abc123", "sender": "tickets@example.org",
+        "recipient": "buyer@example.org", "subject": "Your order", "text": "Hello Eve", "html": "<p>Hello Eve</p>",
+        "message_id": "<1@example.org>",
+    }
+    values.update(changes)
+    return Mail(**values)  # type: ignore[arg-type]
+
+
+def wire(m: Mail) -> object:
+    return message_from_bytes(build_message(m).as_bytes(policy=policy.SMTP), policy=policy.default)
+
+
+def test_headers_and_multipart_alternative_with_attachments() -> None:
+    sent = wire(mail(attachments=(Attachment("tickets.pdf", b"%PDF-1.7"), Attachment("event.ics", b"BEGIN", "text",
+                                                                                       "calendar"))))
+    assert sent["X-Order-Identifier"] == "abc123" and sent["X-Email-Kind"] == "confirmation-buyer"  # type: ignore[index]
+    assert sent["Message-ID"] == "<1@example.org>" and sent["To"] == "buyer@example.org"  # type: ignore[index]
+    assert sent.get_content_type() == "multipart/mixed"  # type: ignore[attr-defined]
+    assert [p.get_content_type() for p in sent.walk()] == [  # type: ignore[attr-defined]
+        "multipart/mixed", "multipart/alternative", "text/plain", "text/html", "application/pdf", "text/calendar"]
+    assert [p.get_filename() for p in sent.iter_attachments()] == ["tickets.pdf", "event.ics"]  # type: ignore[attr-defined]
+
+
+def test_without_attachments_the_message_is_multipart_alternative() -> None:
+    assert wire(mail()).get_content_type() == "multipart/alternative"  # type: ignore[attr-defined]
+
+
+def test_hostile_values_add_no_header() -> None:
+    sent = wire(mail(subject="Order for Eve\r\nBcc: x@evil.example", identifier="abc\nBcc: y@evil.example",
+                     text="Eve\r\nBcc: x@evil.example", html="<p>Eve\r\nBcc: x@evil.example</p>"))
+    assert sent["Bcc"] is None  # type: ignore[index]
+    assert sent["Subject"] == "Order for Eve Bcc: x@evil.example"  # type: ignore[index]
+    assert sent["X-Order-Identifier"] == "abc Bcc: y@evil.example"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("address", ["a@b.org\r\nBcc: x@evil", "a@b.org, c@d.org", "Eve <a@b.org>", "nobody", ""])
+def test_recipient_must_be_one_plain_address(address: str) -> None:
+    with pytest.raises(DeliveryError) as caught:
+        checked_address(address)
+    assert caught.value.temporary is False
+
+
+def test_a_new_message_id_names_the_sender_domain() -> None:
+    assert str(build_message(mail(message_id=None))["Message-ID"]).endswith("@example.org>")
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("smtp://127.0.0.1:2525", SmtpConfig("127.0.0.1", 2525)),
+    ("smtp://mail.example.org", SmtpConfig("mail.example.org", 25)),
+    ("smtp://u%40x:p%3Ass@mail.example.org:587?starttls=true",
+     SmtpConfig("mail.example.org", 587, starttls=True, username="u@x", password="p:ss")),
+    ("smtps://user:pw@mail.example.org", SmtpConfig("mail.example.org", 465, ssl=True, username="user", password="pw")),
+])
+def test_smtp_urls(url: str, expected: SmtpConfig) -> None:
+    assert parse_smtp_url(url) == expected
+
+
+@pytest.mark.parametrize("url", ["http://mail.example.org", "smtp://", "mail.example.org:25"])
+def test_unusable_smtp_urls_are_refused_clearly(url: str) -> None:
+    with pytest.raises(ValueError, match="SMTP_URL"):
+        parse_smtp_url(url)
+
+
+@pytest.mark.parametrize(("exc", "temporary", "reply"), [
+    (smtplib.SMTPDataError(451, b"4.3.0 try later"), True, "451 4.3.0 try later"),
+    (smtplib.SMTPDataError(550, b"5.7.1 rejected"), False, "550 5.7.1 rejected"),
+    (smtplib.SMTPRecipientsRefused({"a@b.org": (550, b"no such user")}), False, "550 no such user"),
+    (smtplib.SMTPRecipientsRefused({"a@b.org": (452, b"mailbox full")}), True, "452 mailbox full"),
+    (smtplib.SMTPSenderRefused(421, b"closing", "t@x"), True, "421 closing"),
+    (ConnectionRefusedError(111, "Connection refused"), True, None),
+    (TimeoutError("timed out"), True, None),
+    (smtplib.SMTPServerDisconnected("gone"), True, None),
+])
+def test_failures_are_classified_by_reply_code(exc: Exception, temporary: bool, reply: str | None) -> None:
+    error = classify(exc)
+    assert error.temporary is temporary
+    if reply is not None:
+        assert error.reply == reply

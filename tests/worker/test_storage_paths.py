@@ -1,0 +1,38 @@
+"""Keyed-hash document paths: stable, unguessable without SECRET_KEY, distinct per document and revision."""
+
+from __future__ import annotations
+
+from pytest import MonkeyPatch
+
+from models.deliveries import DocumentKind
+from ticketq.settings import settings
+from worker.storage import document_name, write_file
+
+T, A = DocumentKind.TICKETS, DocumentKind.ATTENDEE_TICKET
+
+
+def test_paths_are_stable_and_hide_the_identifier() -> None:
+    name = document_name("order-abc", T, None, 1)
+    assert name == document_name("order-abc", T, None, 1)
+    assert "order-abc" not in name and name.endswith(".pdf")
+    directory, file = name.split("/")
+    assert len(file) == 64 + 4 and file.startswith(directory)
+
+
+def test_every_document_and_revision_has_its_own_path() -> None:
+    names = {document_name("o", T, None, 1), document_name("o", T, None, 2), document_name("o", A, 7, 1),
+             document_name("o", A, 8, 1), document_name("p", T, None, 1), document_name("o", DocumentKind.INVOICE,
+                                                                                        None, 1)}
+    assert len(names) == 6
+
+
+def test_the_path_depends_on_the_secret(monkeypatch: MonkeyPatch) -> None:
+    before = document_name("o", T, None, 1)
+    monkeypatch.setattr(type(settings), "secret", lambda self: b"another key")
+    assert document_name("o", T, None, 1) != before
+
+
+def test_files_are_written_whole_under_files_dir() -> None:
+    path = write_file("ab/abcdef.pdf", b"%PDF")
+    assert path == settings.files_dir / "ab/abcdef.pdf" and path.read_bytes() == b"%PDF"
+    assert [p.name for p in path.parent.iterdir() if p.name.startswith(".tmp")] == []
