@@ -14,10 +14,6 @@ log = logging.getLogger("ticketq.api")
 MAX_BODY_BYTES = 256 * 1024
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class GuardMiddleware:
     def __init__(self, app: ASGIApp, max_body: int = MAX_BODY_BYTES) -> None:
         self.app = app
@@ -30,16 +26,20 @@ class GuardMiddleware:
         if self._declared_length(scope) > self.max_body:
             await self._too_large(scope, receive, send)
             return
-        started = False
-        received = 0
+        body = await self._read_body(receive)
+        if body is None:
+            await self._too_large(scope, receive, send)
+            return
+        replayed = False
 
-        async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.max_body:
-                raise BodyTooLarge()
-            return message
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # the disconnect, when it comes
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        started = False
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
@@ -47,15 +47,28 @@ class GuardMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, counting_receive, tracking_send)
-        except BodyTooLarge:
-            if not started:
-                await self._too_large(scope, receive, send)
+            await self.app(scope, replay, tracking_send)
         except Exception:
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             if started:
                 raise
             await single_error(500, "Unexpected server error; it has been logged")(scope, receive, send)
+
+    async def _read_body(self, receive: Receive) -> bytes | None:
+        """The whole body (bounded, so buffering it is cheap), or None when it exceeds the limit."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return b"".join(chunks)  # client went away; the app will see an empty body
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
 
     @staticmethod
     def _declared_length(scope: Scope) -> int:
@@ -69,7 +82,7 @@ class GuardMiddleware:
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         detail = f"Request body larger than {self.max_body} bytes"
-        response = single_error(413, detail, headers={"Connection": "close"})
+        response = single_error(413, detail, title="Content Too Large", headers={"Connection": "close"})
         await response(scope, receive, send)
 
 
