@@ -1,0 +1,28 @@
+"""`make bench`: P1-P5 on local services in one run; prints the table and rewrites docs/PERFORMANCE.md."""
+
+from __future__ import annotations
+
+import sys
+
+from bench import p1_throughput, p3_expiry, p4_latency, p5_memory
+from bench.harness import ROOT
+from bench.report import Scenario, run_scenarios
+
+SCENARIOS: dict[str, Scenario] = {
+    "p1": p1_throughput.run,
+    "p3": p3_expiry.run,
+    "p4": p4_latency.run,
+    "p5": p5_memory.run,
+}
+
+INTRO = """What ticketq sustains on one machine, measured by `bench/` (scripts, not timed unit tests):
+every server a script uses is one it started itself (Redis, a fresh PostgreSQL database on the local
+server, an aiosmtpd sink, Celery workers and beat, the API) and stopped at the end."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_scenarios("bench", SCENARIOS, argv, ROOT / "docs" / "PERFORMANCE.md", "ticketq performance", INTRO)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""P1 confirmed orders per second end to end (2 attendees: all PDFs, 3 emails accepted by SMTP) against
+the render-only limit: the same documents rendered in a bare loop on as many processes as the worker has."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from typing import Any
+
+from bench.harness import Harness, Proc
+from bench.report import Row, fmt
+
+CONCURRENCY = 2
+ORDERS, QUICK_ORDERS = 240, 8
+WARM_UP = 4
+
+
+def start_worker(h: Harness, name: str) -> Proc:
+    return h.worker(name, concurrency=CONCURRENCY, extra_env={"OUTBOX_RELAY_SECONDS": "3600"})
+
+
+def warm_up(h: Harness, seed: Any, db: Any, first: int) -> None:
+    """A few orders through the worker first: every child has its renderer, SMTP and DB connections."""
+    from bench.workload import complete_all, make_pending, wait_for_emails
+
+    assert h.sink is not None
+    orders = make_pending(db, seed, WARM_UP, first=first)
+    complete_all(db, orders)
+    wait_for_emails(h.sink.snapshot, orders, 120)
+
+
+def end_to_end(h: Harness, seed: Any, db: Any, count: int, first: int) -> tuple[float, float, int]:
+    """Complete `count` orders at once; rate = count / (last email accepted - first payment)."""
+    from bench.workload import complete_all, complete_orders, make_pending, wait_for_emails
+
+    assert h.sink is not None
+    orders = make_pending(db, seed, count, first=first)
+    started = time.time()
+    complete_all(db, orders)
+    accepted = wait_for_emails(h.sink.snapshot, orders, 60 + count * 2)
+    mine = [a for a in accepted if a.order in set(orders)]
+    done = len(complete_orders(mine, set(orders)))
+    elapsed = max(a.at for a in mine) - started
+    return done / elapsed, elapsed, done
+
+
+def _render_loop(job: tuple[dict[str, Any], list[int], int, float]) -> tuple[float, float]:
+    context, attendee_ids, count, start_at = job
+    from worker.documents import order_documents, render_order, warm_up
+
+    warm_up()
+    order_documents(render_order(context, attendee_ids))
+    time.sleep(max(0.0, start_at - time.time()))
+    began = time.time()
+    for _ in range(count):
+        order_documents(render_order(context, attendee_ids))
+    return began, time.time()
+
+
+def render_limit(db: Any, identifier: str, per_process: int) -> float:
+    """Orders' documents per second with nothing but rendering, on CONCURRENCY spawned processes."""
+    from models.ordering import load_order
+    from worker.presenters import order_context
+
+    with db() as session:
+        order = load_order(session, identifier)
+        context, attendee_ids = order_context(order), [a.id for a in order.attendees]
+    start_at = time.time() + 8  # after every process imported WeasyPrint and warmed up
+    with multiprocessing.get_context("spawn").Pool(CONCURRENCY) as pool:
+        spans = pool.map(_render_loop, [(context, attendee_ids, per_process, start_at)] * CONCURRENCY)
+    began, ended = min(s for s, _ in spans), max(e for _, e in spans)
+    return CONCURRENCY * per_process / (ended - began)
+
+
+def run(h: Harness, quick: bool) -> tuple[list[Row], list[str]]:
+    from bench.workload import factory, seed_event
+
+    count = QUICK_ORDERS if quick else ORDERS
+    h.reset()
+    db = factory(h.database_url)
+    seed = seed_event(db)
+    worker = start_worker(h, "p1-worker")
+    try:
+        warm_up(h, seed, db, first=0)
+        rate, elapsed, done = end_to_end(h, seed, db, count, first=WARM_UP)
+    finally:
+        h.stop(worker)
+    from bench.workload import make_pending
+
+    sample = make_pending(db, seed, 1, first=10_000_000)[0]
+    limit = render_limit(db, sample, max(4, count // 4))
+    ratio = rate / limit
+    h.measured["p1_rate"] = rate  # P4 runs at half of it
+    rows = [
+        Row("P1", f"confirmed orders/s end to end ({done}/{count} orders in {elapsed:.1f} s)", fmt(rate, "orders/s")),
+        Row("P1", f"render-only limit, same documents, {CONCURRENCY} processes", fmt(limit, "orders/s")),
+        Row("P1", "end to end / render-only limit", fmt(ratio, "", 2), ">= 0.85", ratio >= 0.85 and done == count),
+    ]
+    notes = [f"P1: one `celery -A worker worker -c {CONCURRENCY}` on all three queues (the machine has 2 cores); "
+             f"{count} orders of 2 attendees (buyer + one guest) completed at once after {WARM_UP} warm-up orders; "
+             "each produces the tickets PDF, 2 attendee PDFs, the invoice and 3 emails accepted by an aiosmtpd sink. "
+             f"The render-only limit runs `render_order` + `order_documents` for the same order in {CONCURRENCY} "
+             "spawned processes with nothing else running."]
+    return rows, notes
