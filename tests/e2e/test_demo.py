@@ -1,0 +1,129 @@
+"""`ticketq demo` and `ticketq up` for real: embedded Redis, SQLite, SMTP sink, API, worker, beat;
+everything they start is gone afterwards (checked with pgrep), on success and on Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from email import message_from_bytes, policy
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ticketq.embedded import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+CHILDREN = {"redis", "worker", "beat", "api"}
+KINDS = {"confirmation-buyer", "confirmation-attendee", "organizer-notification", "cancellation"}
+IDENTIFIER = re.compile(r"\b[0-9a-f]{32}\b")
+
+
+def clean_env(var: Path, **extra: str) -> dict[str, str]:
+    """The machine a newcomer has: no service URLs set (the suite's own are removed)."""
+    drop = {"DATABASE_URL", "REDIS_URL", "SMTP_URL", "FILES_DIR", "SECRET_KEY"}
+    env = {key: value for key, value in os.environ.items() if key not in drop}
+    env.update(VAR_DIR=str(var), NO_COLOR="1", **extra)
+    return env
+
+
+def start(args: list[str], env: dict[str, str], out: Path) -> subprocess.Popen[bytes]:
+    with out.open("wb") as handle:
+        return subprocess.Popen([sys.executable, "-m", "ticketq.cli", *args], cwd=ROOT, env=env,
+                                stdout=handle, stderr=subprocess.STDOUT)
+
+
+def sessions_of(process: subprocess.Popen[bytes], run_dir: Path, timeout: float = 90) -> dict[str, int]:
+    """The session ids (= pids of the leaders) of the children, read from var/run while they run."""
+    seen: dict[str, int] = {}
+    deadline = time.monotonic() + timeout
+    while set(seen) != CHILDREN:
+        for pidfile in run_dir.glob("*.pid"):
+            seen.setdefault(pidfile.stem, int(pidfile.read_text()))
+        assert process.poll() is None or set(seen) == CHILDREN, f"exited early with {process.returncode}"
+        assert time.monotonic() < deadline, f"children never all started: {seen}"
+        time.sleep(0.05)
+    return seen
+
+
+def alive(sessions: dict[str, int]) -> dict[str, list[str]]:
+    found = {}
+    for name, sid in sessions.items():
+        out = subprocess.run(["pgrep", "-s", str(sid)], capture_output=True, text=True, check=False).stdout.split()
+        if out:
+            found[name] = out
+    return found
+
+
+@pytest.mark.timeout(240)
+def test_demo_drives_every_status_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    var, out = tmp_path / "var", tmp_path / "demo.out"
+    began = time.monotonic()
+    demo = start(["demo"], clean_env(var), out)
+    sessions = sessions_of(demo, var / "run")
+    code = demo.wait(timeout=180)
+    elapsed, text = time.monotonic() - began, out.read_text()
+    assert code == 0, text
+    assert elapsed < 120, f"demo took {elapsed:.0f}s"
+    assert "OK: every order reached its status" in text
+    for status in ("placed", "completed", "expired", "cancelled"):
+        assert re.search(rf"^  {status}\s", text, re.M), status
+    assert "then 429" in text and "Retry-After" in text
+    assert alive(sessions) == {}, "processes left behind"
+
+    pdfs = list((var / "files").rglob("*.pdf"))
+    assert len(pdfs) >= 3 and all(p.read_bytes().startswith(b"%PDF") for p in pdfs)
+    emails = [message_from_bytes(p.read_bytes(), policy=policy.default) for p in (var / "mail").glob("*.eml")]
+    assert len(emails) >= 11
+    assert {str(m["X-Email-Kind"]) for m in emails} == KINDS
+    assert all(IDENTIFIER.fullmatch(str(m["X-Order-Identifier"])) for m in emails)
+    assert_worker_lines_name_their_order(var / "log" / "worker.log")
+
+
+def assert_worker_lines_name_their_order(log: Path) -> None:
+    """Every line of ours that mentions an order carries it (and the task id) in its prefix."""
+    lines = [line for line in log.read_text().splitlines() if " ticketq." in line and IDENTIFIER.search(line)]
+    assert lines, "the worker logged nothing about orders"
+    for line in lines:
+        prefix = re.search(r"\[task=(\S+) order=(\S+)\]", line)
+        assert prefix and prefix.group(1) != "-", line
+        assert prefix.group(2) in IDENTIFIER.findall(line.split("]", 1)[1]), line
+
+
+@pytest.mark.timeout(180)
+def test_ctrl_c_stops_everything_the_demo_started(tmp_path: Path) -> None:
+    var, out = tmp_path / "var", tmp_path / "demo.out"
+    demo = start(["demo"], clean_env(var), out)
+    sessions = sessions_of(demo, var / "run")
+    time.sleep(1)
+    demo.send_signal(signal.SIGINT)
+    code = demo.wait(timeout=60)
+    assert code == 130, out.read_text()
+    assert "interrupted" in out.read_text()
+    assert alive(sessions) == {}
+    assert not list((var / "run").glob("*.pid"))
+
+
+@pytest.mark.timeout(180)
+def test_up_serves_until_ctrl_c_then_stops_cleanly(tmp_path: Path) -> None:
+    var, out, port = tmp_path / "var", tmp_path / "up.out", free_port()
+    env = clean_env(var, DATABASE_URL=f"sqlite:///{tmp_path / 'up.db'}", FILES_DIR=str(tmp_path / "files"))
+    up = start(["up", "--port", str(port)], env, out)
+    sessions = sessions_of(up, var / "run")
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert up.poll() is None and time.monotonic() < deadline, out.read_text()
+        time.sleep(0.2)
+    up.send_signal(signal.SIGINT)
+    assert up.wait(timeout=60) == 0, out.read_text()
+    assert alive(sessions) == {}
+    assert "ticketq is up" in out.read_text()

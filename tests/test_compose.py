@@ -1,0 +1,118 @@
+"""docker-compose.yml runs ticketq the way Celery deployments run: one beat, Flower never open,
+every queue consumed, healthchecks gating start-up order."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = ROOT / "docker-compose.yml"
+REQUIRED_ENV = {"SECRET_KEY": "s" * 40, "POSTGRES_PASSWORD": "pw", "FLOWER_BASIC_AUTH": "admin:secret"}
+
+
+@pytest.fixture(scope="module")
+def services() -> dict[str, Any]:
+    return dict(yaml.safe_load(COMPOSE.read_text())["services"])
+
+
+def command(service: dict[str, Any]) -> list[str]:
+    value = service.get("command") or []
+    return value.split() if isinstance(value, str) else [str(part) for part in value]
+
+
+def celery_role(service: dict[str, Any]) -> str | None:
+    args = command(service)
+    return args[3] if args[:3] == ["celery", "-A", "worker"] and len(args) > 3 else None
+
+
+def queues(service: dict[str, Any]) -> set[str]:
+    args = command(service)
+    return set(args[args.index("-Q") + 1].split(",")) if "-Q" in args else set()
+
+
+def test_exactly_one_beat(services: dict[str, Any]) -> None:
+    beats = [name for name, svc in services.items() if celery_role(svc) == "beat"]
+    assert beats == ["beat"]
+    assert services["beat"].get("deploy", {}).get("replicas", 1) == 1
+    # no worker embeds a scheduler with -B
+    assert not any("-B" in command(svc) or "--beat" in command(svc) for svc in services.values())
+
+
+def test_flower_requires_basic_auth_from_env(services: dict[str, Any]) -> None:
+    flower = services["flower"]
+    assert celery_role(flower) == "flower"
+    auth = flower["environment"]["FLOWER_BASIC_AUTH"]
+    # `${VAR:?message}`: compose refuses to start when it is unset or empty, so Flower is never open
+    assert re.fullmatch(r"\$\{FLOWER_BASIC_AUTH:\?[^}]+\}", auth), auth
+    assert "FLOWER_UNAUTHENTICATED_API" not in flower["environment"]
+    assert not any("basic" in part and "=" in part for part in command(flower)), "no password in argv"
+
+
+def test_workers_consume_every_queue_with_documents_apart_from_mail(services: dict[str, Any]) -> None:
+    workers = {name: svc for name, svc in services.items() if celery_role(svc) == "worker"}
+    assert set().union(*(queues(svc) for svc in workers.values())) == {"orders", "documents", "mail"}
+    for name, svc in workers.items():
+        assert not {"documents", "mail"} <= queues(svc), f"{name} mixes PDF rendering with mail delivery"
+        assert "-c" in command(svc), f"{name} sets its own concurrency"
+
+
+def test_migrate_runs_once_before_the_app(services: dict[str, Any]) -> None:
+    assert command(services["migrate"]) == ["ticketq", "db", "upgrade"]
+    assert services["migrate"]["restart"] == "no"
+    for name in ("api", "worker", "worker-documents", "beat", "flower"):
+        depends = services[name]["depends_on"]
+        assert depends["migrate"]["condition"] == "service_completed_successfully", name
+        assert depends["redis"]["condition"] == "service_healthy", name
+        assert depends["postgres"]["condition"] == "service_healthy", name
+
+
+def test_healthchecks(services: dict[str, Any]) -> None:
+    for name in ("redis", "postgres", "api", "worker", "worker-documents", "flower", "mailpit"):
+        assert services[name]["healthcheck"]["test"], name
+    assert "/healthz" in " ".join(services["api"]["healthcheck"]["test"])
+
+
+def test_app_services_share_one_production_configuration(services: dict[str, Any]) -> None:
+    for name in ("api", "worker", "worker-documents", "beat", "flower", "migrate"):
+        env = services[name]["environment"]
+        assert env["ENVIRONMENT"] == "production"
+        assert env["DATABASE_URL"].startswith("postgresql://") and env["REDIS_URL"].startswith("redis://")
+        assert env["SECRET_KEY"].startswith("${SECRET_KEY:?")
+
+
+def test_env_example_names_every_required_variable() -> None:
+    text = (ROOT / ".env.example").read_text()
+    for name in REQUIRED_ENV:
+        assert re.search(rf"^{name}=", text, re.M), name
+
+
+def _compose_cli() -> list[str] | None:
+    if shutil.which("docker"):
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    return ["docker-compose"] if shutil.which("docker-compose") else None
+
+
+def test_docker_compose_config_validates(tmp_path: Path) -> None:
+    """`docker compose config` needs no engine; skipped only where no compose client is installed."""
+    cli = _compose_cli()
+    if cli is None:
+        pytest.skip("no docker compose client installed (the YAML checks above still ran)")
+    shutil.copy(COMPOSE, tmp_path / "docker-compose.yml")
+    (tmp_path / ".env").write_text("".join(f"{k}={v}\n" for k, v in REQUIRED_ENV.items()))
+    env = {key: os.environ[key] for key in ("PATH", "HOME") if key in os.environ}  # only .env interpolates
+    ok = subprocess.run([*cli, "config", "-q"], cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
+    assert ok.returncode == 0, ok.stderr
+    (tmp_path / ".env").write_text("SECRET_KEY=x\nPOSTGRES_PASSWORD=pw\n")  # no FLOWER_BASIC_AUTH
+    refused = subprocess.run([*cli, "config", "-q"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             check=False)
+    assert refused.returncode != 0 and "FLOWER_BASIC_AUTH" in refused.stderr
