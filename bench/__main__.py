@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sys
 
-from bench import p1_throughput, p3_expiry, p4_latency, p5_memory
+from bench import p1_throughput, p2_resend, p3_expiry, p4_latency, p5_memory
 from bench.harness import ROOT
 from bench.report import Scenario, run_scenarios
 
 SCENARIOS: dict[str, Scenario] = {
     "p1": p1_throughput.run,
+    "p2": p2_resend.run,
     "p3": p3_expiry.run,
     "p4": p4_latency.run,
     "p5": p5_memory.run,
