@@ -35,7 +35,8 @@ async def closed_loop(url: str, token: str, orders: list[str], total: int) -> tu
     return total / (time.perf_counter() - started), codes
 
 
-async def open_loop(url: str, token: str, orders: list[str], rate: float, seconds: float) -> tuple[list[float], Counter[int], float]:
+async def open_loop(url: str, token: str, orders: list[str], rate: float,
+                    seconds: float) -> tuple[list[float], Counter[int], float]:
     """Requests issued on a fixed schedule whatever the answers take; latency of each, in seconds."""
     import httpx
 
