@@ -1,0 +1,176 @@
+"""Real `ticketq api` processes: two of them share the resend limits through Redis, and an order
+submitted while Redis is down still commits; its confirmation goes out once Redis is back."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from tests.services import CeleryWorker
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class ApiProcess:
+    """`ticketq api` on a free port, with its own environment overrides."""
+
+    def __init__(self, logfile: Path, **env: str) -> None:
+        from ticketq.embedded import free_port
+
+        self.port = free_port()
+        self.logfile = logfile
+        self.env = {**os.environ, **env}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60) -> ApiProcess:
+        self.logfile.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.logfile.open("ab")
+        self.process = subprocess.Popen([sys.executable, "-m", "ticketq.cli", "api", "--port", str(self.port)],
+                                        env=self.env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                httpx.get(f"{self.url}/healthz", timeout=2)
+                return self
+            except httpx.TransportError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"API did not start:\n{self.logfile.read_text()[-3000:]}") from None
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process:
+            self._log.close()
+
+
+@pytest.fixture
+def api_process(tmp_path: Path, db: sessionmaker[Session]) -> Iterator[Callable[..., ApiProcess]]:
+    started: list[ApiProcess] = []
+
+    def start(**env: str) -> ApiProcess:
+        process = ApiProcess(tmp_path / f"api-{len(started)}.log", **env)
+        started.append(process)
+        return process.start()
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+def test_two_api_processes_share_the_per_user_limit(api_process: Callable[..., ApiProcess],
+                                                    limits_reset: None, world: dict[str, Any]) -> None:
+    limits = {"RESEND_LIMIT_PER_USER": "5/minute", "RESEND_LIMIT_PER_IP": "60/minute"}
+    first, second = api_process(**limits), api_process(**limits)
+    body = {"data": {"order": world["orders"]["completed"]}}
+    codes = []
+    for i in range(8):
+        target = (first, second)[i % 2]
+        codes.append(httpx.post(f"{target.url}/v1/orders/resend-email", json=body,
+                                headers=world["headers"]["coorg"], timeout=10).status_code)
+    assert codes == [202] * 5 + [429] * 3
+    other = httpx.post(f"{second.url}/v1/orders/resend-email", json=body, headers=world["headers"]["owner"], timeout=10)
+    assert other.status_code == 202
+
+
+def test_an_order_submitted_while_redis_is_down_is_confirmed_once_it_is_back(
+        api_process: Callable[..., ApiProcess], db: sessionmaker[Session], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, token_for: Callable[..., dict[str, str]], smtp: Any) -> None:
+    from models.deliveries import DeliveryState, EmailDelivery
+    from models.outbox import CONFIRM_TASK, OutboxJob
+    from tests.factories import make_event, make_user
+    from ticketq.embedded import EmbeddedRedis
+
+    redis_server = EmbeddedRedis(tmp_path / "own-redis").start()  # ours alone: never the machine's Redis
+    monkeypatch.setenv("REDIS_URL", redis_server.url)  # for the worker and relay subprocesses
+    worker = CeleryWorker(tmp_path / "worker.log").start()
+    try:
+        buyer = token_for("buyer@example.org")
+        with db() as session, session.begin():
+            event_id = make_event(session, owner=make_user(session, "owner@example.org")).id
+        api = api_process(REDIS_URL=redis_server.url)
+        created = httpx.post(f"{api.url}/v1/orders", headers=buyer, timeout=10, json={
+            "event": event_id, "tickets": [{"ticket": _ticket_id(db, event_id), "quantity": 1}]})
+        assert created.status_code == 201, created.text
+        identifier = created.json()["identifier"]
+
+        redis_server.stop()
+        started = time.monotonic()
+        submitted = httpx.patch(f"{api.url}/v1/orders/{identifier}", headers=buyer, timeout=30, json={
+            "payment_mode": "bank", "buyer": {"name": "Ada", "email": "ada@example.org"},
+            "attendees": [{"name": "Ada", "email": "ada@example.org"}]})
+        assert submitted.status_code == 200, submitted.text
+        assert submitted.json()["status"] == "placed"
+        assert time.monotonic() - started < 5  # publishing to a dead broker does not hold the request
+        assert httpx.get(f"{api.url}/healthz", timeout=10).status_code == 503
+        with db() as session:
+            job = session.scalars(sa.select(OutboxJob).where(OutboxJob.task == CONFIRM_TASK)).one()
+        assert job.args == [identifier] and job.published_at is None
+
+        redis_server.start()  # same port
+        _relay_until_published(db, job.id)
+        _wait_for(lambda: "ada@example.org" in _sent(db, identifier, DeliveryState, EmailDelivery), 120,
+                  "the buyer's confirmation sent")
+        assert any(m["X-Order-Identifier"] == identifier for m in smtp.messages)
+    finally:
+        worker.stop()
+        redis_server.stop()
+
+
+def _ticket_id(db: sessionmaker[Session], event_id: int) -> int:
+    from models.events import TicketType
+
+    with db() as session:
+        return int(session.scalars(sa.select(TicketType.id).where(TicketType.event_id == event_id)).first() or 0)
+
+
+def _relay_until_published(db: sessionmaker[Session], job_id: int, timeout: float = 60) -> None:
+    """Run the beat's relay (in a subprocess, on our Redis) until it has published the job."""
+    from models.outbox import OutboxJob
+
+    def published() -> bool:
+        subprocess.run([sys.executable, "-c", "from tasks.outbox import relay_outbox; relay_outbox()"],
+                       cwd=ROOT, check=True, timeout=60, capture_output=True)
+        with db() as session:
+            job = session.get(OutboxJob, job_id)
+            return job is not None and job.published_at is not None
+
+    _wait_for(published, timeout, "outbox relay published the job")
+
+
+def _sent(db: sessionmaker[Session], identifier: str, state: Any, delivery: Any) -> list[str]:
+    from models.orders import Order
+
+    with db() as session:
+        rows = session.scalars(sa.select(delivery).join(Order).where(Order.identifier == identifier)).all()
+        return [r.recipient for r in rows if r.state is state.SENT]
+
+
+def _wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
