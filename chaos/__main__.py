@@ -1,0 +1,26 @@
+"""`make chaos`: R1-R4 against servers this run starts; prints the table, rewrites docs/RELIABILITY.md."""
+
+from __future__ import annotations
+
+import sys
+
+from bench.harness import ROOT
+from bench.report import Scenario, run_scenarios
+from chaos import r4_races
+
+SCENARIOS: dict[str, Scenario] = {
+    "r4": r4_races.run,
+}
+
+INTRO = """How ticketq behaves when things break, measured by `chaos/` (scripts, not unit tests). Every
+server a script stops or kills is one it started itself: its own Redis, a fresh PostgreSQL database
+on the local server, an aiosmtpd sink counting by Message-ID and by `X-Order-Identifier`, Celery
+workers and beats, the API. Nothing else on the machine is touched."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_scenarios("chaos", SCENARIOS, argv, ROOT / "docs" / "RELIABILITY.md", "ticketq reliability", INTRO)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

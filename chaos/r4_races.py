@@ -1,0 +1,138 @@
+"""R4 two beat processes sweeping expiry every half second while 1,000 payments race the deadlines and
+new buyers grab every ticket an expiry frees: no order both completed and expired, nothing oversold."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from bench.harness import Harness, Sampler
+from bench.report import Row
+
+ORDERS, QUICK_ORDERS = 1_000, 40
+SWEEP = 0.5
+SPREAD = 15.0  # seconds over which the deadlines fall
+JITTER = 0.3  # each payment lands within this many seconds of its order's deadline
+
+
+def run(h: Harness, quick: bool) -> tuple[list[Row], list[str]]:
+    import sqlalchemy as sa
+
+    from bench.workload import factory, make_pending, seed_event
+    from models import Order
+
+    count = QUICK_ORDERS if quick else ORDERS
+    h.reset()
+    db = factory(h.database_url)
+    seed = seed_event(db, quantity=count)
+    orders = make_pending(db, seed, count, tickets=1)
+    env = {"EXPIRY_SWEEP_SECONDS": str(SWEEP), "OUTBOX_RELAY_SECONDS": "3600"}
+    h.worker("r4-worker", concurrency=2, queues="orders", extra_env=env)
+    h.beat("r4-beat-1", extra_env=env)
+    h.beat("r4-beat-2", extra_env=env)
+    base = time.time() + 3
+    deadlines = {o: base + SPREAD * n / count for n, o in enumerate(orders)}
+    from models.base import utcnow
+
+    now = utcnow()
+    with db() as session, session.begin():
+        for o, at in deadlines.items():
+            session.execute(sa.update(Order).where(Order.identifier == o)
+                            .values(expires_at=now + timedelta(seconds=at - time.time())))
+    stop = threading.Event()
+    held = Sampler(lambda: held_tickets(h, seed.ticket_id), 0.5)
+    held.start()
+    buyers = [threading.Thread(target=buy_freed_tickets, args=(db, seed, stop, n), daemon=True) for n in range(2)]
+    for b in buyers:
+        b.start()
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = Counter(pool.map(lambda o: pay_at(db, o, deadlines[o] + random.uniform(-JITTER, JITTER)), orders))
+    time.sleep(3 * SWEEP + 2)  # the last sweeps
+    stop.set()
+    for b in buyers:
+        b.join(10)
+    peaks = [v for _, v in held.stop()]
+    return judge(h, orders, outcomes, peaks, count, seed.ticket_id)
+
+
+def pay_at(db: object, identifier: str, at: float) -> str:
+    from models.errors import OrderError
+    from models.ordering import change_status, load_order
+    from models.status import OrderStatus
+
+    time.sleep(max(0.0, at - time.time()))
+    try:
+        with db() as session, session.begin():  # type: ignore[operator]
+            change_status(session, load_order(session, identifier), OrderStatus.COMPLETED, by="payments@bench")
+        return "paid"
+    except OrderError as exc:
+        return f"refused: {type(exc).__name__}"
+
+
+def buy_freed_tickets(db: object, seed: object, stop: threading.Event, n: int) -> None:
+    """A new buyer trying every 50 ms: succeeds only when an expiry freed a ticket."""
+    from models.errors import SoldOut
+    from models.ordering import LineItem, create_order
+    from models.users import get_or_create_user
+
+    while not stop.wait(0.05):
+        try:
+            with db() as session, session.begin():  # type: ignore[operator]
+                buyer = get_or_create_user(session, f"late{n}@bench.example")
+                create_order(session, event_id=seed.event_id, buyer=buyer,  # type: ignore[attr-defined]
+                             items=[LineItem(seed.ticket_id, 1)])  # type: ignore[attr-defined]
+        except SoldOut:
+            continue
+
+
+def held_tickets(h: Harness, ticket_id: int) -> int:
+    from models.base import utcnow
+    from models.db import get_sessionmaker
+    from models.events import TicketType
+    from models.ordering import available
+
+    with get_sessionmaker(h.database_url)() as session:
+        ticket = session.get_one(TicketType, ticket_id)
+        return ticket.quantity - available(session, ticket, utcnow())
+
+
+def judge(h: Harness, orders: list[str], outcomes: Counter[str], peaks: list[int], count: int,
+          ticket_id: int) -> tuple[list[Row], list[str]]:
+    import sqlalchemy as sa
+
+    from models import Order, OrderEvent
+    from models.db import get_sessionmaker
+
+    with get_sessionmaker(h.database_url)() as session:
+        kinds = session.execute(
+            sa.select(Order.identifier, Order.status, OrderEvent.kind).join(OrderEvent, OrderEvent.order_id == Order.id)
+            .where(Order.identifier.in_(orders), OrderEvent.kind.in_(["completed", "expired"]))).all()
+        statuses = Counter(s.value for s in session.scalars(sa.select(Order.status).where(Order.identifier.in_(orders))))
+        newcomers = session.scalar(sa.select(sa.func.count()).select_from(Order).where(Order.identifier.not_in(orders)))
+    per_order: dict[str, set[str]] = {}
+    for identifier, _, kind in kinds:
+        per_order.setdefault(identifier, set()).add(kind)
+    both = sum(1 for k in per_order.values() if k == {"completed", "expired"})
+    twice = len(kinds) - len(per_order)
+    unresolved = count - statuses["completed"] - statuses["expired"]
+    consistent = outcomes["paid"] == statuses["completed"]
+    peak = max(peaks or [held_tickets(h, ticket_id)])
+    final = held_tickets(h, ticket_id)
+    rows = [
+        Row("R4", f"races: {outcomes['paid']} paid first, {count - outcomes['paid']} expired first",
+            f"{statuses['completed']} completed / {statuses['expired']} expired / {unresolved} other",
+            "every order exactly one", unresolved == 0 and consistent),
+        Row("R4", "orders both completed and expired (audit rows)", str(both), "0", both == 0 and twice == 0),
+        Row("R4", f"tickets held, peak / end (capacity {count}); {newcomers} freed tickets resold",
+            f"{peak} / {final}", f"<= {count}", peak <= count and final <= count),
+    ]
+    notes = [f"R4: two `celery -A worker beat` processes with EXPIRY_SWEEP_SECONDS={SWEEP} and one worker on the "
+             f"`orders` queue; {count} pending 1-ticket orders (capacity {count}: every ticket held) with deadlines "
+             f"spread over {SPREAD:.0f} s; each payment (`change_status` to completed, 8 threads) lands within "
+             f"±{JITTER} s of its deadline; two buyers try to buy a ticket every 50 ms, which only an expiry can "
+             f"free. Payment outcomes: {dict(outcomes)}. Held tickets sampled every 0.5 s."]
+    return rows, notes
