@@ -111,7 +111,8 @@ def judge(h: Harness, orders: list[str], outcomes: Counter[str], peaks: list[int
         kinds = session.execute(
             sa.select(Order.identifier, Order.status, OrderEvent.kind).join(OrderEvent, OrderEvent.order_id == Order.id)
             .where(Order.identifier.in_(orders), OrderEvent.kind.in_(["completed", "expired"]))).all()
-        statuses = Counter(s.value for s in session.scalars(sa.select(Order.status).where(Order.identifier.in_(orders))))
+        mine = sa.select(Order.status).where(Order.identifier.in_(orders))
+        statuses = Counter(s.value for s in session.scalars(mine))
         newcomers = session.scalar(sa.select(sa.func.count()).select_from(Order).where(Order.identifier.not_in(orders)))
     per_order: dict[str, set[str]] = {}
     for identifier, _, kind in kinds:
