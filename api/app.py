@@ -13,12 +13,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.errors import ApiError, error_object, error_response, single_error
+from api.deps import trusted_networks
+from api.errors import ERROR_RESPONSES, ApiError, error_object, error_response, single_error
 from api.guard import GuardMiddleware
 from api.ratelimit import ResendLimits, resend_limits
 from api.routes import events, health, orders, resend
 from models.errors import OrderError
-from ticketq.settings import settings
+from ticketq.settings import ConfigurationError, settings
 
 log = logging.getLogger("ticketq.api")
 
@@ -28,7 +29,12 @@ OPTIONAL_ROUTERS = ("api.routes.pages",)
 
 def create_app(limits: ResendLimits | None = None) -> FastAPI:
     """Build the app; `limits` defaults to the RESEND_LIMIT_* settings on REDIS_URL."""
-    app = FastAPI(title="ticketq", version="1", description="Orders, tickets and confirmations.")
+    try:
+        trusted_networks()
+    except ValueError as exc:
+        raise ConfigurationError(f"TRUSTED_PROXIES: {exc}") from None
+    app = FastAPI(title="ticketq", version="1", description="Orders, tickets and confirmations.",
+                  responses=ERROR_RESPONSES)
     app.state.resend_limits = limits or resend_limits(
         settings.require_redis_url(), settings.resend_limit_per_ip, settings.resend_limit_per_user)
     for router in (health.router, events.router, resend.router, orders.router):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -48,8 +49,17 @@ def current_user(request: Request, session: DbSession) -> User:
 CurrentUser = Annotated[User, Depends(current_user)]
 
 
-def _networks(entries: list[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    return [ipaddress.ip_network(entry, strict=False) for entry in entries]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@lru_cache(maxsize=8)
+def _parse_networks(entries: tuple[str, ...]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
+
+
+def trusted_networks() -> tuple[Network, ...]:
+    """TRUSTED_PROXIES as networks (addresses or CIDR); raises ValueError for a bad entry."""
+    return _parse_networks(tuple(settings.trusted_proxies))
 
 
 def _parse_ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -63,11 +73,12 @@ def client_ip(request: Request) -> str:
     """The socket peer, unless the peer is a trusted proxy: then the right-most address in
     X-Forwarded-For that is not itself a trusted proxy (the left part is client-controlled)."""
     peer = request.client.host if request.client else "unknown"
-    trusted = _networks(settings.trusted_proxies)
+    trusted = trusted_networks()
     address = _parse_ip(peer)
     if address is None or not any(address in net for net in trusted):
         return peer
-    hops = [h for h in request.headers.get("x-forwarded-for", "").split(",") if h.strip()]
+    forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
+    hops = [h for h in forwarded.split(",") if h.strip()]
     for hop in reversed(hops):
         hop_ip = _parse_ip(hop)
         if hop_ip is None:

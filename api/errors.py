@@ -6,6 +6,7 @@ from http import HTTPStatus
 from typing import Any
 
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 
 class ApiError(Exception):
@@ -28,6 +29,30 @@ class Unauthorized(ApiError):
     def __init__(self, detail: str) -> None:
         super().__init__(detail, pointer="")
         self.headers = {"WWW-Authenticate": "Bearer"}
+
+
+class ErrorSource(BaseModel):
+    pointer: str | None = None
+    parameter: str | None = None
+
+
+class ErrorObject(BaseModel):
+    status: str
+    title: str
+    detail: str
+    source: ErrorSource | None = None
+
+
+class ErrorDocument(BaseModel):
+    """JSON:API error document: every failure of the API has this shape."""
+
+    errors: list[ErrorObject]
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorDocument, "description": HTTPStatus(status).phrase}
+    for status in (400, 401, 403, 404, 409, 413, 422, 429, 503)
+}
 
 
 def error_object(status: int, detail: str, *, pointer: str | None = "", parameter: str | None = None,

@@ -93,3 +93,19 @@ def test_healthz(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     down = client.get("/healthz")
     assert down.status_code == 503
     assert down.json() == {"status": "unavailable", "database": "ok", "redis": "unavailable"}
+
+
+def test_bad_configuration_is_refused_at_startup(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    from api.app import create_app
+    from ticketq.settings import ConfigurationError, settings
+
+    monkeypatch.setattr(settings, "trusted_proxies", ["10.0.0.0/8", "not-a-network"])
+    with pytest.raises(ConfigurationError, match="TRUSTED_PROXIES"):
+        create_app()
+    env = {k: v for k, v in __import__("os").environ.items() if k != "REDIS_URL"}
+    result = subprocess.run([sys.executable, "-m", "ticketq.cli", "api", "--port", "1"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "REDIS_URL is not set" in result.stderr
