@@ -21,13 +21,15 @@ Headers = dict[str, str]
 
 @pytest.fixture
 def limits_reset(services: Services) -> Iterator[None]:
-    """Rate-limit windows live in the run's Redis: start every test with none."""
+    """Rate-limit windows live in the run's Redis: start every test with none. Jobs the API
+    published are dropped afterwards, so a worker started by a later test never sees them."""
     from api.ratelimit import KEY_PREFIX
 
     client = redis.Redis.from_url(services.redis_url)
     for key in client.scan_iter(f"{KEY_PREFIX}*"):
         client.delete(key)
     yield
+    client.delete("orders", "documents", "mail")
     client.close()
 
 
