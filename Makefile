@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench chaos up clean system-deps
+.PHONY: demo test lint bench chaos up clean system-deps browser-deps compose-deps
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "ticketq needs Python 3.11+ (found: $$($(PYTHON) --version))"; exit 1; }
@@ -26,7 +26,10 @@ system-deps:
 	  echo "system-deps: WARNING libharfbuzz-subset0 is missing and I am not root with apt-get;"; \
 	  echo "             PDFs render 5-7x slower. Install it: sudo apt-get install libharfbuzz-subset0"; \
 	fi
-	@# The order page's browser test drives Debian's Chromium headless through chromedriver.
+
+# The order page's browser test drives Debian's Chromium headless through chromedriver (tests only:
+# `make demo` and `make up` do not need a browser).
+browser-deps:
 	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then \
 	  echo "system-deps: chromium + chromium-driver present (order page browser test)"; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -39,7 +42,20 @@ system-deps:
 	  echo "             the order page browser test will fail. Install them: sudo apt-get install chromium chromium-driver"; \
 	fi
 
-test: $(STAMP) system-deps
+# tests/test_compose.py validates docker-compose.yml with a compose client (no Docker engine needed).
+compose-deps:
+	@if docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null; then \
+	  echo "system-deps: a docker compose client is present (compose file validation)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "system-deps: installing docker-compose with apt-get (compose file validation)"; \
+	  (apt-get install -y -qq docker-compose >/dev/null 2>&1 || \
+	   (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq docker-compose >/dev/null 2>&1)) || \
+	  echo "system-deps: WARNING could not install docker-compose; the compose validation test will skip"; \
+	else \
+	  echo "system-deps: WARNING no docker compose client; the compose validation test will skip"; \
+	fi
+
+test: $(STAMP) system-deps browser-deps compose-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(PY) -m pytest
