@@ -90,7 +90,8 @@ def judge(h: Harness, orders: list[str], accepted: list, kills: list[tuple[float
     by_id, by_logical = duplicates(a for a in accepted if a.order in wanted)
     explained = sum(1 for t1, _ in copies if any(t1 <= k <= t1 + EXPLAIN_WINDOW for k, _ in kills))
     with get_sessionmaker(h.database_url)() as session:
-        states = dict(session.execute(sa.select(EmailDelivery.state, sa.func.count()).group_by(EmailDelivery.state)).all())
+        by_state = sa.select(EmailDelivery.state, sa.func.count()).group_by(EmailDelivery.state)
+        states = dict(session.execute(by_state).all())
     rows = [
         Row("R1", f"orders missing any email ({count} orders, {len(kills)} child SIGKILLs, {elapsed:.0f} s)",
             str(missing), "0", missing == 0),

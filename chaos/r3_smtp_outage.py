@@ -73,8 +73,9 @@ def total_attempts(h: Harness) -> tuple[int, int, int]:
     from models.deliveries import EmailDelivery
 
     with get_sessionmaker(h.database_url)() as session:
+        attempts = EmailDelivery.attempts
         total, most, emails = session.execute(sa.select(
-            sa.func.coalesce(sa.func.sum(EmailDelivery.attempts), 0), sa.func.coalesce(sa.func.max(EmailDelivery.attempts), 0),
+            sa.func.coalesce(sa.func.sum(attempts), 0), sa.func.coalesce(sa.func.max(attempts), 0),
             sa.func.count())).one()
     return int(total), int(most), int(emails)
 
@@ -101,10 +102,12 @@ def judge(h: Harness, orders: list[str], accepted: list, went_down: float, recov
         Row("R3", "the 550 address: SMTP attempts after recovery / record state", f"{refused_tries} / {state}",
             "1 / failed", refused_tries == 1 and state == "failed" and to_refused == 0),
         Row("R3", f"attempts per email: mean / max (while down {down:.0f} s: {while_down[0]} tries)",
-            f"{total / max(1, emails):.1f} / {most}", "backoff, no storm", most <= 9 and data_after <= delivered + temp + 2),
+            f"{total / max(1, emails):.1f} / {most}", "backoff, no storm",
+            most <= 9 and data_after <= delivered + temp + 2),
     ]
-    notes = [f"R3: one worker `-c 2`; the sink stops listening (connection refused) for {down:.0f} s while {len(orders)} "
-             f"orders are completed; it comes back answering the next {temp} DATA commands with 421/451 and refusing "
+    notes = [f"R3: one worker `-c 2`; the sink stops listening (connection refused) for {down:.0f} s while "
+             f"{len(orders)} orders are completed; it comes back answering the next {temp} DATA commands with "
+             "421/451 and refusing "
              f"{REFUSED} (one order's guest) with 550 at RCPT. DATA commands seen after recovery: {data_after} "
              f"(= {delivered} accepted + {temp} scripted temporary replies + the rest); duplicates by Message-ID: "
              f"{by_id}. Attempts are the delivery records' counters, which count every try while the server was down."]
