@@ -84,7 +84,10 @@ def _validation_object(error: dict[str, Any]) -> dict[str, Any]:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    return single_error(exc.status_code, str(exc.detail), pointer="", headers=dict(exc.headers or {}))
+    detail = str(exc.detail)
+    if exc.status_code == 400 and detail == "There was an error parsing the body":  # FastAPI's body reader
+        detail = "Malformed JSON body"
+    return single_error(exc.status_code, detail, pointer="", headers=dict(exc.headers or {}))
 
 
 async def _integrity_error(request: Request, exc: Exception) -> JSONResponse:

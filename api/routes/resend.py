@@ -55,7 +55,7 @@ async def resend_email(request: Request, user: ResendCaller, session: DbSession)
 def _parse(raw: bytes) -> ResendRequest:
     try:
         payload: Any = json.loads(raw)
-    except ValueError:  # includes undecodable bytes
+    except (ValueError, RecursionError):  # undecodable bytes, bad syntax, absurd nesting
         raise MalformedJSON("Malformed JSON body", pointer="") from None
     try:
         return ResendRequest.model_validate(payload)

@@ -22,11 +22,15 @@ def test_unknown_route_and_wrong_method(client: TestClient) -> None:
 
 def test_malformed_json_is_400_everywhere(client: TestClient, world: dict[str, Any]) -> None:
     headers = {**world["headers"]["buyer"], "Content-Type": "application/json"}
-    for method, url in (("POST", "/v1/orders"), ("POST", "/v1/events"),
+    for method, url in (("POST", "/v1/orders"), ("POST", "/v1/events"), ("POST", "/v1/orders/resend-email"),
                         ("PATCH", f"/v1/orders/{world['orders']['pending']}")):
         response = client.request(method, url, content=b'{"event": ', headers=headers)
         assert response.status_code == 400, url
         assert only_error(response)["detail"] == "Malformed JSON body"
+        nested = client.request(method, url, content=b"[" * 100_000 + b"]" * 100_000, headers=headers)
+        assert nested.status_code == 400 and only_error(nested)["detail"] == "Malformed JSON body", url
+        undecodable = client.request(method, url, content=b"{\"name\": \"\xff\xfe\"}", headers=headers)
+        assert undecodable.status_code in (400, 422), url
 
 
 def test_validation_errors_point_at_the_field(client: TestClient, world: dict[str, Any]) -> None:
