@@ -1,0 +1,42 @@
+"""The demo runs the API on SQLite: the main flow works there too."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session, sessionmaker
+
+
+def test_order_flow_on_sqlite(sqlite_db: sessionmaker[Session], app_with_limits: Callable[..., FastAPI],
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from models.users import create_user_token
+    from ticketq.settings import settings
+
+    url = str(sqlite_db.kw["bind"].url)
+    monkeypatch.setattr(settings, "database_url", url)
+    with sqlite_db() as session, session.begin():
+        owner = {"Authorization": f"Bearer {create_user_token(session, 'owner@example.org')[1]}"}
+        buyer = {"Authorization": f"Bearer {create_user_token(session, 'buyer@example.org')[1]}"}
+    with TestClient(app_with_limits()) as client:
+        event = client.post("/v1/events", headers=owner, json={
+            "name": "Demo", "starts_at": "2027-01-01T10:00:00+01:00", "ends_at": "2027-01-01T18:00:00+01:00",
+            "timezone": "Europe/Paris"}).json()
+        ticket = client.post(f"/v1/events/{event['id']}/tickets", headers=owner,
+                             json={"name": "Std", "price": "10.00", "quantity": 1}).json()
+        order = client.post("/v1/orders", headers=buyer, json={
+            "event": event["id"], "tickets": [{"ticket": ticket["id"], "quantity": 1}]}).json()
+        sold_out = client.post("/v1/orders", headers=buyer, json={
+            "event": event["id"], "tickets": [{"ticket": ticket["id"], "quantity": 1}]})
+        assert sold_out.status_code == 409
+        submitted = client.patch(f"/v1/orders/{order['identifier']}", headers=buyer, json={
+            "payment_mode": "cheque", "buyer": {"name": "B", "email": "b@example.org"},
+            "attendees": [{"name": "B", "email": "b@example.org"}]})
+        assert submitted.status_code == 200 and submitted.json()["status"] == "placed"
+        resend: Any = client.post("/v1/orders/resend-email", headers=owner,
+                                  json={"data": {"order": order["identifier"]}})
+        assert resend.status_code == 202
+        assert client.get("/healthz").json()["database"] == "ok"
