@@ -167,3 +167,31 @@ def test_downloads_serve_stored_pdfs_only(client: TestClient, world: dict[str, A
     documents = client.get(url, headers=world["headers"]["buyer"]).json()["documents"]
     assert {d["url"] for d in documents} == {f"{url}/tickets.pdf", f"{url}/invoice.pdf"}
     assert client.get(f"/v1/orders/{'f' * 32}/invoice.pdf", headers=world["headers"]["coorg"]).status_code == 404
+
+
+def test_emails_show_kind_recipient_and_state(client: TestClient, world: dict[str, Any],
+                                              db: sessionmaker[Session]) -> None:
+    from models.deliveries import DeliveryState, EmailDelivery, EmailKind
+    from models.orders import Order
+
+    identifier = world["orders"]["completed"]
+    with db() as session, session.begin():
+        order = session.scalars(sa.select(Order).where(Order.identifier == identifier)).one()
+        session.add(EmailDelivery(order_id=order.id, batch="confirmation", kind=EmailKind.CONFIRMATION_BUYER,
+                                  recipient="ada@example.org", state=DeliveryState.SENT))
+    emails = client.get(f"/v1/orders/{identifier}", headers=world["headers"]["buyer"]).json()["emails"]
+    assert [(e["kind"], e["recipient"], e["state"]) for e in emails] == [
+        ("confirmation-buyer", "ada@example.org", "sent")]
+
+
+def test_every_endpoint_wants_a_token(client: TestClient, world: dict[str, Any]) -> None:
+    order = f"/v1/orders/{world['orders']['placed']}"
+    for method, url in (("POST", "/v1/events"), ("POST", f"/v1/events/{world['event']}/tickets"),
+                        ("POST", f"/v1/events/{world['event']}/roles"), ("POST", "/v1/orders"),
+                        ("PATCH", order), ("GET", order), ("GET", f"{order}/tickets.pdf"),
+                        ("GET", f"{order}/invoice.pdf"), ("POST", "/v1/orders/resend-email")):
+        for headers in ({}, {"Authorization": "Bearer not-a-token"}):
+            response = client.request(method, url, json={}, headers=headers)
+            assert response.status_code == 401, (method, url)
+            assert response.headers["WWW-Authenticate"] == "Bearer"
+            assert only_error(response)["title"] == "Unauthorized"
