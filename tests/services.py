@@ -107,7 +107,10 @@ def _claim_redis_db(url: str, stops: list[Any]) -> str:
             break
     else:
         raise RuntimeError(f"every Redis database on {url} is claimed by another test run")
-    claimed = redis.Redis.from_url(url, db=number)
+    prefix = url.rsplit("/", 1)[0] if url.count("/") > 2 else url
+    # The number goes into the URL: redis-py lets a URL's "/0" win over a `db=` keyword, and
+    # flushing db 0 would wipe every run's lock so that two runs share (and clear) one database.
+    claimed = redis.Redis.from_url(f"{prefix}/{number}")
     claimed.flushdb()
 
     def release() -> None:
@@ -118,7 +121,6 @@ def _claim_redis_db(url: str, stops: list[Any]) -> str:
         claimed.close()
 
     stops.append(release)
-    prefix = url.rsplit("/", 1)[0] if url.count("/") > 2 else url
     return f"{prefix}/{number}"
 
 
