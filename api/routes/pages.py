@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -11,17 +10,15 @@ from typing import Annotated, Any
 import jinja2
 import limits
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Header, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
-from models.db import get_sessionmaker
+from api.access import find_event, require_coorganizer
+from api.deps import CurrentUser, DbSession
 from models.deliveries import EmailDelivery
-from models.errors import Forbidden, NotFound
-from models.events import Event, is_coorganizer
 from models.orders import Order
 from models.status import COLOURS, OrderStatus, is_resendable
-from models.users import User, user_for_token
 from ticketq.settings import settings
 
 router = APIRouter(tags=["pages"])
@@ -46,23 +43,6 @@ _env = jinja2.Environment(
     autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
     undefined=jinja2.StrictUndefined,
 )
-
-
-def _session() -> Iterator[Session]:
-    with get_sessionmaker()() as session:
-        yield session
-
-
-def _current_user(
-    session: Annotated[Session, Depends(_session)], authorization: Annotated[str | None, Header()] = None
-) -> User:
-    """Bearer-token auth of contract section 5."""
-    scheme, _, token = (authorization or "").partition(" ")
-    user = user_for_token(session, token.strip()) if scheme.lower() == "bearer" and token.strip() else None
-    if user is None:
-        raise HTTPException(401, "A valid API token is required (Authorization: Bearer <token>)",
-                            headers={"WWW-Authenticate": "Bearer"})
-    return user
 
 
 @dataclass
@@ -138,18 +118,15 @@ def list_event_orders(
 @router.get("/v1/events/{event_id}/orders")
 def event_orders(
     event_id: int,
-    session: Annotated[Session, Depends(_session)],
-    user: Annotated[User, Depends(_current_user)],
+    session: DbSession,
+    user: CurrentUser,
     status: Annotated[OrderStatus | None, Query(description="only orders in this status")] = None,
     page: Annotated[int, Query(ge=1)] = 1,
     per_page: Annotated[int, Query(ge=1, le=MAX_PER_PAGE)] = DEFAULT_PER_PAGE,
 ) -> dict[str, Any]:
     """The event's orders with their email deliveries, for co-organizers (the order page's data)."""
-    if not is_coorganizer(session, user, event_id):
-        raise Forbidden("Co-Organizer Access Required", pointer="/data/event")
-    event = session.get(Event, event_id)
-    if event is None:
-        raise NotFound("Event not found", pointer="/data/event")
+    require_coorganizer(session, user, event_id)  # before the lookup: outsiders learn nothing, not even 404
+    event = find_event(session, event_id)
     found = list_event_orders(session, event_id, status=status, page=page, per_page=per_page)
     return {
         "event": {"id": event.id, "name": event.name, "currency": event.currency},

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -22,33 +21,11 @@ from tests.factories import make_event, make_order, make_user
 HOSTILE = "<script>alert(1)</script>"
 
 
-def build_app() -> FastAPI:
-    """Minimal app around the pages router until api/app.py lands."""
-    from fastapi import HTTPException, Request
-    from fastapi.responses import JSONResponse
-
-    from api.routes import pages
-    from models.errors import OrderError
-
-    app = FastAPI()
-    app.include_router(pages.router)
-
-    @app.exception_handler(OrderError)
-    def _domain(request: Request, exc: OrderError) -> JSONResponse:
-        return JSONResponse({"errors": [{"status": str(exc.http_status), "title": exc.title, "detail": exc.detail,
-                                         "source": {"pointer": exc.pointer}}]}, exc.http_status)
-
-    @app.exception_handler(HTTPException)
-    def _http(request: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse({"errors": [{"status": str(exc.status_code), "detail": exc.detail}]}, exc.status_code,
-                            headers=exc.headers)
-
-    return app
-
-
 @pytest.fixture
 def client(db: sessionmaker[Session]) -> Iterator[TestClient]:
-    with TestClient(build_app()) as test_client:
+    from api.app import create_app
+
+    with TestClient(create_app()) as test_client:
         yield test_client
 
 
