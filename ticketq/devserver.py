@@ -12,6 +12,7 @@ import atexit
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -187,11 +188,17 @@ class Supervisor:
                 os.killpg(child.pid, signal.SIGKILL)
             with suppress(subprocess.TimeoutExpired):
                 child.process.wait(5)
+            settle = time.monotonic() + 5  # killed orphans linger until init reaps them
+            while group_alive(child.pid) and time.monotonic() < settle:
+                time.sleep(0.02)
 
     def leftovers(self) -> list[int]:
         """Pids still alive in any session we started (should be empty after stop)."""
         found: list[int] = []
         for child in self.children:
+            if shutil.which("pgrep") is None:  # no procps: ask the kernel about the group instead
+                found += [child.pid] if group_alive(child.pid) else []
+                continue
             out = subprocess.run(["pgrep", "-s", str(child.pid)], capture_output=True, text=True, check=False)
             found += [int(pid) for pid in out.stdout.split()]
         return found
