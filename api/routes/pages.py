@@ -12,10 +12,12 @@ import limits
 import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import HTMLResponse, Response
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from api.access import find_event, require_coorganizer
 from api.deps import CurrentUser, DbSession
+from api.schemas import PersonOut
 from models.deliveries import EmailDelivery
 from models.orders import Order
 from models.status import COLOURS, OrderStatus, is_resendable
@@ -43,6 +45,43 @@ _env = jinja2.Environment(
     autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
     undefined=jinja2.StrictUndefined,
 )
+
+
+class DeliveryRow(BaseModel):
+    batch: str
+    kind: str
+    recipient: str
+    state: str
+    attempts: int
+    last_error: str | None
+    updated_at: datetime | None
+
+
+class OrderRow(BaseModel):
+    identifier: str
+    status: str
+    color: str
+    resendable: bool
+    amount: str
+    currency: str
+    payment_mode: str | None
+    buyer: PersonOut
+    created_at: datetime
+    emails: list[DeliveryRow]
+
+
+class EventRef(BaseModel):
+    id: int
+    name: str
+    currency: str
+
+
+class EventOrders(BaseModel):
+    event: EventRef
+    orders: list[OrderRow]
+    page: int
+    per_page: int
+    total: int
 
 
 @dataclass
@@ -115,7 +154,7 @@ def list_event_orders(
     return result
 
 
-@router.get("/v1/events/{event_id}/orders")
+@router.get("/v1/events/{event_id}/orders", response_model=EventOrders, tags=["events"])
 def event_orders(
     event_id: int,
     session: DbSession,

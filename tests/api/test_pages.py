@@ -70,6 +70,8 @@ def test_shell_is_served_without_auth_and_locks_scripts_to_self(client: TestClie
         assert asset in html
         assert client.get(asset).status_code == 200
     assert client.get("/pages/secret.txt").status_code == 404
+    paths = client.get("/openapi.json").json()["paths"]
+    assert "/v1/events/{event_id}/orders" in paths and "/events/{event_id}/orders" not in paths
 
 
 def test_list_needs_a_valid_bearer_token(client: TestClient, db: sessionmaker[Session]) -> None:
