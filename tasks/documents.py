@@ -8,11 +8,11 @@ from typing import Any
 from celery.signals import worker_process_init
 
 from models.db import get_sessionmaker
-from models.deliveries import EmailDelivery
 from models.errors import OrderError
 from models.outbox import RENDER_TASK
 from tasks.mail import queue_deliveries
 from worker.app import app
+from worker.delivery import order_of_delivery
 from worker.documents import warm_up
 from worker.pipeline import ensure_documents, pending_deliveries
 
@@ -24,15 +24,13 @@ log = logging.getLogger("ticketq.tasks.documents")
 def render_documents(identifier: str | None, batch: str | None = None, delivery_id: int | None = None) -> bool:
     """Render unless stored; then queue the batch's unsent emails (or the one delivery that asked)."""
     factory = get_sessionmaker()
-    if identifier is None and delivery_id is not None:
-        with factory() as session:
-            delivery = session.get_one(EmailDelivery, delivery_id)
-            identifier, batch = delivery.order.identifier, delivery.batch
-    assert identifier is not None
+    if identifier is None:
+        assert delivery_id is not None, "documents.render needs an order identifier or a delivery id"
+        identifier, batch = order_of_delivery(factory, delivery_id)
     rendered = ensure_documents(factory, identifier)
     log.info("order %s: documents %s", identifier, "rendered" if rendered else "already stored")
     if batch is not None:
-        queue_deliveries(pending_deliveries(factory, identifier, batch))
+        queue_deliveries(pending_deliveries(factory, identifier, batch), rendered=True)
     return rendered
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from datetime import date
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -20,7 +21,7 @@ from ticketq.settings import settings
 from worker.documents import renderer
 from worker.mail import Attachment, Mail
 from worker.presenters import buyer_of, order_context
-from worker.storage import find_document
+from worker.storage import DocumentKey, absolute, current_documents
 
 CONFIRMATION_BATCH = "confirmation"
 CANCELLATION_BATCH = "cancellation"
@@ -85,6 +86,13 @@ def next_resend_batch(session: Session, order: Order) -> str:
     return f"{RESEND_PREFIX}{max(numbers, default=0) + 1}"
 
 
+@lru_cache(maxsize=64)
+def vtimezone(tzid: str, first_year: int, last_year: int) -> icalendar.Timezone:
+    """The zone's transitions over the event's years, built once per process: the full 1970-2038
+    table icalendar builds by default costs more than the rest of the email."""
+    return icalendar.Timezone.from_tzid(tzid, first_date=date(first_year, 1, 1), last_date=date(last_year + 1, 1, 1))
+
+
 def event_ics(order: Order) -> bytes:
     """A calendar entry in the event's own timezone; the UID is stable per order so a resend updates it."""
     event = order.event
@@ -93,6 +101,7 @@ def event_ics(order: Order) -> bytes:
     calendar.add("prodid", "-//ticketq//tickets//EN")
     calendar.add("version", "2.0")
     calendar.add("method", "PUBLISH")
+    calendar.add_component(vtimezone(event.timezone, event.starts_at.year, event.ends_at.year))
     entry = icalendar.Event()
     entry.add("uid", f"{order.identifier}@ticketq")
     entry.add("dtstamp", utcnow())
@@ -103,28 +112,30 @@ def event_ics(order: Order) -> bytes:
         entry.add("location", event.location)
     entry.add("description", f"Order {order.identifier}")
     calendar.add_component(entry)
-    calendar.add_missing_timezones()
     return bytes(calendar.to_ical())
 
 
-def _pdf(session: Session, order: Order, filename: str, kind: DocumentKind, attendee_id: int | None = None
+def _pdf(stored: dict[DocumentKey, str], filename: str, kind: DocumentKind, attendee_id: int | None = None
          ) -> Attachment:
-    path: Path | None = find_document(session, order, kind, attendee_id)
-    if path is None:
-        raise DocumentsMissing(f"{kind.value} {attendee_id or ''}".strip())
-    return Attachment(filename, path.read_bytes())
+    relative = stored.get((kind, attendee_id))
+    try:
+        if relative is None:
+            raise FileNotFoundError(relative)
+        return Attachment(filename, absolute(relative).read_bytes())
+    except FileNotFoundError:
+        raise DocumentsMissing(f"{kind.value} {attendee_id or ''}".strip()) from None
 
 
 def attachments_for(session: Session, order: Order, delivery: EmailDelivery) -> tuple[Attachment, ...]:
+    if delivery.kind not in WITH_DOCUMENTS:
+        return ()
+    stored = {(d.kind, d.attendee_id): d.path for d in current_documents(session, order)}
     ics = Attachment("event.ics", event_ics(order), "text", "calendar")
     if delivery.kind is EmailKind.CONFIRMATION_BUYER:
-        return (_pdf(session, order, "tickets.pdf", DocumentKind.TICKETS),
-                _pdf(session, order, "invoice.pdf", DocumentKind.INVOICE), ics)
-    if delivery.kind is EmailKind.CONFIRMATION_ATTENDEE:
-        own = [a for a in order.attendees if normalize_email(a.email or "") == delivery.recipient]
-        pdfs = [_pdf(session, order, f"ticket-{a.position + 1}.pdf", DocumentKind.ATTENDEE_TICKET, a.id) for a in own]
-        return (*pdfs, ics)
-    return ()
+        return (_pdf(stored, "tickets.pdf", DocumentKind.TICKETS), _pdf(stored, "invoice.pdf", DocumentKind.INVOICE),
+                ics)
+    own = [a for a in order.attendees if normalize_email(a.email or "") == delivery.recipient]
+    return (*[_pdf(stored, f"ticket-{a.position + 1}.pdf", DocumentKind.ATTENDEE_TICKET, a.id) for a in own], ics)
 
 
 def compose(session: Session, order: Order, delivery: EmailDelivery, message_id: str) -> Mail:

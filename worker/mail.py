@@ -6,6 +6,7 @@ import logging
 import smtplib
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -18,6 +19,8 @@ from models.base import utcnow
 log = logging.getLogger("ticketq.mail")
 
 SMTP_TIMEOUT = 20.0
+# A connection idle longer than this may have been closed by the server: NOOP before reusing it.
+IDLE_CHECK_SECONDS = 30.0
 
 
 class DeliveryError(Exception):
@@ -146,6 +149,7 @@ class SmtpClient:
     def __init__(self, config: SmtpConfig) -> None:
         self.config = config
         self.connection: smtplib.SMTP | None = None
+        self.last_used = 0.0
         self.lock = threading.Lock()
 
     def _connect(self) -> smtplib.SMTP:
@@ -176,28 +180,44 @@ class SmtpClient:
             self.connection = None
 
     def send(self, message: EmailMessage) -> None:
-        """Send or raise DeliveryError; a stale kept-alive connection is retried on a fresh one."""
+        """Send or raise DeliveryError; a kept-alive connection the server dropped is retried once on a
+        fresh one (a dropped connection fails at MAIL FROM, before any message was accepted)."""
         sender, recipient = str(message["From"]), str(message["To"])
         data = message.as_bytes(policy=SMTP_POLICY)
         with self.lock:
             for attempt in (1, 2):
-                reused = self.connection is not None
+                reused = self._usable_connection()
                 try:
                     if self.connection is None:
                         self.connection = self._connect()
                     self.connection.sendmail(sender, [recipient], data)
+                    self.last_used = time.monotonic()
                     return
-                except smtplib.SMTPServerDisconnected as exc:
-                    self.connection = None
+                except (smtplib.SMTPServerDisconnected, ConnectionError) as exc:
+                    self._drop()
                     if not (reused and attempt == 1):
                         raise classify(exc) from exc
                 except (smtplib.SMTPResponseException, smtplib.SMTPRecipientsRefused) as exc:
                     if isinstance(exc, smtplib.SMTPConnectError | smtplib.SMTPHeloError):
-                        self.close()
+                        self._drop()
                     raise classify(exc) from exc
                 except (OSError, smtplib.SMTPException) as exc:
                     self._drop()
                     raise classify(exc) from exc
+
+    def _usable_connection(self) -> bool:
+        """Whether a kept connection is there; one idle for long is checked with NOOP first."""
+        if self.connection is None:
+            return False
+        if time.monotonic() - self.last_used > IDLE_CHECK_SECONDS:
+            try:
+                if self.connection.noop()[0] == 250:
+                    return True
+            except (smtplib.SMTPException, OSError):
+                pass
+            self._drop()
+            return False
+        return True
 
     def _drop(self) -> None:
         if self.connection is not None:

@@ -7,8 +7,26 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from models.events import Event, Role
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, joinedload, selectinload
+
+from models.errors import NotFound
+from models.events import Event, EventRole, Role
 from models.orders import Attendee, Order
+
+
+def load_full_order(session: Session, where: sa.ColumnElement[bool]) -> Order:
+    """The order with everything its documents and emails show, in three queries instead of dozens."""
+    order = session.scalar(
+        sa.select(Order).where(where).options(
+            joinedload(Order.user),
+            joinedload(Order.event).selectinload(Event.roles).joinedload(EventRole.user),
+            selectinload(Order.attendees).joinedload(Attendee.ticket_type),
+        )
+    )
+    if order is None:
+        raise NotFound("Order not found", pointer="/data/order")
+    return order
 
 
 def event_times(event: Event) -> dict[str, str]:

@@ -66,7 +66,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 90, what: str = "con
         time.sleep(0.2)
 
 
-def wait_settled(db: sessionmaker[Session], identifier: str, count: int, timeout: float = 90) -> list[EmailDelivery]:
+def wait_settled(db: sessionmaker[Session], identifier: str, count: int, timeout: float = 150) -> list[EmailDelivery]:
     """Wait until `count` delivery records exist and every one is sent or failed."""
     def settled() -> list[EmailDelivery] | None:
         rows = deliveries(db, identifier)
