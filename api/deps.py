@@ -91,10 +91,22 @@ def client_ip(request: Request) -> str:
 ClientIP = Annotated[str, Depends(client_ip)]
 
 
+def ip_limit_key(ip: str) -> str:
+    """IPv6 clients usually hold a whole /64: count them per /64, or each address is a fresh quota."""
+    address = _parse_ip(ip)
+    if address is None:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
 def resend_caller(request: Request, session: DbSession) -> User:
     """The resend endpoint's gate, in the contract's order: IP limit, token, user limit."""
     limits: ResendLimits = request.app.state.resend_limits
-    limits.per_ip.hit(client_ip(request))
+    limits.per_ip.hit(ip_limit_key(client_ip(request)))
     user = authenticate(request, session)
     limits.per_user.hit(str(user.id))
     return user

@@ -144,3 +144,16 @@ def test_client_ip_believes_forwarded_for_only_from_trusted_proxies(
 
     monkeypatch.setattr(settings, "trusted_proxies", trusted)
     assert client_ip(_request(peer, forwarded)) == expected
+
+
+@pytest.mark.parametrize(("ip", "key"), [
+    ("198.51.100.7", "198.51.100.7"),
+    ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+    ("2001:db8:1:2:bbbb::9", "2001:db8:1:2::/64"),
+    ("::ffff:198.51.100.7", "198.51.100.7"),
+    ("testclient", "testclient"),
+])
+def test_ipv6_clients_are_limited_per_64(ip: str, key: str) -> None:
+    from api.deps import ip_limit_key
+
+    assert ip_limit_key(ip) == key
