@@ -22,6 +22,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s [task=%(task_id
 # Order identifiers are 32 hex characters (models.orders.new_identifier).
 IDENTIFIER = re.compile(r"^[0-9a-f]{32}$")
 MENTION = re.compile(r"\border ([0-9a-f]{32})\b")
+MENTION_ANY = re.compile(r"\b[0-9a-f]{32}\b")
 ORDER_KWARGS = ("identifier", "order", "order_identifier")
 
 _context: ContextVar[tuple[str, str]] = ContextVar("ticketq_task_context", default=(NONE, NONE))
@@ -56,12 +57,18 @@ class TaskContextFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         task_id, order = _context.get()
+        if isinstance(record.args, Mapping) and task_id == NONE:
+            # Celery's own lines in the main process ("Task orders.confirm[id] received") pass
+            # the request as a dict: take the task id and an identifier among its arguments.
+            task_id = str(record.args.get("id") or NONE)
+            found = MENTION_ANY.search(str(record.args.get("args") or ""))
+            order = found.group(0) if found else NONE
         if getattr(record, "task_id", None) in (None, "", "???"):
             record.task_id = task_id
         if not getattr(record, "order", None):
             named = order if order != NONE else _named_order(record)
             record.order = named
-            if order == NONE and named != NONE and task_id != NONE:
+            if order == NONE and named != NONE and task_id != NONE and _context.get()[0] == task_id:
                 _context.set((task_id, named))  # the rest of this task's lines carry it too
         return True
 

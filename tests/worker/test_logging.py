@@ -61,3 +61,13 @@ def test_bind_order_names_the_order_for_the_rest_of_the_task() -> None:
     logger.info("sending")
     task_logging._leave_task()
     assert stream.getvalue() == f"[task=t-3 order={ORDER}] sending\n"
+
+
+def test_celerys_received_line_in_the_main_process_carries_task_and_order() -> None:
+    logger, stream = capture()
+    logger.info("Task %(name)s[%(id)s] received",
+                {"name": "orders.confirm", "id": "outbox-7-0", "args": f"['{ORDER}']", "kwargs": "{}"})
+    logger.info("Task %(name)s[%(id)s] received", {"name": "mail.send", "id": "m-1", "args": "[12]", "kwargs": "{}"})
+    assert stream.getvalue().splitlines() == [
+        f"[task=outbox-7-0 order={ORDER}] Task orders.confirm[outbox-7-0] received",
+        "[task=m-1 order=-] Task mail.send[m-1] received"]
