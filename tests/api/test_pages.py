@@ -202,3 +202,19 @@ def test_an_event_with_thousands_of_orders_pages_quickly(client: TestClient, db:
         assert all(len(o["emails"]) == 2 for o in body["orders"] if o["identifier"].startswith("bulk"))
     assert body["total"] == 5001
     print(timings)
+
+
+def test_the_page_query_runs_on_both_databases(any_db: sessionmaker[Session]) -> None:
+    """The demo runs on SQLite: the window function and the deliveries join must work there too."""
+    from api.routes.pages import list_event_orders
+
+    seeded = seed_event(any_db)
+    with any_db() as s:
+        first = list_event_orders(s, seeded["event_id"], per_page=4)
+        last = list_event_orders(s, seeded["event_id"], page=2, per_page=4)
+        beyond = list_event_orders(s, seeded["event_id"], page=9, per_page=4)
+        completed = list_event_orders(s, seeded["event_id"], status=OrderStatus.COMPLETED)
+    assert (len(first.orders), len(last.orders), len(beyond.orders)) == (4, 2, 0)
+    assert first.total == last.total == beyond.total == 6
+    assert first.orders[0]["created_at"].endswith("+00:00")
+    assert [len(o["emails"]) for o in completed.orders] == [3] and completed.total == 1
