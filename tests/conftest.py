@@ -65,10 +65,20 @@ def db() -> Iterator[sessionmaker[Session]]:
     from models import Base
     from models.db import get_engine, get_sessionmaker
 
+    from sqlalchemy.exc import OperationalError
+
     engine = get_engine()
-    with engine.begin() as conn:
-        tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
-        conn.exec_driver_sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    for attempt in range(5):
+        # The session's live worker may still be finishing jobs of the previous test; its row locks
+        # can deadlock with TRUNCATE's table locks, and PostgreSQL then aborts one side: try again.
+        try:
+            with engine.begin() as conn:
+                conn.exec_driver_sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+            break
+        except OperationalError:
+            if attempt == 4:
+                raise
     yield get_sessionmaker()
 
 

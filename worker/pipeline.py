@@ -27,7 +27,7 @@ from worker.emails import (
     next_resend_batch,
 )
 from worker.presenters import buyer_of, load_full_order, order_context
-from worker.storage import documents_ready, store_documents
+from worker.storage import documents_ready, fingerprint_of, store_documents
 
 log = logging.getLogger("ticketq.pipeline")
 
@@ -107,18 +107,19 @@ def pending_deliveries(factory: sessionmaker[Session], identifier: str, batch: s
 
 
 def ensure_documents(factory: sessionmaker[Session], identifier: str) -> bool:
-    """Render and store the order's PDFs unless the current revision's files are all on disk.
+    """Render and store the order's PDFs unless files for its current content are all on disk.
 
     Returns whether it rendered. The layout runs outside any transaction; only storing locks the order.
     """
-    with factory() as session:
+    with factory() as session, session.begin():
         order = load_full_order(session, Order.identifier == identifier)
-        if documents_ready(session, order):
-            return False
         revision, context = order.revision, order_context(order)
+        fingerprint = fingerprint_of(context)
+        if documents_ready(session, order, fingerprint):
+            return False
         attendee_ids = [a.id for a in order.attendees]
     documents = order_documents(render_order(context, attendee_ids))
     with factory() as session, session.begin():
         order = load_order(session, identifier, lock=True)
-        store_documents(session, order, revision, documents)
+        store_documents(session, order, revision, documents, fingerprint)
     return True

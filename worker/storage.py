@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -16,6 +18,7 @@ from sqlalchemy.orm import Session
 from models.deliveries import Document, DocumentKind
 from models.orders import Order
 from ticketq.settings import settings
+from worker.presenters import order_context
 
 log = logging.getLogger("ticketq.storage")
 
@@ -23,9 +26,20 @@ log = logging.getLogger("ticketq.storage")
 DocumentKey = tuple[DocumentKind, int | None]
 
 
-def document_name(identifier: str, kind: DocumentKind, attendee_id: int | None, revision: int) -> str:
-    """The path of a document relative to FILES_DIR: unguessable without SECRET_KEY, stable per revision."""
-    key = f"{identifier}/{kind.value}/{attendee_id if attendee_id is not None else '-'}/{revision}"
+def fingerprint_of(context: Mapping[str, Any]) -> str:
+    """A digest of everything the documents show. A status change bumps the order's revision but
+    prints nothing new, so the stored PDFs stay valid; a changed name or event makes new ones."""
+    shown = {k: v for k, v in context.items() if k != "status"}
+    return hashlib.sha256(json.dumps(shown, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def content_fingerprint(order: Order) -> str:
+    return fingerprint_of(order_context(order))
+
+
+def document_name(identifier: str, kind: DocumentKind, attendee_id: int | None, fingerprint: str) -> str:
+    """The path of a document relative to FILES_DIR: unguessable without SECRET_KEY, stable per content."""
+    key = f"{identifier}/{kind.value}/{attendee_id if attendee_id is not None else '-'}/{fingerprint}"
     digest = hmac.new(settings.secret(), key.encode(), hashlib.sha256).hexdigest()
     return f"{digest[:2]}/{digest}.pdf"
 
@@ -58,14 +72,18 @@ def current_documents(session: Session, order: Order) -> list[Document]:
 def find_document(
     session: Session, order: Order, kind: DocumentKind, attendee_id: int | None = None
 ) -> Path | None:
-    """The stored file for the order's current revision, or None when it is not (or no longer) there."""
+    """The stored file for the order as it is now, or None when it is not (or no longer) there.
+
+    A row of the current revision wins; else the file rendered for the same content (the order only
+    changed status since) is served. Nothing is ever rendered here.
+    """
     stmt = sa.select(Document.path).where(
         Document.order_id == order.id, Document.kind == kind, Document.revision == order.revision,
         Document.attendee_id.is_(None) if attendee_id is None else Document.attendee_id == attendee_id,
     ).order_by(Document.id.desc()).limit(1)
     relative = session.scalar(stmt)
-    if relative is None:
-        return None
+    if relative is None or not absolute(relative).is_file():
+        relative = document_name(order.identifier, kind, attendee_id, content_fingerprint(order))
     path = absolute(relative)
     return path if path.is_file() else None
 
@@ -76,21 +94,34 @@ def expected_keys(order: Order) -> set[DocumentKey]:
     return keys
 
 
-def documents_ready(session: Session, order: Order) -> bool:
-    """Every document of the current revision has a row and a file: nothing to render."""
-    have = {(d.kind, d.attendee_id): d for d in current_documents(session, order)}
-    return all(key in have and absolute(have[key].path).is_file() for key in expected_keys(order))
+def documents_ready(session: Session, order: Order, fingerprint: str | None = None) -> bool:
+    """Every document for this content is on disk: nothing to render. Rows left from an earlier
+    revision of the same content are moved to the current one, so the order lists them."""
+    fingerprint = fingerprint or content_fingerprint(order)
+    names = {key: document_name(order.identifier, key[0], key[1], fingerprint) for key in expected_keys(order)}
+    if not all(absolute(name).is_file() for name in names.values()):
+        return False
+    rows = session.scalars(sa.select(Document).where(Document.order_id == order.id))
+    stale = [row for row in rows if row.revision != order.revision and row.path in names.values()]
+    for row in stale:
+        row.revision = order.revision
+    return True
 
 
-def store_documents(session: Session, order: Order, revision: int, rendered: Mapping[DocumentKey, bytes]) -> None:
-    """Write the files and replace the order's rows; older revisions' files are removed.
+def store_documents(
+    session: Session, order: Order, revision: int, rendered: Mapping[DocumentKey, bytes],
+    fingerprint: str | None = None,
+) -> None:
+    """Write the files and replace the order's rows; files no longer referenced are removed.
 
+    `fingerprint` is the content the PDFs were rendered from (default: the order as it is now).
     The caller holds the order row lock, so two renderings of one order record one set of rows.
     """
+    fingerprint = fingerprint or content_fingerprint(order)
     old = list(session.scalars(sa.select(Document).where(Document.order_id == order.id)))
     keep: set[str] = set()
     for (kind, attendee_id), data in rendered.items():
-        relative = document_name(order.identifier, kind, attendee_id, revision)
+        relative = document_name(order.identifier, kind, attendee_id, fingerprint)
         write_file(relative, data)
         keep.add(relative)
         session.add(Document(order_id=order.id, kind=kind, attendee_id=attendee_id, path=relative,

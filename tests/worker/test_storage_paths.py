@@ -1,4 +1,4 @@
-"""Keyed-hash document paths: stable, unguessable without SECRET_KEY, distinct per document and revision."""
+"""Keyed-hash document paths: stable, unguessable without SECRET_KEY, distinct per document and content."""
 
 from __future__ import annotations
 
@@ -12,24 +12,24 @@ T, A = DocumentKind.TICKETS, DocumentKind.ATTENDEE_TICKET
 
 
 def test_paths_are_stable_and_hide_the_identifier() -> None:
-    name = document_name("order-abc", T, None, 1)
-    assert name == document_name("order-abc", T, None, 1)
+    name = document_name("order-abc", T, None, "f1")
+    assert name == document_name("order-abc", T, None, "f1")
     assert "order-abc" not in name and name.endswith(".pdf")
     directory, file = name.split("/")
     assert len(file) == 64 + 4 and file.startswith(directory)
 
 
-def test_every_document_and_revision_has_its_own_path() -> None:
-    names = {document_name("o", T, None, 1), document_name("o", T, None, 2), document_name("o", A, 7, 1),
-             document_name("o", A, 8, 1), document_name("p", T, None, 1), document_name("o", DocumentKind.INVOICE,
-                                                                                        None, 1)}
+def test_every_document_and_content_has_its_own_path() -> None:
+    names = {document_name("o", T, None, "f1"), document_name("o", T, None, "f2"), document_name("o", A, 7, "f1"),
+             document_name("o", A, 8, "f1"), document_name("p", T, None, "f1"), document_name("o", DocumentKind.INVOICE,
+                                                                                        None, "f1")}
     assert len(names) == 6
 
 
 def test_the_path_depends_on_the_secret(monkeypatch: MonkeyPatch) -> None:
-    before = document_name("o", T, None, 1)
+    before = document_name("o", T, None, "f1")
     monkeypatch.setattr(type(settings), "secret", lambda self: b"another key")
-    assert document_name("o", T, None, 1) != before
+    assert document_name("o", T, None, "f1") != before
 
 
 def test_files_are_written_whole_under_files_dir() -> None:
