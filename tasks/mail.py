@@ -7,6 +7,7 @@ import random
 from typing import Any
 
 from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
 
 from models.db import get_sessionmaker
@@ -35,8 +36,8 @@ def queue_deliveries(delivery_ids: list[int], *, rendered: bool = False) -> None
                       queue=MAIL_QUEUE)
 
 
-@app.task(bind=True, name=MAIL_SEND_TASK, max_retries=MAX_RETRIES, autoretry_for=(OperationalError,),
-          retry_backoff=2, retry_jitter=True)
+@app.task(bind=True, name=MAIL_SEND_TASK, max_retries=MAX_RETRIES,
+          autoretry_for=(OperationalError, SoftTimeLimitExceeded), retry_backoff=2, retry_jitter=True)
 def send_mail(self: Task[Any, Any], delivery_id: int, rendered: bool = False) -> str:
     factory, smtp_url = get_sessionmaker(), settings.require_smtp_url()
     final = self.request.retries >= MAX_RETRIES

@@ -90,10 +90,16 @@ def send_delivery(factory: sessionmaker[Session], delivery_id: int, smtp_url: st
         if not isinstance(prepared, tuple):
             return prepared
         identifier, message = prepared
+        client = smtp_client(smtp_url)
         try:
-            smtp_client(smtp_url).send(message)
+            client.send(message)
         except DeliveryError as exc:
             return _record_failure(session, delivery_id, exc, final=final)
+        except Exception as exc:  # a time limit, a bug: never leave the row 'sending' for a live job
+            client.drop()
+            _record_failure(session, delivery_id, DeliveryError(f"{type(exc).__name__}: {exc}", temporary=True),
+                            final=final)
+            raise
         with session.begin():
             delivery = session.get_one(EmailDelivery, delivery_id)
             delivery.state, delivery.sent_at, delivery.last_error = DeliveryState.SENT, utcnow(), None

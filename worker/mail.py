@@ -194,15 +194,15 @@ class SmtpClient:
                     self.last_used = time.monotonic()
                     return
                 except (smtplib.SMTPServerDisconnected, ConnectionError) as exc:
-                    self._drop()
+                    self.drop()
                     if not (reused and attempt == 1):
                         raise classify(exc) from exc
                 except (smtplib.SMTPResponseException, smtplib.SMTPRecipientsRefused) as exc:
                     if isinstance(exc, smtplib.SMTPConnectError | smtplib.SMTPHeloError):
-                        self._drop()
+                        self.drop()
                     raise classify(exc) from exc
                 except (OSError, smtplib.SMTPException) as exc:
-                    self._drop()
+                    self.drop()
                     raise classify(exc) from exc
 
     def _usable_connection(self) -> bool:
@@ -215,11 +215,12 @@ class SmtpClient:
                     return True
             except (smtplib.SMTPException, OSError):
                 pass
-            self._drop()
+            self.drop()
             return False
         return True
 
-    def _drop(self) -> None:
+    def drop(self) -> None:
+        """Forget the connection without a goodbye (it may be the thing that hangs)."""
         if self.connection is not None:
             self.connection.close()
             self.connection = None
