@@ -12,25 +12,20 @@ from models.errors import OrderError
 from models.outbox import RENDER_TASK
 from tasks.mail import queue_deliveries
 from worker.app import app
-from worker.delivery import order_of_delivery
 from worker.documents import warm_up
-from worker.pipeline import ensure_documents, pending_deliveries
+from worker.pipeline import prepare_batch
 
 log = logging.getLogger("ticketq.tasks.documents")
 
 
 @app.task(name=RENDER_TASK, autoretry_for=(Exception,), dont_autoretry_for=(OrderError,), max_retries=3,
           retry_backoff=2, retry_jitter=True)
-def render_documents(identifier: str | None, batch: str | None = None, delivery_id: int | None = None) -> bool:
-    """Render unless stored; then queue the batch's unsent emails (or the one delivery that asked)."""
-    factory = get_sessionmaker()
-    if identifier is None:
-        assert delivery_id is not None, "documents.render needs an order identifier or a delivery id"
-        identifier, batch = order_of_delivery(factory, delivery_id)
-    rendered = ensure_documents(factory, identifier)
-    log.info("order %s: documents %s", identifier, "rendered" if rendered else "already stored")
-    if batch is not None:
-        queue_deliveries(pending_deliveries(factory, identifier, batch), rendered=True)
+def render_documents(identifier: str, batch: str | None = None) -> bool:
+    """Render unless stored; then queue the batch's unsent emails as one mail job."""
+    rendered, pending = prepare_batch(get_sessionmaker(), identifier, batch)
+    log.info("order %s: documents %s, %d emails queued", identifier,
+             "rendered" if rendered else "already stored", len(pending))
+    queue_deliveries(pending, rendered=True)
     return rendered
 
 

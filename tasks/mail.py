@@ -1,4 +1,5 @@
-"""mail.send: one logical email per job, retried with exponential backoff and jitter on temporary failures."""
+"""mail.send / mail.send_batch: each logical email sent once, temporary failures retried with
+exponential backoff and jitter, one delivery per retry job."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
 
 from models.db import get_sessionmaker
-from models.outbox import DOCUMENTS_QUEUE, MAIL_QUEUE, MAIL_SEND_TASK, RENDER_TASK
+from models.outbox import DOCUMENTS_QUEUE, MAIL_BATCH_TASK, MAIL_QUEUE, MAIL_SEND_TASK, RENDER_TASK
 from ticketq.settings import settings
 from worker.app import app
-from worker.delivery import Outcome, order_of_delivery, send_delivery
+from worker.delivery import Outcome, order_of_delivery, send_deliveries
 from worker.pipeline import ensure_documents
 
 log = logging.getLogger("ticketq.tasks.mail")
@@ -22,6 +23,7 @@ log = logging.getLogger("ticketq.tasks.mail")
 MAX_RETRIES = 8
 BACKOFF_BASE = 2.0  # seconds: ~2, 4, 8 … capped
 BACKOFF_CAP = 600.0
+TRANSIENT = (OperationalError, SoftTimeLimitExceeded)
 
 
 def backoff(retries: int) -> float:
@@ -31,24 +33,39 @@ def backoff(retries: int) -> float:
 
 
 def queue_deliveries(delivery_ids: list[int], *, rendered: bool = False) -> None:
-    for delivery_id in delivery_ids:
-        app.send_task(MAIL_SEND_TASK, args=[delivery_id], kwargs={"rendered": rendered} if rendered else None,
-                      queue=MAIL_QUEUE)
+    """One job for the emails of one order: they share the order's load and the SMTP connection."""
+    if delivery_ids:
+        app.send_task(MAIL_BATCH_TASK, args=[delivery_ids], kwargs={"rendered": rendered}, queue=MAIL_QUEUE)
 
 
-@app.task(bind=True, name=MAIL_SEND_TASK, max_retries=MAX_RETRIES,
-          autoretry_for=(OperationalError, SoftTimeLimitExceeded), retry_backoff=2, retry_jitter=True)
-def send_mail(self: Task[Any, Any], delivery_id: int, rendered: bool = False) -> str:
+def send_now(delivery_ids: list[int], *, final: bool, rendered: bool) -> dict[int, Outcome]:
+    """Send; when the PDFs are missing although documents.render just ran, render here once."""
     factory, smtp_url = get_sessionmaker(), settings.require_smtp_url()
-    final = self.request.retries >= MAX_RETRIES
-    outcome = send_delivery(factory, delivery_id, smtp_url, final=final)
-    if outcome is Outcome.NEEDS_DOCUMENTS and rendered:
-        # Rendered on the documents queue, yet gone again (order changed meanwhile): render here, once.
-        ensure_documents(factory, order_of_delivery(factory, delivery_id)[0])
-        outcome = send_delivery(factory, delivery_id, smtp_url, final=final)
+    outcomes = send_deliveries(factory, delivery_ids, smtp_url, final=final)
+    missing = [i for i, o in outcomes.items() if o is Outcome.NEEDS_DOCUMENTS]
+    if missing and rendered:
+        for identifier in {order_of_delivery(factory, i)[0] for i in missing}:
+            ensure_documents(factory, identifier)
+        outcomes.update(send_deliveries(factory, missing, smtp_url, final=final))
+    waiting = {order_of_delivery(factory, i) for i, o in outcomes.items() if o is Outcome.NEEDS_DOCUMENTS}
+    for identifier, batch in waiting:  # documents.render sends the batch again once the PDFs are stored
+        app.send_task(RENDER_TASK, args=[identifier, batch], queue=DOCUMENTS_QUEUE)
+    return outcomes
+
+
+@app.task(name=MAIL_BATCH_TASK, autoretry_for=TRANSIENT, max_retries=MAX_RETRIES, retry_backoff=2,
+          retry_jitter=True)
+def send_batch(delivery_ids: list[int], rendered: bool = False) -> dict[str, str]:
+    outcomes = send_now(delivery_ids, final=False, rendered=rendered)
+    for delivery_id in [i for i, o in outcomes.items() if o is Outcome.RETRY]:
+        app.send_task(MAIL_SEND_TASK, args=[delivery_id], countdown=backoff(0), queue=MAIL_QUEUE)
+    return {str(i): o.value for i, o in outcomes.items()}
+
+
+@app.task(bind=True, name=MAIL_SEND_TASK, autoretry_for=TRANSIENT, max_retries=MAX_RETRIES, retry_backoff=2,
+          retry_jitter=True)
+def send_mail(self: Task[Any, Any], delivery_id: int, rendered: bool = False) -> str:
+    outcome = send_now([delivery_id], final=self.request.retries >= MAX_RETRIES, rendered=rendered)[delivery_id]
     if outcome is Outcome.RETRY:
-        raise self.retry(countdown=backoff(self.request.retries))
-    if outcome is Outcome.NEEDS_DOCUMENTS:
-        # The PDFs went missing or the order changed: render on the documents queue, which sends us again.
-        app.send_task(RENDER_TASK, args=[None], kwargs={"delivery_id": delivery_id}, queue=DOCUMENTS_QUEUE)
+        raise self.retry(countdown=backoff(self.request.retries + 1))
     return outcome.value

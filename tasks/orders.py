@@ -22,12 +22,13 @@ RETRY: dict[str, Any] = {"autoretry_for": (Exception,), "dont_autoretry_for": (O
 
 
 def dispatch(plan: Plan) -> None:
-    """Emails without PDFs go now; the others after documents.render has stored the PDFs."""
-    queue_deliveries(plan.now)
-    if plan.after_documents:
+    """Emails with PDFs wait for documents.render, which then queues the whole batch; others go now."""
+    if plan.needs_documents:
         app.send_task(RENDER_TASK, args=[plan.identifier, plan.batch], queue=DOCUMENTS_QUEUE)
-    log.info("order %s: batch %s, %d emails queued, %d waiting for documents",
-             plan.identifier, plan.batch or "-", len(plan.now), len(plan.after_documents))
+    else:
+        queue_deliveries(plan.pending)
+    log.info("order %s: batch %s, %d emails to send%s", plan.identifier, plan.batch or "-", len(plan.pending),
+             " after the documents" if plan.needs_documents else "")
 
 
 @app.task(name=CONFIRM_TASK, **RETRY)

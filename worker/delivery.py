@@ -1,15 +1,17 @@
-"""Sending one delivery record: queued -> sending -> sent | failed, at most once per success.
+"""Sending delivery records: queued -> sending -> sent | failed, at most once per success.
 
-A PostgreSQL advisory lock, held on the connection that does the whole send, tells a live
-duplicate job (skip) from a job redelivered after its worker died mid-send (send again).
+A PostgreSQL advisory lock per delivery, held on the one connection that does the whole send,
+tells a live duplicate job (skip) from a job redelivered after its worker died mid-send (send
+again). Several deliveries of an order go out in one pass: one claim, one load, one commit.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from email.message import EmailMessage
 
@@ -22,15 +24,17 @@ from models.ordering import record
 from models.orders import Order
 from models.status import is_resendable
 from ticketq.settings import settings
-from worker.emails import DocumentsMissing, compose
+from worker.emails import WITH_DOCUMENTS, DocumentsMissing, compose, stored_documents
 from worker.mail import DeliveryError, build_message, new_message_id, smtp_client
 from worker.presenters import load_full_order
+from worker.storage import DocumentKey
 
 log = logging.getLogger("ticketq.delivery")
 
 ADVISORY_CLASS = 0x7471  # "tq": the namespace of our PostgreSQL advisory locks
 # SQLite has no advisory locks: a 'sending' row younger than this is taken to have a live sender.
 SENDING_LEASE = timedelta(seconds=120)
+INTERRUPTED = "interrupted before the server answered"
 
 
 class Outcome(enum.StrEnum):
@@ -42,117 +46,152 @@ class Outcome(enum.StrEnum):
     FAILED = "failed"
 
 
-@contextmanager
-def claimed(factory: sessionmaker[Session], delivery_id: int) -> Iterator[Session | None]:
-    """A session on ONE connection that holds the delivery's advisory lock until the send is over,
-    or None when another live worker holds it.
+@dataclass(frozen=True)
+class Prepared:
+    delivery_id: int
+    identifier: str
+    message: EmailMessage
 
-    The lock dies with the connection, so a 'sending' row whose lock is free was left by a worker
+
+@contextmanager
+def claimed(factory: sessionmaker[Session], ids: Sequence[int]) -> Iterator[tuple[Session, list[int]]]:
+    """A session on ONE connection holding the advisory locks of the deliveries it could claim.
+
+    The locks die with the connection, so a 'sending' row whose lock is free was left by a worker
     that died mid-send (resend: at-least-once), while a held lock means a live duplicate (skip).
     """
     engine: sa.Engine = factory.kw["bind"]
     postgres = engine.dialect.name == "postgresql"
     with engine.connect() as conn:
-        if postgres:
-            ours = bool(conn.scalar(sa.select(sa.func.pg_try_advisory_lock(ADVISORY_CLASS, delivery_id))))
+        ours = sorted(set(ids))
+        if postgres and ours:
+            ours = sorted(conn.scalars(sa.text(
+                "SELECT id FROM unnest(CAST(:ids AS integer[])) AS id WHERE pg_try_advisory_lock(:class, id)"
+            ), {"ids": ours, "class": ADVISORY_CLASS}))
             conn.commit()
-            if not ours:
-                yield None
-                return
         try:
             with Session(bind=conn, expire_on_commit=False) as session:
-                yield session
+                yield session, ours
         finally:
-            if postgres:
-                _unlock(conn, delivery_id)
+            if postgres and ours:
+                _unlock(conn, ours)
 
 
-def _unlock(conn: sa.Connection, delivery_id: int) -> None:
+def _unlock(conn: sa.Connection, ids: list[int]) -> None:
     try:
         conn.rollback()
-        conn.execute(sa.select(sa.func.pg_advisory_unlock(ADVISORY_CLASS, delivery_id)))
+        conn.execute(sa.text("SELECT pg_advisory_unlock(:class, id) FROM unnest(CAST(:ids AS integer[])) AS id"),
+                     {"ids": ids, "class": ADVISORY_CLASS})
         conn.commit()
-    except Exception:  # never hand a connection that may still hold the lock back to the pool
-        log.exception("could not release the lock of delivery %s; dropping the connection", delivery_id)
+    except Exception:  # never hand a connection that may still hold a lock back to the pool
+        log.exception("could not release the locks of deliveries %s; dropping the connection", ids)
         conn.invalidate()
 
 
 def send_delivery(factory: sessionmaker[Session], delivery_id: int, smtp_url: str, *, final: bool) -> Outcome:
-    """Send one logical email at most once per success: queued -> sending -> sent | failed.
+    """Send one delivery; `final` says no retry is left, so a temporary failure marks it failed."""
+    return send_deliveries(factory, [delivery_id], smtp_url, final=final)[delivery_id]
 
-    `final` says no retry is left, so a temporary failure marks the record failed.
-    """
-    with claimed(factory, delivery_id) as session:
-        if session is None:
-            return Outcome.BUSY
+
+def send_deliveries(
+    factory: sessionmaker[Session], ids: Sequence[int], smtp_url: str, *, final: bool = False
+) -> dict[int, Outcome]:
+    """Send each delivery independently over the process's SMTP connection; one outcome per id."""
+    outcomes: dict[int, Outcome] = {}
+    with claimed(factory, ids) as (session, ours):
+        outcomes.update({i: Outcome.BUSY for i in ids if i not in ours})
         with session.begin():
-            prepared = _prepare(session, delivery_id)
-        if not isinstance(prepared, tuple):
-            return prepared
-        identifier, message = prepared
+            prepared = _prepare_all(session, ours, outcomes)
+        results: dict[int, DeliveryError | None] = {}
         client = smtp_client(smtp_url)
         try:
-            client.send(message)
-        except DeliveryError as exc:
-            return _record_failure(session, delivery_id, exc, final=final)
-        except Exception as exc:  # a time limit, a bug: never leave the row 'sending' for a live job
+            for item in prepared:
+                try:
+                    client.send(item.message)
+                    results[item.delivery_id] = None
+                except DeliveryError as exc:
+                    results[item.delivery_id] = exc
+        except BaseException:  # a time limit or a bug: never leave a row 'sending' for a live job
             client.drop()
-            _record_failure(session, delivery_id, DeliveryError(f"{type(exc).__name__}: {exc}", temporary=True),
-                            final=final)
+            for item in prepared:
+                results.setdefault(item.delivery_id, DeliveryError(INTERRUPTED, temporary=True))
             raise
-        with session.begin():
-            delivery = session.get_one(EmailDelivery, delivery_id)
-            delivery.state, delivery.sent_at, delivery.last_error = DeliveryState.SENT, utcnow(), None
-            delivery.updated_at = delivery.sent_at
-            record(session, delivery.order, "email-sent", email_kind=delivery.kind.value, recipient=delivery.recipient,
-                   batch=delivery.batch, message_id=delivery.message_id)
-        log.info("order %s: %s sent to %s", identifier, delivery.kind.value, delivery.recipient)
-        return Outcome.SENT
+        finally:
+            with session.begin():
+                for item in prepared:
+                    outcomes[item.delivery_id] = _finish(session, item, results.get(item.delivery_id), final)
+    return outcomes
 
 
-def _prepare(session: Session, delivery_id: int) -> Outcome | tuple[str, EmailMessage]:
-    delivery = session.get(EmailDelivery, delivery_id, with_for_update=True)
-    if delivery is None or delivery.state in (DeliveryState.SENT, DeliveryState.FAILED):
+def _prepare_all(session: Session, ids: list[int], outcomes: dict[int, Outcome]) -> list[Prepared]:
+    rows = session.scalars(sa.select(EmailDelivery).where(EmailDelivery.id.in_(ids))
+                           .order_by(EmailDelivery.id).with_for_update()).all() if ids else []
+    outcomes.update({i: Outcome.DONE for i in ids})  # unknown ids (a truncated table) are done too
+    orders: dict[int, Order] = {}
+    stored: dict[int, dict[DocumentKey, str]] = {}
+    prepared = []
+    for delivery in rows:
+        if delivery.order_id not in orders:
+            orders[delivery.order_id] = load_full_order(session, Order.id == delivery.order_id)
+        order = orders[delivery.order_id]
+        if delivery.kind in WITH_DOCUMENTS and order.id not in stored:
+            stored[order.id] = stored_documents(session, order)
+        result = _prepare(session, delivery, order, stored.get(order.id, {}))
+        if isinstance(result, Outcome):
+            outcomes[delivery.id] = result
+        else:
+            prepared.append(result)
+    return prepared
+
+
+def _prepare(session: Session, delivery: EmailDelivery, order: Order, stored: dict[DocumentKey, str]
+             ) -> Outcome | Prepared:
+    if delivery.state in (DeliveryState.SENT, DeliveryState.FAILED):
         return Outcome.DONE
     now = utcnow()
     if (delivery.state is DeliveryState.SENDING and session.get_bind().dialect.name != "postgresql"
             and delivery.updated_at > now - SENDING_LEASE):
         return Outcome.BUSY
-    order = load_full_order(session, Order.id == delivery.order_id)
     if delivery.kind is not EmailKind.CANCELLATION and not is_resendable(order.status):
-        _fail(session, delivery, f"order is {order.status.value}; email not sent")
+        _fail(session, delivery, order, f"order is {order.status.value}; email not sent")
         return Outcome.FAILED
     message_id = delivery.message_id or new_message_id(settings.mail_from)
     try:
-        message = build_message(compose(session, order, delivery, message_id))
+        message = build_message(compose(session, order, delivery, message_id, stored))
     except DocumentsMissing:
         return Outcome.NEEDS_DOCUMENTS
     except DeliveryError as exc:  # an unusable address: nothing will ever send it
-        _fail(session, delivery, exc.reply)
+        _fail(session, delivery, order, exc.reply)
         return Outcome.FAILED
     delivery.state, delivery.message_id, delivery.updated_at = DeliveryState.SENDING, message_id, now
     delivery.attempts += 1
-    return order.identifier, message
+    return Prepared(delivery.id, order.identifier, message)
 
 
-def _fail(session: Session, delivery: EmailDelivery, reason: str) -> None:
+def _finish(session: Session, item: Prepared, error: DeliveryError | None, final: bool) -> Outcome:
+    delivery = session.get_one(EmailDelivery, item.delivery_id)
+    order = delivery.order
+    if error is None:
+        delivery.state, delivery.sent_at, delivery.last_error = DeliveryState.SENT, utcnow(), None
+        delivery.updated_at = delivery.sent_at
+        record(session, order, "email-sent", email_kind=delivery.kind.value, recipient=delivery.recipient,
+               batch=delivery.batch, message_id=delivery.message_id)
+        log.info("order %s: %s sent to %s", item.identifier, delivery.kind.value, delivery.recipient)
+        return Outcome.SENT
+    if error.temporary and not final:
+        delivery.state, delivery.last_error, delivery.updated_at = DeliveryState.QUEUED, error.reply, utcnow()
+        log.info("order %s: %s to %s deferred: %s", item.identifier, delivery.kind.value, delivery.recipient,
+                 error.reply)
+        return Outcome.RETRY
+    _fail(session, delivery, order, error.reply)
+    return Outcome.FAILED
+
+
+def _fail(session: Session, delivery: EmailDelivery, order: Order, reason: str) -> None:
     delivery.state, delivery.last_error, delivery.updated_at = DeliveryState.FAILED, reason[:2000], utcnow()
-    record(session, delivery.order, "email-failed", email_kind=delivery.kind.value, recipient=delivery.recipient,
+    record(session, order, "email-failed", email_kind=delivery.kind.value, recipient=delivery.recipient,
            batch=delivery.batch, error=reason[:500])
-    log.warning("order %s: %s to %s failed: %s", delivery.order.identifier, delivery.kind.value,
-                delivery.recipient, reason)
-
-
-def _record_failure(session: Session, delivery_id: int, exc: DeliveryError, *, final: bool) -> Outcome:
-    with session.begin():
-        delivery = session.get_one(EmailDelivery, delivery_id)
-        if exc.temporary and not final:
-            delivery.state, delivery.last_error, delivery.updated_at = DeliveryState.QUEUED, exc.reply, utcnow()
-            log.info("order %s: %s to %s deferred: %s", delivery.order.identifier, delivery.kind.value,
-                     delivery.recipient, exc.reply)
-            return Outcome.RETRY
-        _fail(session, delivery, exc.reply)
-        return Outcome.FAILED
+    log.warning("order %s: %s to %s failed: %s", order.identifier, delivery.kind.value, delivery.recipient, reason)
 
 
 def order_of_delivery(factory: sessionmaker[Session], delivery_id: int) -> tuple[str, str]:

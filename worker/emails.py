@@ -21,7 +21,7 @@ from ticketq.settings import settings
 from worker.documents import renderer
 from worker.mail import Attachment, Mail
 from worker.presenters import buyer_of, order_context
-from worker.storage import DocumentKey, absolute, current_documents
+from worker.storage import DocumentKey, absolute, content_fingerprint, document_name, expected_keys
 
 CONFIRMATION_BATCH = "confirmation"
 CANCELLATION_BATCH = "cancellation"
@@ -126,10 +126,16 @@ def _pdf(stored: dict[DocumentKey, str], filename: str, kind: DocumentKind, atte
         raise DocumentsMissing(f"{kind.value} {attendee_id or ''}".strip()) from None
 
 
-def attachments_for(session: Session, order: Order, delivery: EmailDelivery) -> tuple[Attachment, ...]:
+def stored_documents(session: Session, order: Order) -> dict[DocumentKey, str]:
+    """The stored files of the order's content, by (kind, attendee id); files may have gone since."""
+    names = {key: document_name(order.identifier, key[0], key[1], content_fingerprint(order))
+             for key in expected_keys(order)}
+    return {key: name for key, name in names.items() if absolute(name).is_file()}
+
+
+def attachments_for(order: Order, delivery: EmailDelivery, stored: dict[DocumentKey, str]) -> tuple[Attachment, ...]:
     if delivery.kind not in WITH_DOCUMENTS:
         return ()
-    stored = {(d.kind, d.attendee_id): d.path for d in current_documents(session, order)}
     ics = Attachment("event.ics", event_ics(order), "text", "calendar")
     if delivery.kind is EmailKind.CONFIRMATION_BUYER:
         return (_pdf(stored, "tickets.pdf", DocumentKind.TICKETS), _pdf(stored, "invoice.pdf", DocumentKind.INVOICE),
@@ -138,10 +144,13 @@ def attachments_for(session: Session, order: Order, delivery: EmailDelivery) -> 
     return (*[_pdf(stored, f"ticket-{a.position + 1}.pdf", DocumentKind.ATTENDEE_TICKET, a.id) for a in own], ics)
 
 
-def compose(session: Session, order: Order, delivery: EmailDelivery, message_id: str) -> Mail:
+def compose(session: Session, order: Order, delivery: EmailDelivery, message_id: str,
+            stored: dict[DocumentKey, str] | None = None) -> Mail:
     """The whole email for one delivery row; raises DocumentsMissing when its PDFs are not stored."""
     context: dict[str, Any] = order_context(order)
-    attachments = attachments_for(session, order, delivery)
+    if stored is None and delivery.kind in WITH_DOCUMENTS:
+        stored = stored_documents(session, order)
+    attachments = attachments_for(order, delivery, stored or {})
     context["recipient"] = delivery.recipient
     context["own_tickets"] = [a for a in context["attendees"] if normalize_email(a["email"]) == delivery.recipient]
     env = renderer().env

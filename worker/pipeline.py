@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
@@ -31,38 +30,32 @@ from worker.storage import documents_ready, fingerprint_of, store_documents
 
 log = logging.getLogger("ticketq.pipeline")
 
-ADVISORY_CLASS = 0x7471  # "tq": the namespace of our PostgreSQL advisory locks
-# SQLite has no advisory locks: a 'sending' row younger than this is taken to have a live sender.
-SENDING_LEASE = timedelta(seconds=120)
-
 
 @dataclass
 class Plan:
-    """What a confirmation-like job leaves to do: deliveries to send now, and those waiting for PDFs."""
+    """What a confirmation-like job leaves to do: the batch's unsent deliveries, and whether any
+    of them carries PDFs (then documents.render goes first and sends the batch after)."""
 
     identifier: str
     batch: str = ""
-    now: list[int] = field(default_factory=list)
-    after_documents: list[int] = field(default_factory=list)
+    pending: list[int] = field(default_factory=list)
+    needs_documents: bool = False
 
 
-def _split(plan: Plan, deliveries: list[EmailDelivery], docs_ready: bool) -> Plan:
-    for d in deliveries:
-        if d.state in PENDING:
-            (plan.after_documents if d.kind in WITH_DOCUMENTS and not docs_ready else plan.now).append(d.id)
-    return plan
+def _plan(identifier: str, batch: str, deliveries: list[EmailDelivery]) -> Plan:
+    pending = [d for d in deliveries if d.state in PENDING]
+    return Plan(identifier, batch, [d.id for d in pending], any(d.kind in WITH_DOCUMENTS for d in pending))
 
 
 def plan_confirmation(factory: sessionmaker[Session], identifier: str) -> Plan:
     """Record the confirmation emails once (buyer, attendees, organizers); say which still need sending."""
     with factory() as session, session.begin():
-        order = load_order(session, identifier, lock=True)
+        order = load_order(session, identifier)
         if not is_resendable(order.status):
             log.info("order %s is %s: no confirmation", identifier, order.status.value)
             return Plan(identifier)
         recipients = confirmation_recipients(session, order, organizers=True)
-        deliveries = ensure_deliveries(session, order, CONFIRMATION_BATCH, recipients)
-        return _split(Plan(identifier, CONFIRMATION_BATCH), deliveries, documents_ready(session, order))
+        return _plan(identifier, CONFIRMATION_BATCH, ensure_deliveries(session, order, CONFIRMATION_BATCH, recipients))
 
 
 def plan_resend(factory: sessionmaker[Session], identifier: str, requested_by: str | None, job_id: str | None) -> Plan:
@@ -77,8 +70,7 @@ def plan_resend(factory: sessionmaker[Session], identifier: str, requested_by: s
             batch = next_resend_batch(session, order)
             record(session, order, "resend-queued", actor=requested_by, batch=batch, job=job_id)
         recipients = confirmation_recipients(session, order, organizers=False)
-        deliveries = ensure_deliveries(session, order, batch, recipients, requested_by=requested_by)
-        return _split(Plan(identifier, batch), deliveries, documents_ready(session, order))
+        return _plan(identifier, batch, ensure_deliveries(session, order, batch, recipients, requested_by=requested_by))
 
 
 def _batch_of_job(session: Session, order_id: int, job_id: str | None) -> str | None:
@@ -94,32 +86,35 @@ def plan_cancellation(factory: sessionmaker[Session], identifier: str) -> Plan:
         order = load_order(session, identifier)
         _, buyer = buyer_of(order)
         plan = [(EmailKind.CANCELLATION, buyer.strip().lower())] if buyer else []
-        deliveries = ensure_deliveries(session, order, CANCELLATION_BATCH, plan)
-        return _split(Plan(identifier, CANCELLATION_BATCH), deliveries, True)
+        return _plan(identifier, CANCELLATION_BATCH, ensure_deliveries(session, order, CANCELLATION_BATCH, plan))
 
 
-def pending_deliveries(factory: sessionmaker[Session], identifier: str, batch: str) -> list[int]:
-    with factory() as session:
-        order = load_order(session, identifier)
-        return list(session.scalars(sa.select(EmailDelivery.id).where(
-            EmailDelivery.order_id == order.id, EmailDelivery.batch == batch, EmailDelivery.state.in_(PENDING)
-        ).order_by(EmailDelivery.id)))
+def _pending(session: Session, order_id: int, batch: str) -> list[int]:
+    return list(session.scalars(sa.select(EmailDelivery.id).where(
+        EmailDelivery.order_id == order_id, EmailDelivery.batch == batch, EmailDelivery.state.in_(PENDING)
+    ).order_by(EmailDelivery.id)))
 
 
 def ensure_documents(factory: sessionmaker[Session], identifier: str) -> bool:
-    """Render and store the order's PDFs unless files for its current content are all on disk.
+    """Render and store the order's PDFs unless files for its current content are all on disk."""
+    return prepare_batch(factory, identifier, None)[0]
 
-    Returns whether it rendered. The layout runs outside any transaction; only storing locks the order.
+
+def prepare_batch(factory: sessionmaker[Session], identifier: str, batch: str | None) -> tuple[bool, list[int]]:
+    """Ensure the order's PDFs (render unless stored), then name the batch's unsent deliveries.
+
+    Returns (rendered, pending delivery ids). The layout runs outside any transaction; only
+    storing locks the order row, so two renderings of one order record one set of rows.
     """
     with factory() as session, session.begin():
         order = load_full_order(session, Order.identifier == identifier)
         revision, context = order.revision, order_context(order)
         fingerprint = fingerprint_of(context)
         if documents_ready(session, order, fingerprint):
-            return False
+            return False, _pending(session, order.id, batch) if batch else []
         attendee_ids = [a.id for a in order.attendees]
     documents = order_documents(render_order(context, attendee_ids))
     with factory() as session, session.begin():
         order = load_order(session, identifier, lock=True)
         store_documents(session, order, revision, documents, fingerprint)
-    return True
+        return True, _pending(session, order.id, batch) if batch else []

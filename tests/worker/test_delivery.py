@@ -13,9 +13,9 @@ from models.deliveries import DeliveryState, EmailDelivery, EmailKind
 from tests.tasks.confirm_helpers import BUYER, SHARED, confirmed_order, deliveries
 from ticketq.embedded import SmtpSink
 from ticketq.settings import settings
-from worker.delivery import ADVISORY_CLASS, Outcome, send_delivery
+from worker.delivery import ADVISORY_CLASS, Outcome, send_deliveries, send_delivery
 from worker.mail import close_clients, smtp_client
-from worker.pipeline import ensure_documents, plan_cancellation, plan_confirmation, plan_resend
+from worker.pipeline import ensure_documents, plan_cancellation, plan_confirmation, plan_resend, prepare_batch
 
 
 @pytest.fixture(autouse=True)
@@ -36,17 +36,18 @@ def test_confirmation_plan_is_recorded_once_and_waits_for_documents(any_db: sess
     rows = deliveries(any_db, identifier)
     assert {(r.kind, r.recipient) for r in rows} == {(EmailKind.CONFIRMATION_BUYER, BUYER),
         (EmailKind.CONFIRMATION_ATTENDEE, SHARED), (EmailKind.ORGANIZER_NOTIFICATION, "owner@example.org")}
-    assert first == second and len(first.after_documents) == 2 and len(first.now) == 1
-    assert ensure_documents(any_db, identifier) is True and ensure_documents(any_db, identifier) is False
-    assert len(plan_confirmation(any_db, identifier).now) == 3
+    assert first == second and first.needs_documents and first.pending == [r.id for r in rows]
+    assert prepare_batch(any_db, identifier, "confirmation") == (True, first.pending)
+    assert prepare_batch(any_db, identifier, "confirmation") == (False, first.pending)
+    assert ensure_documents(any_db, identifier) is False
 
 
 def test_sending_twice_sends_once_on_both_databases(any_db: sessionmaker[Session], smtp: SmtpSink) -> None:
     identifier = confirmed_order(any_db)
     ensure_documents(any_db, identifier)
     plan = plan_confirmation(any_db, identifier)
-    assert [send(any_db, d) for d in plan.now] == [Outcome.SENT] * 3
-    assert [send(any_db, d) for d in plan.now] == [Outcome.DONE] * 3
+    assert send_deliveries(any_db, plan.pending, settings.smtp_url or "") == {i: Outcome.SENT for i in plan.pending}
+    assert [send(any_db, d) for d in plan.pending] == [Outcome.DONE] * 3
     assert len(smtp.messages) == 3
     resend = plan_resend(any_db, identifier, "owner@example.org", "job-1")
     assert plan_resend(any_db, identifier, "owner@example.org", "job-1").batch == resend.batch == "resend-1"
@@ -59,7 +60,7 @@ def test_a_sending_row_left_by_a_dead_worker_is_sent_again_but_a_live_claim_is_s
 ) -> None:
     identifier = confirmed_order(db)
     ensure_documents(db, identifier)
-    buyer, *_ = plan_confirmation(db, identifier).now
+    buyer, *_ = plan_confirmation(db, identifier).pending
     with db() as session, session.begin():  # a worker died after marking it 'sending'
         session.execute(sa.update(EmailDelivery).where(EmailDelivery.id == buyer)
                         .values(state=DeliveryState.SENDING, attempts=1, message_id="<dead@example.org>"))
@@ -74,7 +75,7 @@ def test_a_sending_row_left_by_a_dead_worker_is_sent_again_but_a_live_claim_is_s
 
 def test_a_temporary_failure_requeues_and_the_last_attempt_fails(db: sessionmaker[Session], smtp: SmtpSink) -> None:
     identifier = confirmed_order(db)
-    [cancel] = plan_cancellation(db, identifier).now
+    [cancel] = plan_cancellation(db, identifier).pending
     smtp.script_replies("421 4.7.0 busy", "421 4.7.0 busy")
     assert send(db, cancel) is Outcome.RETRY
     [row] = deliveries(db, identifier)
@@ -87,7 +88,7 @@ def test_a_temporary_failure_requeues_and_the_last_attempt_fails(db: sessionmake
 def test_the_smtp_connection_is_reused_and_reopened_when_dropped(db: sessionmaker[Session], smtp: SmtpSink) -> None:
     identifier = confirmed_order(db)
     ensure_documents(db, identifier)
-    first, second, third = plan_confirmation(db, identifier).now
+    first, second, third = plan_confirmation(db, identifier).pending
     client = smtp_client(settings.smtp_url or "")
     send(db, first)
     connection = client.connection
@@ -100,7 +101,7 @@ def test_the_smtp_connection_is_reused_and_reopened_when_dropped(db: sessionmake
 
 def test_a_refused_connection_is_temporary(db: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch) -> None:
     identifier = confirmed_order(db)
-    [cancel] = plan_cancellation(db, identifier).now
+    [cancel] = plan_cancellation(db, identifier).pending
     outcome = send_delivery(db, cancel, "smtp://127.0.0.1:1", final=False)
     assert outcome is Outcome.RETRY
     [row] = deliveries(db, identifier)
