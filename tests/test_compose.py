@@ -75,7 +75,7 @@ def test_migrate_runs_once_before_the_app(services: dict[str, Any]) -> None:
 
 
 def test_healthchecks(services: dict[str, Any]) -> None:
-    for name in ("redis", "postgres", "api", "worker", "worker-documents", "flower", "mailpit"):
+    for name in ("redis", "postgres", "api", "worker", "worker-documents", "beat", "flower", "mailpit"):
         assert services[name]["healthcheck"]["test"], name
     assert "/healthz" in " ".join(services["api"]["healthcheck"]["test"])
 
