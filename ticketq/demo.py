@@ -270,6 +270,8 @@ def fill_report(report: Report, var_dir: Path, demo: Demo | None, since: float) 
     report.eml_files = sum(1 for p in mail.glob("*.eml") if p.stat().st_mtime >= since - 1) if mail.exists() else 0
     report.paths = {"emails": f"{mail}/*.eml (X-Email-Kind in each name)", "PDFs": str(files),
                     "database": str(var_dir / "demo.db"), "logs": f"{var_dir / 'log'}/{{api,worker,beat,redis}}.log"}
+    if report.pdfs:
+        report.paths["PDFs"] += f"\n            e.g. {min(report.pdfs, key=lambda p: p.stat().st_mtime)}"
     if demo is None:
         return
     report.orders = [(o.label, o.identifier, COLOURS.get(o.path[-1], ""), o.path) for o in demo.orders.values()]
