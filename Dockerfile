@@ -1,5 +1,5 @@
 # ticketq: one image for the API, the Celery workers, beat, Flower and migrations.
-FROM python:3.12-slim
+FROM python:3.12-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
