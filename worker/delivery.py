@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from email.message import EmailMessage
+from email.message import Message
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
@@ -48,9 +48,15 @@ class Outcome(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Prepared:
-    delivery_id: int
-    identifier: str
-    message: EmailMessage
+    """A delivery marked 'sending' with its message; holding the rows keeps them in the session."""
+
+    delivery: EmailDelivery
+    order: Order
+    message: Message
+
+    @property
+    def delivery_id(self) -> int:
+        return self.delivery.id
 
 
 @contextmanager
@@ -165,22 +171,21 @@ def _prepare(session: Session, delivery: EmailDelivery, order: Order, stored: di
         return Outcome.FAILED
     delivery.state, delivery.message_id, delivery.updated_at = DeliveryState.SENDING, message_id, now
     delivery.attempts += 1
-    return Prepared(delivery.id, order.identifier, message)
+    return Prepared(delivery, order, message)
 
 
 def _finish(session: Session, item: Prepared, error: DeliveryError | None, final: bool) -> Outcome:
-    delivery = session.get_one(EmailDelivery, item.delivery_id)
-    order = delivery.order
+    delivery, order = item.delivery, item.order
     if error is None:
         delivery.state, delivery.sent_at, delivery.last_error = DeliveryState.SENT, utcnow(), None
         delivery.updated_at = delivery.sent_at
         record(session, order, "email-sent", email_kind=delivery.kind.value, recipient=delivery.recipient,
                batch=delivery.batch, message_id=delivery.message_id)
-        log.info("order %s: %s sent to %s", item.identifier, delivery.kind.value, delivery.recipient)
+        log.info("order %s: %s sent to %s", order.identifier, delivery.kind.value, delivery.recipient)
         return Outcome.SENT
     if error.temporary and not final:
         delivery.state, delivery.last_error, delivery.updated_at = DeliveryState.QUEUED, error.reply, utcnow()
-        log.info("order %s: %s to %s deferred: %s", item.identifier, delivery.kind.value, delivery.recipient,
+        log.info("order %s: %s to %s deferred: %s", order.identifier, delivery.kind.value, delivery.recipient,
                  error.reply)
         return Outcome.RETRY
     _fail(session, delivery, order, error.reply)

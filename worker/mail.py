@@ -8,9 +8,14 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass, field
+from email import encoders
+from email.header import Header
 from email.headerregistry import Address
-from email.message import EmailMessage
-from email.policy import SMTP as SMTP_POLICY
+from email.message import Message
+from email.mime.base import MIMEBase
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.policy import compat32
 from email.utils import format_datetime, make_msgid
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -21,6 +26,7 @@ log = logging.getLogger("ticketq.mail")
 SMTP_TIMEOUT = 20.0
 # A connection idle longer than this may have been closed by the server: NOOP before reusing it.
 IDLE_CHECK_SECONDS = 30.0
+WIRE_POLICY = compat32.clone(linesep="\r\n")
 
 
 class DeliveryError(Exception):
@@ -74,24 +80,48 @@ def new_message_id(sender: str) -> str:
     return make_msgid(idstring="ticketq", domain=clean_header(domain))
 
 
-def build_message(mail: Mail) -> EmailMessage:
-    """Text and HTML alternatives; with attachments the alternative part sits inside multipart/mixed."""
-    message = EmailMessage()
+def _header(value: str) -> str | Header:
+    value = clean_header(value)
+    return value if value.isascii() else Header(value, "utf-8")
+
+
+def build_message(mail: Mail) -> Message:
+    """Text and HTML alternatives; with attachments the alternative part sits inside multipart/mixed.
+
+    Built with the classic MIME classes: several times cheaper than EmailMessage's header registry,
+    which counts when every confirmed order sends three of these.
+    """
+    alternative = MIMEMultipart("alternative")
+    alternative.attach(MIMEText(mail.text, "plain", "utf-8"))
+    alternative.attach(MIMEText(mail.html, "html", "utf-8"))
+    message = alternative
+    if mail.attachments:
+        message = MIMEMultipart("mixed")
+        message.attach(alternative)
+        for item in mail.attachments:
+            part = MIMEBase(item.maintype, item.subtype)
+            part.set_payload(item.content)
+            encoders.encode_base64(part)
+            part.add_header("Content-Disposition", "attachment", filename=clean_header(item.filename))
+            message.attach(part)
     message["From"] = checked_address(mail.sender)
     message["To"] = checked_address(mail.recipient)
-    message["Subject"] = clean_header(mail.subject)
-    message["Date"] = format_datetime(utcnow())
-    message["Message-ID"] = mail.message_id or new_message_id(mail.sender)
-    message["X-Order-Identifier"] = clean_header(mail.identifier)
-    message["X-Email-Kind"] = clean_header(mail.kind)
-    for name, value in mail.extra_headers.items():
-        message[clean_header(name)] = clean_header(value)
-    message.set_content(mail.text)
-    message.add_alternative(mail.html, subtype="html")
-    for item in mail.attachments:
-        message.add_attachment(item.content, maintype=item.maintype, subtype=item.subtype,
-                               filename=clean_header(item.filename))
+    headers = {
+        "Subject": mail.subject,
+        "Date": format_datetime(utcnow()),
+        "Message-ID": mail.message_id or new_message_id(mail.sender),
+        "X-Order-Identifier": mail.identifier,
+        "X-Email-Kind": mail.kind,
+        **mail.extra_headers,
+    }
+    for name, value in headers.items():
+        message[clean_header(name)] = _header(value)  # type: ignore[assignment]  # a Header is allowed here
     return message
+
+
+def message_bytes(message: Message) -> bytes:
+    """The message as SMTP wants it: CRLF line ends."""
+    return message.as_bytes(policy=WIRE_POLICY)
 
 
 @dataclass(frozen=True)
@@ -179,11 +209,11 @@ class SmtpClient:
                 self.connection.close()
             self.connection = None
 
-    def send(self, message: EmailMessage) -> None:
+    def send(self, message: Message) -> None:
         """Send or raise DeliveryError; a kept-alive connection the server dropped is retried once on a
         fresh one (a dropped connection fails at MAIL FROM, before any message was accepted)."""
         sender, recipient = str(message["From"]), str(message["To"])
-        data = message.as_bytes(policy=SMTP_POLICY)
+        data = message_bytes(message)
         with self.lock:
             for attempt in (1, 2):
                 reused = self._usable_connection()

@@ -15,6 +15,7 @@ from worker.mail import (
     build_message,
     checked_address,
     classify,
+    message_bytes,
     parse_smtp_url,
 )
 
@@ -30,7 +31,9 @@ def mail(**changes: object) -> Mail:
 
 
 def wire(m: Mail) -> object:
-    return message_from_bytes(build_message(m).as_bytes(policy=policy.SMTP), policy=policy.default)
+    data = message_bytes(build_message(m))
+    assert b"\r\n" in data and b"\n" not in data.replace(b"\r\n", b"")
+    return message_from_bytes(data, policy=policy.default)
 
 
 def test_headers_and_multipart_alternative_with_attachments() -> None:
@@ -99,3 +102,8 @@ def test_failures_are_classified_by_reply_code(exc: Exception, temporary: bool, 
     assert error.temporary is temporary
     if reply is not None:
         assert error.reply == reply
+
+
+def test_non_ascii_headers_are_encoded_and_read_back() -> None:
+    sent = wire(mail(subject="Zoë’s order – Köln " * 6))
+    assert sent["Subject"] == ("Zoë’s order – Köln " * 6).strip()  # type: ignore[index]
