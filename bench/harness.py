@@ -145,6 +145,7 @@ class Proc:
 
     def start(self, ready: bytes | None = None, timeout: float = 60) -> Proc:
         self.logfile.parent.mkdir(parents=True, exist_ok=True)
+        offset = self.logfile.stat().st_size if self.logfile.exists() else 0  # a restart appends
         with self.logfile.open("ab") as log:
             self.process = subprocess.Popen(self.args, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                             start_new_session=True)
@@ -152,7 +153,7 @@ class Proc:
             def up() -> bool:
                 if self.process is not None and self.process.poll() is not None:
                     raise RuntimeError(f"{self.name} exited:\n{self.logfile.read_text()[-3000:]}")
-                return ready in self.logfile.read_bytes()
+                return ready in self.logfile.read_bytes()[offset:]
             wait_for(up, timeout, f"{self.name} did not start; see {self.logfile}", 0.1)
         return self
 
@@ -342,3 +343,71 @@ class Sampler(threading.Thread):
         self._stop_event.set()
         self.join(5)
         return self.values
+
+
+def cpu_seconds(pid: int, *, children: bool = True) -> float:
+    """User + system CPU of a process (and of its reaped children), from /proc/<pid>/stat."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12]) + ((int(fields[13]) + int(fields[14])) if children else 0)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_backends(database: str) -> list[int]:
+    """The server processes serving one database (their titles name it)."""
+    out = subprocess.run(["pgrep", "-f", f"postgres: .* {database} "], capture_output=True, text=True)
+    return [int(pid) for pid in out.stdout.split()]
+
+
+class CpuAccount:
+    """CPU seconds spent by each part of a run between `start()` and `stop()`."""
+
+    def __init__(self, h: Harness, worker: Proc) -> None:
+        self.h, self.worker = h, worker
+        self.database = h.database_url.rsplit("/", 1)[1]
+        self.before: dict[str, float] = {}
+
+    def _now(self) -> dict[str, float]:
+        assert self.h.redis is not None and self.h.redis.process is not None
+        live_children = sum(cpu_seconds(p, children=False) for p in self.worker.children())
+        return {
+            "worker (parent + children)": cpu_seconds(self.worker.pid) + live_children,
+            "PostgreSQL backends": sum(cpu_seconds(p) for p in postgres_backends(self.database)),
+            "Redis": cpu_seconds(self.h.redis.process.pid),
+            "bench process (driver + SMTP sink)": cpu_seconds(os.getpid(), children=False),
+        }
+
+    def start(self) -> CpuAccount:
+        self.before = self._now()
+        return self
+
+    def stop(self) -> dict[str, float]:
+        after = self._now()
+        return {k: after[k] - self.before.get(k, 0.0) for k in after}
+
+
+class Supervisor(threading.Thread):
+    """Restarts a process of ours that exits on its own, as `restart: unless-stopped` does in
+    docker-compose.yml (or systemd's Restart=always); keeps when and how each one ended."""
+
+    def __init__(self, procs: list[Proc], ready: dict[str, bytes | None]) -> None:
+        super().__init__(daemon=True)
+        self.procs, self.ready = procs, ready
+        self.restarts: list[tuple[float, str, int | None]] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.wait(0.5):
+            for proc in self.procs:
+                code = proc.process.poll() if proc.process is not None else None
+                if code is not None and not self.halt.is_set():
+                    self.restarts.append((time.time(), proc.name, code))
+                    with contextlib.suppress(Exception):  # it will be retried on the next round
+                        proc.start(self.ready.get(proc.name), timeout=60)
+
+    def stop(self) -> list[tuple[float, str, int | None]]:
+        self.halt.set()
+        self.join(65)
+        return self.restarts

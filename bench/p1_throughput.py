@@ -29,19 +29,23 @@ def warm_up(h: Harness, seed: Any, db: Any, first: int) -> None:
     wait_for_emails(h.sink.snapshot, orders, 120)
 
 
-def end_to_end(h: Harness, seed: Any, db: Any, count: int, first: int) -> tuple[float, float, int]:
+def end_to_end(h: Harness, seed: Any, db: Any, count: int, first: int,
+               worker: Proc) -> tuple[float, float, int, dict[str, float]]:
     """Complete `count` orders at once; rate = count / (last email accepted - first payment)."""
+    from bench.harness import CpuAccount
     from bench.workload import complete_all, complete_orders, make_pending, wait_for_emails
 
     assert h.sink is not None
     orders = make_pending(db, seed, count, first=first)
+    cpu = CpuAccount(h, worker).start()
     started = time.time()
     complete_all(db, orders)
     accepted = wait_for_emails(h.sink.snapshot, orders, 60 + count * 2)
+    spent = cpu.stop()
     mine = [a for a in accepted if a.order in set(orders)]
     done = len(complete_orders(mine, set(orders)))
     elapsed = max(a.at for a in mine) - started
-    return done / elapsed, elapsed, done
+    return done / elapsed, elapsed, done, spent
 
 
 def _render_loop(job: tuple[dict[str, Any], list[int], int, float]) -> tuple[float, float]:
@@ -82,7 +86,7 @@ def run(h: Harness, quick: bool) -> tuple[list[Row], list[str]]:
     worker = start_worker(h, "p1-worker")
     try:
         warm_up(h, seed, db, first=0)
-        rate, elapsed, done = end_to_end(h, seed, db, count, first=WARM_UP)
+        rate, elapsed, done, spent = end_to_end(h, seed, db, count, WARM_UP, worker)
     finally:
         h.stop(worker)
     from bench.workload import make_pending
@@ -100,5 +104,9 @@ def run(h: Harness, quick: bool) -> tuple[list[Row], list[str]]:
              f"{count} orders of 2 attendees (buyer + one guest) completed at once after {WARM_UP} warm-up orders; "
              "each produces the tickets PDF, 2 attendee PDFs, the invoice and 3 emails accepted by an aiosmtpd sink. "
              f"The render-only limit runs `render_order` + `order_documents` for the same order in {CONCURRENCY} "
-             "spawned processes with nothing else running."]
+             "spawned processes with nothing else running.",
+             f"P1 CPU seconds during the {elapsed:.0f} s end-to-end run ({CONCURRENCY} cores = "
+             f"{CONCURRENCY * elapsed:.0f} CPU s available): "
+             + ", ".join(f"{k} {v:.1f}" for k, v in spent.items())
+             + f"; the render-only loop needs {CONCURRENCY * elapsed * ratio:.1f} CPU s for the same orders."]
     return rows, notes

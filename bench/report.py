@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import math
 import platform
 import subprocess
+import sys
+import tempfile
 import traceback
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,35 +91,69 @@ Scenario = Callable[[Any, bool], tuple[list[Row], list[str]]]
 
 
 def run_scenarios(name: str, scenarios: dict[str, Scenario], argv: Sequence[str] | None, doc: Path | None,
-                  title: str, intro: str) -> int:
-    """Parse flags, run the chosen scenarios on one harness, print the table, rewrite the doc."""
+                  title: str, intro: str, alongside: frozenset[str] = frozenset()) -> int:
+    """Parse flags, run the chosen scenarios on one harness, print the table, rewrite the doc.
+
+    Scenarios in `alongside` (mostly waiting, e.g. an outage) run at the same time in a child process
+    with a harness of their own, so the whole run fits its time budget.
+    """
     parser = argparse.ArgumentParser(prog=f"python -m {name}")
     parser.add_argument("--quick", action="store_true", help="small counts: a smoke run, not a measurement")
     parser.add_argument("--only", action="append", choices=sorted(scenarios), help="run only these (repeatable)")
     parser.add_argument("--no-doc", action="store_true", help="print the table without rewriting the doc")
+    parser.add_argument("--rows-json", type=Path, help=argparse.SUPPRESS)  # a child's results for its parent
     args = parser.parse_args(argv)
-    from bench.harness import Harness
-
     started = dt.datetime.now(dt.UTC)
-    rows: list[Row] = []
-    notes: list[str] = []
-    failed = False
-    with Harness(name) as harness:
-        for key in args.only or list(scenarios):
-            print(f"== {key} ...", flush=True)
-            try:
-                got, extra = scenarios[key](harness, args.quick)
-            except Exception as exc:
-                traceback.print_exc()
-                error = f"error: {type(exc).__name__}: {exc}"[:160]
-                got, extra, failed = [Row(key.upper(), "run", error, "", False)], [], True
-            rows += got
-            notes += extra
-            print(table(got), flush=True)
+    chosen = args.only or list(scenarios)
+    children = {key: _spawn_child(name, key, args.quick) for key in chosen if key in alongside and len(chosen) > 1}
+    results = dict(_run_here(name, scenarios, [k for k in chosen if k not in children], args.quick))
+    results.update({key: _collect_child(key, *child) for key, child in children.items()})
+    rows = [row for key in chosen for row in results[key][0]]
+    notes = [note for key in chosen for note in results[key][1]]
+    if args.rows_json:
+        args.rows_json.write_text(json.dumps({"rows": [asdict(r) for r in rows], "notes": notes}))
     seconds = (dt.datetime.now(dt.UTC) - started).total_seconds()
     print(f"\n{title} ({seconds:.0f} s)\n{table(rows)}")
     if doc is not None and not args.no_doc and not args.quick and not args.only:
-        command = f"make {name}"
-        write_doc(doc, title, command, intro, rows, notes, started, seconds)
+        write_doc(doc, title, f"make {name}", intro, rows, notes, started, seconds)
         print(f"wrote {doc.relative_to(ROOT)}")
-    return 1 if failed else 0
+    return 1 if any(r.metric == "run" and r.met is False for r in rows) else 0
+
+
+def _run_here(name: str, scenarios: dict[str, Scenario], keys: list[str],
+              quick: bool) -> Iterator[tuple[str, tuple[list[Row], list[str]]]]:
+    from bench.harness import Harness
+
+    if not keys:
+        return
+    with Harness(name) as harness:
+        for key in keys:
+            print(f"== {key} ...", flush=True)
+            try:
+                got, extra = scenarios[key](harness, quick)
+            except Exception as exc:
+                traceback.print_exc()
+                got, extra = [Row(key.upper(), "run", f"error: {type(exc).__name__}: {exc}"[:160], "", False)], []
+            print(table(got), *extra, sep="\n", flush=True)
+            yield key, (got, extra)
+
+
+def _spawn_child(name: str, key: str, quick: bool) -> tuple[subprocess.Popen[bytes], Path]:
+    out = Path(tempfile.mkstemp(prefix=f"ticketq-{name}-{key}-", suffix=".json")[1])
+    args = [sys.executable, "-m", name, "--only", key, "--no-doc", "--rows-json", str(out), *(["--quick"] * quick)]
+    print(f"== {key} runs alongside, in process group of its own", flush=True)
+    return subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, start_new_session=True), out
+
+
+def _collect_child(key: str, process: subprocess.Popen[bytes], out: Path) -> tuple[list[Row], list[str]]:
+    code = process.wait()
+    try:
+        data = json.loads(out.read_text() or "{}")
+    except ValueError:
+        data = {}
+    finally:
+        out.unlink(missing_ok=True)
+    failed = [Row(key.upper(), "run", f"error: exit status {code}", "", False)]
+    rows = [Row(**r) for r in data.get("rows", [])] or failed
+    print(f"== {key} (alongside)\n{table(rows)}", flush=True)
+    return rows, list(data.get("notes", []))

@@ -112,6 +112,7 @@ def complete_orders(accepted: Iterable[Accepted], wanted: set[str], per_order: i
 
 def duplicates(accepted: Iterable[Accepted]) -> tuple[int, int]:
     """(copies beyond the first by Message-ID, copies beyond the first by order+kind+recipient)."""
+    accepted = list(accepted)
     by_id = Counter(a.message_id for a in accepted)
     by_logical = Counter((a.order, a.kind, a.recipients) for a in accepted)
     return sum(n - 1 for n in by_id.values()), sum(n - 1 for n in by_logical.values())

@@ -3,12 +3,13 @@ requests: no accepted job is lost, and the API keeps answering clearly (fast, JS
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
 
-from bench.harness import Harness
+from bench.harness import Harness, Supervisor
 from bench.report import Row
 
 RATE, RESEND_RATE = 3.0, 1.0  # payments/s and resend requests/s through the API
@@ -76,9 +77,10 @@ def run(h: Harness, quick: bool) -> tuple[list[Row], list[str]]:
     seed = seed_event(db)
     orders = make_pending(db, seed, int(RATE * (before + outage + after)) + 1)
     env = {"RESEND_LIMIT_PER_USER": UNLIMITED, "RESEND_LIMIT_PER_IP": UNLIMITED}
-    h.worker("r2-worker", concurrency=2)
-    h.beat("r2-beat")
+    worker, beat = h.worker("r2-worker", concurrency=2), h.beat("r2-beat")
     _, url = h.api("r2-api", extra_env=env)
+    supervisor = Supervisor([worker, beat], {worker.name: b" ready.", beat.name: b"beat: Starting"})
+    supervisor.start()
     calls: list[Call] = []
     paid: list[str] = []
     started = time.time()
@@ -96,8 +98,31 @@ def run(h: Harness, quick: bool) -> tuple[list[Row], list[str]]:
     for t in threads:
         t.join()
     expected = expected_emails(calls)
-    missing = wait_for(h, expected, 180)
-    return judge(calls, expected, missing, down_at, up_at, time.time() - started)
+    try:
+        missing = wait_for(h, expected, 60)
+    finally:
+        restarts = supervisor.stop()
+    return judge(calls, expected, missing, down_at, up_at, time.time() - started, restarts, parked(h))
+
+
+def parked(h: Harness) -> list[str]:
+    """Jobs a dead worker had taken: kombu keeps them in Redis's `unacked` hash until the
+    visibility timeout passes, then hands them out again."""
+    import json
+
+    import redis
+
+    assert h.redis is not None
+    client = redis.Redis.from_url(h.redis.url)
+    try:
+        entries = client.hvals("unacked")
+    finally:
+        client.close()
+    names = []
+    for raw in entries:
+        with contextlib.suppress(ValueError, KeyError, IndexError, TypeError):
+            names.append(str(json.loads(raw)[0]["headers"]["task"]))
+    return names
 
 
 def expected_emails(calls: list[Call]) -> Counter[tuple[str, str]]:
@@ -125,7 +150,8 @@ def wait_for(h: Harness, expected: Counter[tuple[str, str]], timeout: float) -> 
 
 
 def judge(calls: list[Call], expected: Counter[tuple[str, str]], missing: int, down_at: float, up_at: float,
-          elapsed: float) -> tuple[list[Row], list[str]]:
+          elapsed: float, restarts: list[tuple[float, str, int | None]],
+          parked_jobs: list[str]) -> tuple[list[Row], list[str]]:
     during = [c for c in calls if down_at <= c.at <= up_at]
     codes = Counter(f"{c.kind} {c.status}" for c in during)
     slowest = max((c.seconds for c in during), default=0.0)
@@ -137,11 +163,18 @@ def judge(calls: list[Call], expected: Counter[tuple[str, str]], missing: int, d
         Row("R2", f"API answers during the {up_at - down_at:.0f} s outage", ", ".join(f"{k}: {n}" for k, n in
             sorted(codes.items())) or "none", "clear answers", unclear == 0 and bool(during)),
         Row("R2", "slowest API answer during the outage", f"{slowest:.2f} s", "< 5 s", slowest < 5),
+        Row("R2", "worker/beat exits restarted by the supervisor; jobs parked in Redis `unacked`",
+            f"{len(restarts)}; {len(parked_jobs)}", "reported"),
     ]
     notes = ["R2: the script's own Valkey (append-only file on, like a production Redis) is stopped with SIGTERM "
              f"for {up_at - down_at:.0f} s and restarted on the same port while the API takes {RATE:g} payments/s "
              f"(co-organizer PATCH status=completed) and {RESEND_RATE:g} resend requests/s; a worker `-c 2` and beat "
              "(outbox relay) run throughout. Expected emails: 3 per accepted payment (200), 2 more per accepted "
              "resend (202). 'Clear' means a JSON:API error object (or the documented success body), never a hang, "
-             "a dropped connection or a 500."]
+             "a dropped connection or a 500. Like docker-compose.yml's `restart: unless-stopped`, the script "
+             "restarts a worker or beat that exits: "
+             + (", ".join(f"{name} exit {code} at +{at - down_at:.1f} s" for at, name, code in restarts) or "none")
+             + ". Jobs still parked in the `unacked` hash at the end (a dead worker's in-flight jobs, handed out "
+             "again only after the broker visibility_timeout): "
+             + (", ".join(sorted(set(parked_jobs))) or "none") + "."]
     return rows, notes
