@@ -102,30 +102,31 @@ def send_delivery(factory: sessionmaker[Session], delivery_id: int, smtp_url: st
 def send_deliveries(
     factory: sessionmaker[Session], ids: Sequence[int], smtp_url: str, *, final: bool = False
 ) -> dict[int, Outcome]:
-    """Send each delivery independently over the process's SMTP connection; one outcome per id."""
+    """Send each delivery independently over the process's SMTP connection; one outcome per id.
+
+    Each record is committed 'sent' right after the server accepted it: a worker killed in
+    between is the only way one email goes out twice, and that window is one commit long.
+    """
     outcomes: dict[int, Outcome] = {}
     with claimed(factory, ids) as (session, ours):
         outcomes.update({i: Outcome.BUSY for i in ids if i not in ours})
         with session.begin():
             prepared = _prepare_all(session, ours, outcomes)
-        results: dict[int, DeliveryError | None] = {}
         client = smtp_client(smtp_url)
-        try:
-            for item in prepared:
-                try:
-                    client.send(item.message)
-                    results[item.delivery_id] = None
-                except DeliveryError as exc:
-                    results[item.delivery_id] = exc
-        except BaseException:  # a time limit or a bug: never leave a row 'sending' for a live job
-            client.drop()
-            for item in prepared:
-                results.setdefault(item.delivery_id, DeliveryError(INTERRUPTED, temporary=True))
-            raise
-        finally:
+        for index, item in enumerate(prepared):
+            error: DeliveryError | None = None
+            try:
+                client.send(item.message)
+            except DeliveryError as exc:
+                error = exc
+            except BaseException:  # a time limit or a bug: never leave a row 'sending' for a live job
+                client.drop()
+                with session.begin():
+                    for rest in prepared[index:]:
+                        _finish(session, rest, DeliveryError(INTERRUPTED, temporary=True), final)
+                raise
             with session.begin():
-                for item in prepared:
-                    outcomes[item.delivery_id] = _finish(session, item, results.get(item.delivery_id), final)
+                outcomes[item.delivery_id] = _finish(session, item, error, final)
     return outcomes
 
 

@@ -106,3 +106,18 @@ def test_a_refused_connection_is_temporary(db: sessionmaker[Session], monkeypatc
     assert outcome is Outcome.RETRY
     [row] = deliveries(db, identifier)
     assert row.state is DeliveryState.QUEUED and "Connection" in (row.last_error or "")
+
+
+def test_a_batch_sends_each_record_independently(db: sessionmaker[Session], smtp: SmtpSink) -> None:
+    identifier = confirmed_order(db)
+    ensure_documents(db, identifier)
+    buyer, attendee, organizer = plan_confirmation(db, identifier).pending
+    smtp.refuse[SHARED] = "550 5.1.1 no such user"
+    with db() as session, session.begin():  # a live duplicate job is sending the organizer's email
+        session.execute(sa.select(sa.func.pg_advisory_xact_lock(ADVISORY_CLASS, organizer)))
+        outcomes = send_deliveries(db, [buyer, attendee, organizer, 999_999], settings.smtp_url or "")
+    assert outcomes == {buyer: Outcome.SENT, attendee: Outcome.FAILED, organizer: Outcome.BUSY,
+                        999_999: Outcome.DONE}
+    assert [m["X-Email-Kind"] for m in smtp.messages] == ["confirmation-buyer"]
+    assert send_deliveries(db, [buyer, attendee, organizer], settings.smtp_url or "") == {
+        buyer: Outcome.DONE, attendee: Outcome.DONE, organizer: Outcome.SENT}
