@@ -62,10 +62,10 @@ def services() -> Services:
 @pytest.fixture
 def db() -> Iterator[sessionmaker[Session]]:
     """A session factory on the run's PostgreSQL database, emptied before the test."""
+    from sqlalchemy.exc import OperationalError
+
     from models import Base
     from models.db import get_engine, get_sessionmaker
-
-    from sqlalchemy.exc import OperationalError
 
     engine = get_engine()
     tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
