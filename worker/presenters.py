@@ -45,6 +45,8 @@ def event_times(event: Event) -> dict[str, str]:
 
 def buyer_of(order: Order) -> tuple[str, str]:
     """The buyer's name and address; an order a co-organizer created directly falls back to its user."""
+    if order.buyer_email and order.buyer_name:
+        return order.buyer_name, order.buyer_email
     user = order.user
     email = order.buyer_email or (user.email if user else "")
     name = order.buyer_name or (user.name if user and user.name else "") or email
