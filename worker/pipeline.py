@@ -1,4 +1,4 @@
-"""The confirmation pipeline as plain functions: plan the emails, ensure the PDFs, send one delivery.
+"""The confirmation pipeline as plain functions: plan a batch of emails, ensure the PDFs (sending: worker.delivery).
 
 Tasks call these; they take a session factory and identifiers and know nothing about Celery.
 """
