@@ -206,6 +206,9 @@ class Harness:
     _db_name: str = ""
 
     def start(self) -> Harness:
+        if "ticketq.settings" in sys.modules:
+            raise RuntimeError("project settings were imported before the harness exported its URLs; "
+                               "import models/tasks/worker inside the scenario functions")
         try:
             self.redis = Redis(self.root / "redis").start()
             self.sink = CountingSink().start()
