@@ -22,7 +22,8 @@ server, an aiosmtpd sink, Celery workers and beat, the API) and stopped at the e
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_scenarios("bench", SCENARIOS, argv, ROOT / "docs" / "PERFORMANCE.md", "ticketq performance", INTRO)
+    return run_scenarios("bench", SCENARIOS, argv, ROOT / "docs" / "PERFORMANCE.md", "ticketq performance", INTRO,
+                         analysis=ROOT / "bench" / "ANALYSIS.md")
 
 
 if __name__ == "__main__":

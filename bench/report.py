@@ -73,7 +73,8 @@ def commit() -> str:
 
 
 def write_doc(path: Path, title: str, command: str, intro: str, rows: Sequence[Row], notes: Sequence[str],
-              started: dt.datetime, seconds: float) -> None:
+              started: dt.datetime, seconds: float, analysis: Path | None = None) -> None:
+    """The doc: this run's table and notes, then the hand-written analysis kept beside the scripts."""
     text = [
         f"# {title}", "", intro, "",
         "## Latest run", "",
@@ -84,6 +85,9 @@ def write_doc(path: Path, title: str, command: str, intro: str, rows: Sequence[R
         "", markdown(rows), "", "## Notes on this run", "",
         *[f"- {n}" for n in notes], "",
     ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if analysis is not None and analysis.exists():
+        text += [analysis.read_text().strip(), ""]
     path.write_text("\n".join(text))
 
 
@@ -91,7 +95,7 @@ Scenario = Callable[[Any, bool], tuple[list[Row], list[str]]]
 
 
 def run_scenarios(name: str, scenarios: dict[str, Scenario], argv: Sequence[str] | None, doc: Path | None,
-                  title: str, intro: str, alongside: frozenset[str] = frozenset()) -> int:
+                  title: str, intro: str, alongside: frozenset[str] = frozenset(), analysis: Path | None = None) -> int:
     """Parse flags, run the chosen scenarios on one harness, print the table, rewrite the doc.
 
     Scenarios in `alongside` (mostly waiting, e.g. an outage) run at the same time in a child process
@@ -115,7 +119,7 @@ def run_scenarios(name: str, scenarios: dict[str, Scenario], argv: Sequence[str]
     seconds = (dt.datetime.now(dt.UTC) - started).total_seconds()
     print(f"\n{title} ({seconds:.0f} s)\n{table(rows)}")
     if doc is not None and not args.no_doc and not args.quick and not args.only:
-        write_doc(doc, title, f"make {name}", intro, rows, notes, started, seconds)
+        write_doc(doc, title, f"make {name}", intro, rows, notes, started, seconds, analysis)
         print(f"wrote {doc.relative_to(ROOT)}")
     return 1 if any(r.metric == "run" and r.met is False for r in rows) else 0
 

@@ -24,7 +24,7 @@ workers and beats, the API. Nothing else on the machine is touched."""
 def main(argv: list[str] | None = None) -> int:
     # R3 mostly waits out its SMTP outage and the retries' backoff: it runs alongside R1, R2 and R4.
     return run_scenarios("chaos", SCENARIOS, argv, ROOT / "docs" / "RELIABILITY.md", "ticketq reliability", INTRO,
-                         alongside=frozenset({"r3"}))
+                         alongside=frozenset({"r3"}), analysis=ROOT / "chaos" / "ANALYSIS.md")
 
 
 if __name__ == "__main__":

@@ -40,11 +40,11 @@ def run(h: Harness, quick: bool) -> tuple[list[Row], list[str]]:
     deadlines = {o: base + SPREAD * n / count for n, o in enumerate(orders)}
     from models.base import utcnow
 
-    now = utcnow()
+    now, now_ts = utcnow(), time.time()  # one instant on both clocks: deadlines land where planned
     with db() as session, session.begin():
         for o, at in deadlines.items():
             session.execute(sa.update(Order).where(Order.identifier == o)
-                            .values(expires_at=now + timedelta(seconds=at - time.time())))
+                            .values(expires_at=now + timedelta(seconds=at - now_ts)))
     stop = threading.Event()
     held = Sampler(lambda: held_tickets(h, seed.ticket_id), 0.5)
     held.start()
