@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import math
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -107,6 +108,8 @@ def run_scenarios(name: str, scenarios: dict[str, Scenario], argv: Sequence[str]
     parser.add_argument("--no-doc", action="store_true", help="print the table without rewriting the doc")
     parser.add_argument("--rows-json", type=Path, help=argparse.SUPPRESS)  # a child's results for its parent
     args = parser.parse_args(argv)
+    # A SIGTERM (a timeout, a CI runner) unwinds like Ctrl-C, so every server we started is stopped.
+    signal.signal(signal.SIGTERM, _terminate)
     started = dt.datetime.now(dt.UTC)
     chosen = args.only or list(scenarios)
     children = {key: _spawn_child(name, key, args.quick) for key in chosen if key in alongside and len(chosen) > 1}
@@ -122,6 +125,10 @@ def run_scenarios(name: str, scenarios: dict[str, Scenario], argv: Sequence[str]
         write_doc(doc, title, f"make {name}", intro, rows, notes, started, seconds, analysis)
         print(f"wrote {doc.relative_to(ROOT)}")
     return 1 if any(r.metric == "run" and r.met is False for r in rows) else 0
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _run_here(name: str, scenarios: dict[str, Scenario], keys: list[str],
