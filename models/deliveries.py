@@ -8,7 +8,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from models.base import Base, UTCDateTime, utcnow
+from models.base import Base, UTCDateTime, str_enum, utcnow
 from models.orders import Order
 
 
@@ -42,13 +42,11 @@ class EmailDelivery(Base):
     # Groups the emails of one sending: "confirmation", "cancellation", "resend-<n>".
     batch: Mapped[str] = mapped_column(sa.String(40))
     kind: Mapped[EmailKind] = mapped_column(
-        sa.Enum(EmailKind, native_enum=False, length=32, values_callable=lambda e: [m.value for m in e],
-                create_constraint=True, validate_strings=True, name="email_kind")
+        str_enum(EmailKind, "email_kind", 32)
     )
     recipient: Mapped[str] = mapped_column(sa.String(254))
     state: Mapped[DeliveryState] = mapped_column(
-        sa.Enum(DeliveryState, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e],
-                create_constraint=True, validate_strings=True, name="delivery_state"),
+        str_enum(DeliveryState, "delivery_state", 16),
         default=DeliveryState.QUEUED,
     )
     attempts: Mapped[int] = mapped_column(default=0)
@@ -74,8 +72,7 @@ class Document(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     order_id: Mapped[int] = mapped_column(sa.ForeignKey("orders.id", ondelete="CASCADE"), index=True)
     kind: Mapped[DocumentKind] = mapped_column(
-        sa.Enum(DocumentKind, native_enum=False, length=32, values_callable=lambda e: [m.value for m in e],
-                create_constraint=True, validate_strings=True, name="document_kind")
+        str_enum(DocumentKind, "document_kind", 32)
     )
     attendee_id: Mapped[int | None] = mapped_column(sa.ForeignKey("attendees.id", ondelete="CASCADE"))
     path: Mapped[str] = mapped_column(sa.String(500))

@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from models.base import Base, UTCDateTime, utcnow
+from models.base import Base, UTCDateTime, str_enum, utcnow
 from models.events import Event, TicketType
 from models.status import COLOURS, OrderStatus
 from models.users import User
@@ -32,8 +32,7 @@ class Order(Base):
     event_id: Mapped[int] = mapped_column(sa.ForeignKey("events.id", ondelete="RESTRICT"), index=True)
     user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"), index=True)
     status: Mapped[OrderStatus] = mapped_column(
-        sa.Enum(OrderStatus, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e],
-                create_constraint=True, validate_strings=True, name="order_status")
+        str_enum(OrderStatus, "order_status", 16)
     )
     payment_mode: Mapped[str | None] = mapped_column(sa.String(32))
     buyer_name: Mapped[str | None] = mapped_column(sa.String(200))
