@@ -8,7 +8,7 @@ import time
 from bench.harness import Harness, Sampler
 from bench.report import Row, fmt
 
-ORDERS, QUICK_ORDERS = 1_000, 10
+ORDERS, QUICK_ORDERS = 2_000, 10
 ISSUE_ORDERS = 5_000
 
 
