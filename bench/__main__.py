@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 
 from bench import p1_throughput, p2_resend, p3_expiry, p4_latency, p5_memory
-from bench.harness import ROOT
 from bench.report import Scenario, run_scenarios
+from bench.servers import ROOT
 
 SCENARIOS: dict[str, Scenario] = {
     "p1": p1_throughput.run,

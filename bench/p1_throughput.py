@@ -7,8 +7,9 @@ import multiprocessing
 import time
 from typing import Any
 
-from bench.harness import Harness, Proc
+from bench.harness import Harness
 from bench.report import Row, fmt
+from bench.servers import Proc
 
 CONCURRENCY = 2
 ORDERS, QUICK_ORDERS = 240, 8
@@ -32,7 +33,7 @@ def warm_up(h: Harness, seed: Any, db: Any, first: int) -> None:
 def end_to_end(h: Harness, seed: Any, db: Any, count: int, first: int,
                worker: Proc) -> tuple[float, float, int, dict[str, float]]:
     """Complete `count` orders at once; rate = count / (last email accepted - first payment)."""
-    from bench.harness import CpuAccount
+    from bench.monitor import CpuAccount
     from bench.workload import complete_all, complete_orders, make_pending, wait_for_emails
 
     assert h.sink is not None

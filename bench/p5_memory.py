@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import time
 
-from bench.harness import Harness, Sampler
+from bench.harness import Harness
+from bench.monitor import Sampler
 from bench.report import Row, fmt
 
 ORDERS, QUICK_ORDERS = 2_000, 10

@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.harness import ROOT, cpu_count
+from bench.harness import cpu_count
+from bench.servers import ROOT
 
 
 @dataclass(frozen=True)

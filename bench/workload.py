@@ -12,7 +12,7 @@ from decimal import Decimal
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from bench.harness import Accepted
+from bench.servers import Accepted
 from models import Event, EventRole, Role, TicketType
 from models.db import get_sessionmaker
 from models.ordering import LineItem, Person, change_status, create_order, load_order, submit_order

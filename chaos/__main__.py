@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from bench.harness import ROOT
 from bench.report import Scenario, run_scenarios
+from bench.servers import ROOT
 from chaos import r1_worker_kill, r2_redis_outage, r3_smtp_outage, r4_races
 
 SCENARIOS: dict[str, Scenario] = {

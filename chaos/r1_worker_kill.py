@@ -9,8 +9,9 @@ import signal
 import threading
 import time
 
-from bench.harness import Harness, Proc
+from bench.harness import Harness
 from bench.report import Row
+from bench.servers import Proc
 
 ORDERS, QUICK_ORDERS = 1_000, 20
 KILL_EVERY = 2.0

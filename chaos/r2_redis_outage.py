@@ -9,10 +9,11 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-from bench.harness import Harness, Supervisor
+from bench.harness import Harness
 from bench.report import Row
+from bench.servers import Supervisor
 
-RATE, RESEND_RATE = 3.0, 1.0  # payments/s and resend requests/s through the API
+RATE, RESEND_RATE = 5.0, 1.0  # payments/s and resend requests/s through the API
 BEFORE, OUTAGE, AFTER = 10.0, 15.0, 15.0
 QUICK_BEFORE, QUICK_OUTAGE, QUICK_AFTER = 3.0, 4.0, 3.0
 UNLIMITED = "1000000/minute"

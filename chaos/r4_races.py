@@ -11,7 +11,8 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-from bench.harness import Harness, Sampler
+from bench.harness import Harness
+from bench.monitor import Sampler
 from bench.report import Row
 
 ORDERS, QUICK_ORDERS = 1_000, 40
