@@ -37,6 +37,9 @@ def authenticate(request: Request, session: Session) -> User:
     if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_LENGTH:
         raise Unauthorized("Invalid authorization header; expected 'Bearer <token>'")
     user = user_for_token(session, token)
+    # End the read now: the handler runs in another pool thread, and a connection held "idle in
+    # transaction" across that hop deadlocks the pool under load (bench P2: 30 s stalls, 500s).
+    session.commit()
     if user is None:
         raise Unauthorized("Invalid or revoked token")
     return user
