@@ -21,9 +21,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from bench.servers import ROOT, CountingSink, Proc, Redis, wait_for
-from ticketq.embedded import free_port, port_answers
+from ticketq.embedded import EmbeddedPostgres, free_port, port_answers
 
-PG_SERVER = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+LOCAL_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 
 
 @dataclass
@@ -39,6 +39,8 @@ class Harness:
     procs: list[Proc] = field(default_factory=list)
     measured: dict[str, float] = field(default_factory=dict)  # what a later scenario builds on (P4: P1's rate)
     _db_name: str = ""
+    _server: str = ""
+    _embedded: EmbeddedPostgres | None = None
 
     def start(self) -> Harness:
         if "ticketq.settings" in sys.modules:
@@ -65,12 +67,22 @@ class Harness:
         return self
 
     def _create_database(self) -> str:
-        if not port_answers("127.0.0.1", 5432) and "BENCH_POSTGRES_URL" not in os.environ:
-            raise RuntimeError("no PostgreSQL on 127.0.0.1:5432; set BENCH_POSTGRES_URL to a server URL")
+        """A new database on BENCH_POSTGRES_URL's server, else the local one on 5432, else an embedded one
+        (BENCH_EMBEDDED=1 forces that, as TEST_EMBEDDED does for the tests)."""
+        embedded = os.environ.get("BENCH_EMBEDDED") == "1"
+        self._server = "" if embedded else os.environ.get("BENCH_POSTGRES_URL", "")
+        if not self._server and not embedded and port_answers("127.0.0.1", 5432):
+            self._server = LOCAL_SERVER
+        if not self._server:
+            self._embedded = EmbeddedPostgres(self.root / "postgres").start()
+            self._server = self._embedded.url("postgres")
         self._db_name = f"ticketq_bench_{self.name}_{os.getpid()}_{secrets.token_hex(3)}"
-        with admin_engine().connect() as conn:
+        with admin_engine(self._server).connect() as conn:
             conn.exec_driver_sql(f'CREATE DATABASE "{self._db_name}"')
-        return make_url(PG_SERVER).set(database=self._db_name).render_as_string(hide_password=False)
+        url = make_url(self._server).set(database=self._db_name)
+        if url.drivername == "postgresql":
+            url = url.set(drivername="postgresql+psycopg2")
+        return url.render_as_string(hide_password=False)
 
     def __enter__(self) -> Harness:
         return self.start()
@@ -90,9 +102,11 @@ class Harness:
         try:
             if self._db_name:
                 _dispose_project_engines()
-                with admin_engine().connect() as conn:
+                with admin_engine(self._server).connect() as conn:
                     conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{self._db_name}" WITH (FORCE)')
                 self._db_name = ""
+            if self._embedded is not None:
+                self._embedded.stop()
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 
@@ -146,8 +160,11 @@ class Harness:
         self.sink.clear()
 
 
-def admin_engine() -> sa.Engine:
-    return sa.create_engine(PG_SERVER, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+def admin_engine(server: str) -> sa.Engine:
+    url = make_url(server)
+    if url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg2")
+    return sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
 
 
 def _dispose_project_engines() -> None:

@@ -70,8 +70,13 @@ def _has_harfbuzz_subset() -> bool:
 
 
 def commit() -> str:
+    """HEAD, and the tracked files the run saw changed but not committed (others' work in progress)."""
     out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
-    return out.stdout.strip() or "unknown"
+    head = out.stdout.strip() or "unknown"
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                            text=True, cwd=ROOT).stdout.splitlines()
+    dirty = [line[3:] for line in status if not line[3:].startswith("docs/")]
+    return f"{head} plus uncommitted changes to {', '.join(dirty)}" if dirty else head
 
 
 def write_doc(path: Path, title: str, command: str, intro: str, rows: Sequence[Row], notes: Sequence[str],
