@@ -9,8 +9,9 @@ from bench.harness import Harness
 from bench.monitor import Sampler
 from bench.report import Row, fmt
 
-ORDERS, QUICK_ORDERS = 2_000, 10
+ORDERS, QUICK_ORDERS = 2_000, 10  # ORDERS when P1 did not run in this process
 ISSUE_ORDERS = 5_000
+BUDGET = 200.0  # seconds of confirming at P1's rate: what fits `make bench`'s 10 minutes on 2 cores
 
 
 def run(h: Harness, quick: bool) -> tuple[list[Row], list[str]]:
@@ -18,7 +19,8 @@ def run(h: Harness, quick: bool) -> tuple[list[Row], list[str]]:
     from bench.workload import complete_all, factory, make_pending, seed_event, wait_for_emails
 
     assert h.sink is not None
-    count = QUICK_ORDERS if quick else ORDERS
+    rate = h.measured.get("p1_rate")
+    count = QUICK_ORDERS if quick else min(ISSUE_ORDERS, max(1_000, int(rate * BUDGET))) if rate else ORDERS
     h.reset()
     db = factory(h.database_url)
     seed = seed_event(db)
@@ -54,8 +56,8 @@ def run(h: Harness, quick: bool) -> tuple[list[Row], list[str]]:
         Row("P5", "worker memory growth (end vs warm-up)", fmt(growth, "%", 1), "< 10 %", growth < 10),
         Row("P5", "peak worker RSS during the run", f"{peak / 1024:.0f} MiB"),
     ]
-    notes = [f"P5: {count:,} orders instead of the issue's {ISSUE_ORDERS:,}: at P1's rate on 2 cores, 5,000 orders "
-             "alone would take longer than the 10-minute budget of `make bench`. RSS is the sum over the worker "
+    notes = [f"P5: {count:,} orders (the issue asks {ISSUE_ORDERS:,}): as many as P1's measured rate confirms in "
+             f"{BUDGET:.0f} s, so that `make bench` stays within 10 minutes on 2 cores. RSS is the sum over the worker "
              "parent and its prefork children, sampled every 0.5 s; 'end' is the mean of the last tenth of the "
              f"samples. Children replaced during the run (worker_max_tasks_per_child / max_memory_per_child): "
              f"{recycled}."]
