@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import json
 import math
+import os
 import platform
 import signal
 import subprocess
@@ -89,6 +90,8 @@ def write_doc(path: Path, title: str, command: str, intro: str, rows: Sequence[R
         f"- Date: {started:%Y-%m-%d %H:%M} UTC, took {seconds:.0f} s, commit {commit()}",
         f"- Machine: {machine()}",
         "- Ratios are measured side by side in the same run, on the same machine and services.",
+        f"- Load average (1/5/15 min) when the run ended: {' / '.join(f'{x:.2f}' for x in os.getloadavg())} "
+        "(anything well above 0 beyond this run means other work shared the 2 cores).",
         "", markdown(rows), "", "## Notes on this run", "",
         *[f"- {n}" for n in notes], "",
     ]
