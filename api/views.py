@@ -15,6 +15,7 @@ from api.schemas import (
     decimal_string,
 )
 from models.deliveries import Document, DocumentKind, EmailDelivery
+from models.ordering import history
 from models.orders import Order
 
 DOWNLOADS = {DocumentKind.TICKETS: "tickets.pdf", DocumentKind.INVOICE: "invoice.pdf"}
@@ -37,7 +38,7 @@ def order_public(session: Session, order: Order) -> OrderPublic:
         ],
         documents=_documents(session, order),
         emails=_emails(session, order),
-        history=[HistoryOut(kind=h.kind, actor=h.actor, at=h.created_at, detail=h.detail or {}) for h in order.history],
+        history=[HistoryOut(kind=h.kind, actor=h.actor, at=h.at, detail=h.detail) for h in history(order)],
     )
 
 

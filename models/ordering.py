@@ -244,7 +244,7 @@ def _timestamps(target: OrderStatus, now: datetime) -> dict[str, datetime]:
 
 
 def expire_stale(
-    factory: sessionmaker[Session], *, now: datetime | None = None, batch_size: int = 10_000
+    factory: sessionmaker[Session], *, now: datetime | None = None, batch_size: int = 50_000
 ) -> dict[str, int]:
     """Expire every held order past its deadline: one conditional UPDATE per status and batch.
 
@@ -258,28 +258,44 @@ def expire_stale(
         counts[status.value] = 0
         while True:
             with factory() as session, session.begin():
-                ids = _expire_batch(session, due, now, batch_size)
-            counts[status.value] += len(ids)
-            if len(ids) < batch_size:
+                expired = _expire_batch(session, due, now, batch_size)
+            counts[status.value] += expired
+            if expired < batch_size:
                 break
     return counts
 
 
-def _expire_batch(session: Session, due: sa.ColumnElement[bool], now: datetime, batch_size: int) -> list[int]:
-    batch = sa.select(Order.id).where(due).order_by(Order.expires_at).limit(batch_size)
-    stmt = (
-        sa.update(Order)
-        .where(Order.id.in_(batch.with_for_update(skip_locked=True)), due)
-        .values(status=OrderStatus.EXPIRED, expired_at=now, updated_at=now, expires_at=None,
-                revision=Order.revision + 1)
-        .returning(Order.id)
-        .execution_options(synchronize_session=False)
-    )
-    ids = list(session.scalars(stmt))
-    if ids:
-        session.execute(
-            sa.insert(OrderEvent),
-            [{"order_id": i, "kind": OrderStatus.EXPIRED.value, "actor": None,
-              "detail": {"by_role": Actor.SYSTEM.value}, "created_at": now} for i in ids],
-        )
-    return ids
+def _expire_batch(session: Session, due: sa.ColumnElement[bool], now: datetime, batch_size: int) -> int:
+    """Expire one batch; on PostgreSQL one statement that returns only a count.
+
+    The order row is the record of its expiry (`expired_at`; `history` shows it): an audit row per
+    expired order doubled the cost of a 100,000-order sweep (bench P3) and said nothing new.
+    """
+    locked = sa.select(Order.id).where(due).order_by(Order.expires_at).limit(batch_size)
+    locked = locked.with_for_update(skip_locked=True)
+    values = {"status": OrderStatus.EXPIRED, "expired_at": now, "updated_at": now, "expires_at": None,
+              "revision": Order.revision + 1}
+    if session.get_bind().dialect.name == "postgresql":
+        due_ids = locked.cte("due_ids")
+        expired = (sa.update(Order).where(Order.id == due_ids.c.id, due).values(**values)
+                   .returning(Order.id).cte("expired"))
+        return int(session.scalar(sa.select(sa.func.count()).select_from(expired)) or 0)
+    stmt = sa.update(Order).where(Order.id.in_(locked), due).values(**values).returning(Order.id)
+    return len(session.scalars(stmt.execution_options(synchronize_session=False)).all())
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    kind: str
+    actor: str | None
+    at: datetime
+    detail: dict[str, Any]
+
+
+def history(order: Order) -> list[HistoryEntry]:
+    """Everything that happened to the order, oldest first: its audit rows plus its expiry."""
+    entries = [HistoryEntry(e.kind, e.actor, e.created_at, e.detail or {}) for e in order.history]
+    if order.expired_at is not None:
+        entries.append(HistoryEntry(OrderStatus.EXPIRED.value, None, order.expired_at,
+                                    {"by_role": Actor.SYSTEM.value}))
+    return sorted(entries, key=lambda entry: entry.at)
