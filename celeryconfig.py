@@ -14,7 +14,10 @@ result_backend = _redis
 broker_connection_retry_on_startup = True
 # Publishing from the API must fail fast when Redis is down: the outbox relay retries later.
 broker_transport_options = {
-    "visibility_timeout": 3600,  # longer than any task's hard time limit
+    # A job held longer than this is handed out again. It must outlast the longest retry countdown
+    # (600 s, tasks/mail.py) plus the hard time limit (300 s); any longer only delays the return of
+    # jobs a crashed worker held (chaos R2).
+    "visibility_timeout": 1200,
     "socket_timeout": 5,
     "socket_connect_timeout": 5,
 }

@@ -20,7 +20,9 @@ from worker.pipeline import ensure_documents
 
 log = logging.getLogger("ticketq.tasks.mail")
 
-MAX_RETRIES = 8
+# Mail servers retry for days; we keep trying at the cap for at least 12 hours (about 19 on
+# average), so an SMTP outage longer than a few minutes does not fail queued confirmations.
+MAX_RETRIES = 160
 BACKOFF_BASE = 2.0  # seconds: ~2, 4, 8 … capped
 BACKOFF_CAP = 600.0
 TRANSIENT = (OperationalError, SoftTimeLimitExceeded)
