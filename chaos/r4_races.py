@@ -134,17 +134,26 @@ def judge(h: Harness, orders: list[str], outcomes: Counter[str], peaks: list[int
     from models.db import get_sessionmaker
 
     with get_sessionmaker(h.database_url)() as session:
-        kinds = session.execute(
-            sa.select(Order.identifier, Order.status, OrderEvent.kind).join(OrderEvent, OrderEvent.order_id == Order.id)
+        # A payment leaves a 'completed' audit row and completed_at; an expiry sets expired_at (and may
+        # leave an 'expired' audit row): any order with marks of both was moved twice.
+        events = session.execute(
+            sa.select(Order.identifier, OrderEvent.kind).join(OrderEvent, OrderEvent.order_id == Order.id)
             .where(Order.identifier.in_(orders), OrderEvent.kind.in_(["completed", "expired"]))).all()
+        stamps = session.execute(sa.select(Order.identifier, Order.completed_at, Order.expired_at)
+                                 .where(Order.identifier.in_(orders))).all()
         mine = sa.select(Order.status).where(Order.identifier.in_(orders))
         statuses = Counter(s.value for s in session.scalars(mine))
         newcomers = session.scalar(sa.select(sa.func.count()).select_from(Order).where(Order.identifier.not_in(orders)))
-    per_order: dict[str, set[str]] = {}
-    for identifier, _, kind in kinds:
-        per_order.setdefault(identifier, set()).add(kind)
-    both = sum(1 for k in per_order.values() if k == {"completed", "expired"})
-    twice = len(kinds) - len(per_order)
+    marks: dict[str, set[str]] = {}
+    for identifier, kind in events:
+        marks.setdefault(identifier, set()).add(kind)
+    for identifier, completed_at, expired_at in stamps:
+        if completed_at is not None:
+            marks.setdefault(identifier, set()).add("completed")
+        if expired_at is not None:
+            marks.setdefault(identifier, set()).add("expired")
+    both = sum(1 for k in marks.values() if k == {"completed", "expired"})
+    twice = len(events) - len(set(events))
     unresolved = count - statuses["completed"] - statuses["expired"]
     consistent = outcomes["paid"] == statuses["completed"]
     peak = max(peaks or [held_tickets(h, ticket_id)])
@@ -153,7 +162,8 @@ def judge(h: Harness, orders: list[str], outcomes: Counter[str], peaks: list[int
         Row("R4", f"races: {outcomes['paid']} paid first, {count - outcomes['paid']} expired first",
             f"{statuses['completed']} completed / {statuses['expired']} expired / {unresolved} other",
             "every order exactly one", unresolved == 0 and consistent),
-        Row("R4", "orders both completed and expired (audit rows)", str(both), "0", both == 0 and twice == 0),
+        Row("R4", "orders both completed and expired (audit rows, completed_at, expired_at)", str(both), "0",
+            both == 0 and twice == 0),
         Row("R4", f"tickets held, peak / end (capacity {count}); {newcomers} freed tickets resold",
             f"{peak} / {final}", f"<= {count}", peak <= count and final <= count),
     ]
