@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import lru_cache
 
 import redis
 from sqlalchemy.orm import Session
@@ -14,17 +15,19 @@ from ticketq.settings import settings
 log = logging.getLogger("ticketq.api.publish")
 
 
+@lru_cache(maxsize=1)
+def _ping_client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+
+
 def broker_answers() -> bool:
     """A quick PING first: kombu would spend seconds retrying a dead broker inside the request."""
     if not settings.redis_url:
         return False
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
     try:
-        return bool(client.ping())
+        return bool(_ping_client(settings.redis_url).ping())
     except (redis.RedisError, OSError):
         return False
-    finally:
-        client.close()
 
 
 def commit_and_publish(session: Session) -> int:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from ticketq.settings import settings
 
 
-def serve(host: str = "127.0.0.1", port: int = 8000) -> int:
+def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> int:
+    """One process, or `workers` processes sharing the socket (one per core is a good start)."""
     import uvicorn
 
-    from api.app import create_app
-
+    settings.require_redis_url()  # a clear message here, not a traceback in every worker process
     # proxy_headers off: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1;
     # TRUSTED_PROXIES (api.deps.client_ip) is the one place that decides whom to believe.
-    uvicorn.run(create_app(), host=host, port=port, proxy_headers=False,
+    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, proxy_headers=False,
                 log_level=settings.log_level.lower(), timeout_graceful_shutdown=10)
     return 0

@@ -32,7 +32,7 @@ def _users_create(args: argparse.Namespace) -> int:
 def _api(args: argparse.Namespace) -> int:
     from api.server import serve
 
-    return serve(host=args.host, port=args.port)
+    return serve(host=args.host, port=args.port, workers=args.workers)
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     api = sub.add_parser("api", help="the HTTP API (uvicorn)")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--workers", type=int, default=1, help="API processes sharing the port (default 1)")
     api.set_defaults(func=_api)
 
     up = sub.add_parser("up", help="API + worker + beat (embedded Redis/SMTP where no URL is set) until Ctrl-C")
