@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -75,6 +76,7 @@ class Services:
     def stop(self) -> None:
         for stop in reversed(self._stops):
             stop()
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def _fresh_database(server_url: str, stops: list[Any]) -> str:
