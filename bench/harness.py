@@ -129,10 +129,11 @@ class Harness:
                 "-s", str(self.root / f"{name}-schedule")]
         return self.spawn(name, args, b"beat: Starting", {"LOG_LEVEL": "INFO", **(extra_env or {})})
 
-    def api(self, name: str = "api", port: int | None = None,
-            extra_env: dict[str, str] | None = None) -> tuple[Proc, str]:
+    def api(self, name: str = "api", port: int | None = None, extra_env: dict[str, str] | None = None,
+            workers: int = 1) -> tuple[Proc, str]:
         port = port or free_port()
-        args = [sys.executable, "-m", "ticketq.cli", "api", "--host", "127.0.0.1", "--port", str(port)]
+        args = [sys.executable, "-m", "ticketq.cli", "api", "--host", "127.0.0.1", "--port", str(port),
+                "--workers", str(workers)]
         proc = self.spawn(name, args, None, {"LOG_LEVEL": "WARNING", **(extra_env or {})})
         wait_for(lambda: port_answers("127.0.0.1", port), 60, f"{name} did not listen; see {proc.logfile}", 0.1)
         return proc, f"http://127.0.0.1:{port}"
