@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
 from typing import Any
 
@@ -17,14 +15,11 @@ from api.deps import trusted_networks
 from api.errors import ERROR_RESPONSES, ApiError, error_object, error_response, single_error
 from api.guard import GuardMiddleware
 from api.ratelimit import ResendLimits, resend_limits
-from api.routes import events, health, orders, resend
+from api.routes import events, health, orders, pages, resend
 from models.errors import OrderError
 from ticketq.settings import ConfigurationError, settings
 
 log = logging.getLogger("ticketq.api")
-
-# Routers other engineers add; included when their module exists.
-OPTIONAL_ROUTERS = ("api.routes.pages",)
 
 
 def create_app(limits: ResendLimits | None = None) -> FastAPI:
@@ -37,11 +32,8 @@ def create_app(limits: ResendLimits | None = None) -> FastAPI:
                   responses=ERROR_RESPONSES)
     app.state.resend_limits = limits or resend_limits(
         settings.require_redis_url(), settings.resend_limit_per_ip, settings.resend_limit_per_user)
-    for router in (health.router, events.router, resend.router, orders.router):
+    for router in (health.router, events.router, resend.router, orders.router, pages.router):
         app.include_router(router)
-    for module in OPTIONAL_ROUTERS:
-        if importlib.util.find_spec(module) is not None:
-            app.include_router(importlib.import_module(module).router)
     _install_error_handlers(app)
     app.add_middleware(GuardMiddleware)
     return app
