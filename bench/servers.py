@@ -15,7 +15,7 @@ from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import Any
 
-from ticketq.embedded import SmtpSink, free_port, port_answers
+from ticketq.embedded import SmtpSink, free_port, port_answers, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -106,13 +106,7 @@ class Redis:
 
     def stop(self) -> None:
         """SHUTDOWN-like: SIGTERM makes Valkey flush its append-only file before exiting."""
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, 10)
 
 
 def wait_for(check: Any, timeout: float, message: str, interval: float = 0.05) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -22,7 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from ticketq.embedded import EmbeddedPostgres, EmbeddedRedis, SmtpSink, port_answers
+from ticketq.embedded import EmbeddedPostgres, EmbeddedRedis, SmtpSink, port_answers, stop_process
 
 LOCK_PREFIX = "ticketq-test-lock:"
 
@@ -161,10 +160,4 @@ class CeleryWorker:
         return [int(pid) for pid in out.stdout.split()]
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, 20)

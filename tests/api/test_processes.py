@@ -4,7 +4,6 @@ submitted while Redis is down still commits; its confirmation goes out once Redi
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -53,13 +52,9 @@ class ApiProcess:
                 time.sleep(0.1)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        from ticketq.embedded import stop_process
+
+        stop_process(self.process, 15)
         if self.process:
             self._log.close()
 

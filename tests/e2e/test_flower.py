@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ticketq.embedded import free_port
+from ticketq.embedded import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 AUTH = ("ops", "s3cret-enough")
@@ -39,12 +39,7 @@ def flower(tmp_path: Path) -> Iterator[str]:
             time.sleep(0.2)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, 10)
         log.close()
 
 

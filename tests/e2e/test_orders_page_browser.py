@@ -27,7 +27,7 @@ from models.outbox import RESEND_TASK, OutboxJob
 from models.status import COLOURS, OrderStatus
 from tests.api.test_pages import HOSTILE, seed_event
 from tests.services import Services
-from ticketq.embedded import free_port
+from ticketq.embedded import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "var" / "screenshots" / "orders-page.png"
@@ -61,12 +61,7 @@ def live_api(db: sessionmaker[Session], services: Services) -> Iterator[str]:
         _wait_healthy(base, process, log_path)
         yield base
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, 15)
         with redis.Redis.from_url(services.redis_url) as client:  # a later test's worker must not see them
             client.delete("orders", "documents", "mail")
 
