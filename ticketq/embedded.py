@@ -54,10 +54,15 @@ def redis_binary() -> str:
 
 @dataclass
 class EmbeddedRedis:
-    """A real Valkey server on a free loopback port; nothing is persisted."""
+    """A real Valkey server on a free loopback port, in its own session (its owner stops it).
+
+    `persistent` keeps an append-only file, so a stop and a restart on the same port lose nothing,
+    like a production Redis (chaos R2); otherwise nothing is written to disk.
+    """
 
     directory: Path
     port: int = field(default_factory=free_port)
+    persistent: bool = False
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -66,10 +71,13 @@ class EmbeddedRedis:
 
     def start(self, timeout: float = 10) -> EmbeddedRedis:
         self.directory.mkdir(parents=True, exist_ok=True)
+        persistence = ["--appendonly", "no"]
+        if self.persistent:
+            persistence = ["--appendonly", "yes", "--appendfsync", "everysec"]
         self.process = subprocess.Popen(
-            [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.directory), "--logfile", str(self.directory / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *persistence,
+             "--dir", str(self.directory), "--logfile", str(self.directory / "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while not port_answers("127.0.0.1", self.port):
@@ -79,7 +87,8 @@ class EmbeddedRedis:
         return self
 
     def stop(self) -> None:
-        stop_process(self.process, 5)
+        """SIGTERM: Valkey flushes its append-only file before exiting."""
+        stop_process(self.process, 10)
 
 
 @dataclass
