@@ -7,7 +7,7 @@ from kombu import Queue
 from models.outbox import DOCUMENTS_QUEUE, EXPIRE_TASK, MAIL_QUEUE, ORDERS_QUEUE, RELAY_TASK
 from ticketq.settings import settings
 
-_redis = settings.redis_url or "redis://127.0.0.1:6379/0"
+_redis = settings.broker_url()
 
 broker_url = _redis
 result_backend = _redis
@@ -48,8 +48,9 @@ task_soft_time_limit = 240
 task_track_started = True
 task_ignore_result = True
 
-worker_send_task_events = True
-task_send_sent_event = True
+# Flower needs task events; they cost CPU on every job, so only where it is deployed (TASK_EVENTS).
+worker_send_task_events = settings.task_events
+task_send_sent_event = settings.task_events
 worker_max_memory_per_child = 400_000  # KiB
 worker_max_tasks_per_child = 1000
 worker_hijack_root_logger = False

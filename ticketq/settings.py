@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     resend_limit_per_ip: str = "60/minute"
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_level: str = "INFO"
+    # Celery task events cost the worker CPU on every job; turn them on where Flower watches.
+    task_events: bool = False
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -50,6 +52,14 @@ class Settings(BaseSettings):
                 "or use `ticketq up` / `ticketq demo`, which start an embedded one."
             )
         return self.redis_url
+
+    def broker_url(self) -> str:
+        """REDIS_URL; only development falls back to a local Redis (a worker or beat elsewhere refuses)."""
+        if self.redis_url:
+            return self.redis_url
+        if self.environment == "development":
+            return "redis://127.0.0.1:6379/0"
+        return self.require_redis_url()
 
     def require_smtp_url(self) -> str:
         if not self.smtp_url:
