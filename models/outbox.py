@@ -51,3 +51,10 @@ RENDER_TASK = "documents.render"
 MAIL_SEND_TASK = "mail.send"
 MAIL_BATCH_TASK = "mail.send_batch"
 ORDERS_QUEUE, DOCUMENTS_QUEUE, MAIL_QUEUE = "orders", "documents", "mail"
+
+
+def mark_published(session: Session, job_ids: list[int]) -> None:
+    """Note that these jobs reached the broker, so the relay does not send them again (caller commits)."""
+    if job_ids:
+        session.execute(sa.update(OutboxJob).where(OutboxJob.id.in_(job_ids), OutboxJob.published_at.is_(None))
+                        .values(published_at=utcnow()).execution_options(synchronize_session=False))
