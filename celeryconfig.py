@@ -5,13 +5,18 @@ from __future__ import annotations
 from kombu import Queue
 
 from models.outbox import DOCUMENTS_QUEUE, EXPIRE_TASK, MAIL_QUEUE, ORDERS_QUEUE, RELAY_TASK
+from ticketq import redis_urls
 from ticketq.settings import settings
 
 _redis = settings.broker_url()
 
-broker_url = _redis
-result_backend = _redis
+# REDIS_URL in Celery's own form (Sentinel: a `;` chain plus master_name; rediss: certificate checked).
+broker_url, _broker_options = redis_urls.celery_broker(_redis)
+result_backend, _backend_options = redis_urls.celery_backend(_redis)
 broker_connection_retry_on_startup = True
+# A worker never gives up on the broker: it waits out an outage and reconnects (chaos R2).
+broker_connection_retry = True
+broker_connection_max_retries = None
 # Publishing from the API must fail fast when Redis is down: the outbox relay retries later.
 broker_transport_options = {
     # A job held longer than this is handed out again. It must outlast the longest retry countdown
@@ -67,3 +72,16 @@ beat_schedule = {
         "options": {"queue": ORDERS_QUEUE, "expires": settings.outbox_relay_seconds},
     },
 }
+
+broker_transport_options.update(_broker_options)
+result_backend_transport_options.update(_backend_options)
+
+# Beat: celery-redbeat keeps the schedule above and a lock in Redis, so two or more beats may run and
+# exactly one schedules. The active beat extends the lock on every tick (at most beat_max_loop_interval
+# apart) and a standby tries for it as often: when the active one dies, its lock expires after
+# redbeat_lock_timeout and a standby takes over within 20 + 5 = 25 s (contract: 30 s).
+beat_scheduler = "ticketq.beat:StandbyScheduler"
+beat_max_loop_interval = 5
+redbeat_lock_timeout = 20
+redbeat_key_prefix = "ticketq:beat:"
+redbeat_redis_url, redbeat_redis_options = redis_urls.redbeat(_redis)

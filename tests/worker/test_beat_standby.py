@@ -1,0 +1,123 @@
+"""Two real `celery -A worker beat` processes on the run's Redis: one schedules, the other stands by,
+and takes the lock (and the expiry sweep) within 30 s of the active one being SIGKILLed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import redis
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from models import Order
+from models.base import utcnow
+from tests.factories import make_event, make_order, make_user
+from tests.services import CeleryWorker, Services
+
+ROOT = Path(__file__).resolve().parents[2]
+LOCK_KEY = "ticketq:beat::lock"
+TAKEOVER_LIMIT = 30.0
+ACQUIRED = "beat: Acquired lock"
+
+
+class Beat:
+    def __init__(self, name: str, log: Path) -> None:
+        self.name, self.log = name, log
+        env = {**os.environ, "EXPIRY_SWEEP_SECONDS": "1", "OUTBOX_RELAY_SECONDS": "1"}
+        with log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "worker", "beat", "-l", "info", "-s", str(log.with_suffix(".db"))],
+                env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for(self, needle: str, timeout: float) -> None:
+        wait_until(lambda: needle in self.text(), timeout, f"{self.name} never logged {needle!r}:\n{self.text()[-3000:]}")
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def wait_until(check: object, timeout: float, message: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(message)
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def beats(services: Services, tmp_path: Path) -> Iterator[list[Beat]]:
+    client = redis.Redis.from_url(services.redis_url)
+    for key in client.scan_iter("ticketq:beat:*"):  # a lock left by an earlier test's killed beat
+        client.delete(key)
+    started: list[Beat] = []
+    yield started
+    for beat in started:
+        beat.stop()
+    client.close()
+
+
+def lock_owner(services: Services) -> bytes | None:
+    client = redis.Redis.from_url(services.redis_url)
+    try:
+        value = client.get(LOCK_KEY)
+        return value if isinstance(value, bytes) else None
+    finally:
+        client.close()
+
+
+def test_a_standby_beat_takes_over_within_30_s_of_the_active_one_dying(
+    db: sessionmaker[Session], celery_worker: CeleryWorker, services: Services, tmp_path: Path, beats: list[Beat]
+) -> None:
+    active = Beat("beat-a", tmp_path / "beat-a.log")
+    beats.append(active)
+    active.wait_for(ACQUIRED, 60)
+    active.wait_for("Sending due task expire-stale-orders", 30)
+    owner = lock_owner(services)
+    assert owner is not None
+
+    standby = Beat("beat-b", tmp_path / "beat-b.log")
+    beats.append(standby)
+    standby.wait_for("beat: Starting", 60)
+    # The active beat keeps scheduling while the standby waits: its sends go on, the standby sends nothing.
+    sends = active.text().count("Sending due task")
+    wait_until(lambda: active.text().count("Sending due task") >= sends + 3, 30, "the active beat stopped sending")
+    assert ACQUIRED not in standby.text() and "Sending due task" not in standby.text()
+    assert lock_owner(services) == owner
+
+    active.kill()
+    killed_at = time.monotonic()
+    with db() as session, session.begin():  # due now, and only a beat that schedules will sweep it
+        order = make_order(session, make_event(session), make_user(session))
+        session.execute(sa.update(Order).where(Order.id == order.id).values(expires_at=utcnow() - timedelta(seconds=1)))
+
+    def expired() -> bool:
+        with db() as session:
+            return session.get_one(Order, order.id).expired_at is not None
+
+    wait_until(expired, TAKEOVER_LIMIT + 15, f"no expiry after the active beat died:\n{standby.text()[-3000:]}")
+    took = time.monotonic() - killed_at
+    assert ACQUIRED in standby.text()
+    new_owner = lock_owner(services)
+    assert new_owner is not None and new_owner != owner
+    assert took < TAKEOVER_LIMIT, f"the standby took {took:.1f} s to take over and sweep"
