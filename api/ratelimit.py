@@ -13,6 +13,7 @@ from limits.storage import Storage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
 from api.errors import ApiError
+from ticketq.redis_urls import limits_storage
 
 log = logging.getLogger("ticketq.api.ratelimit")
 
@@ -68,9 +69,10 @@ class ResendLimits:
 
 def redis_storage(redis_url: str) -> Storage:
     """Short socket timeouts: a dead Redis must answer a request with 503 quickly, not hang it."""
+    uri, options = limits_storage(redis_url)  # Sentinel and TLS URLs in the form `limits` reads
     storage = storage_from_string(
-        redis_url, key_prefix=KEY_PREFIX, wrap_exceptions=True,
-        socket_timeout=2, socket_connect_timeout=2,
+        uri, key_prefix=KEY_PREFIX, wrap_exceptions=True,
+        socket_timeout=2, socket_connect_timeout=2, **options,
     )
     assert isinstance(storage, Storage)
     return storage

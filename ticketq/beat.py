@@ -28,6 +28,7 @@ class StandbyScheduler(RedBeatScheduler):  # type: ignore[misc]  # redbeat is un
     """Schedules only while it holds the lock; otherwise polls for it every max_interval."""
 
     _active = False
+    lock: Any = None
 
     def tick(self, min: Any = min, **kwargs: Any) -> float:
         try:

@@ -63,6 +63,7 @@ class EmbeddedRedis:
     directory: Path
     port: int = field(default_factory=free_port)
     persistent: bool = False
+    replica_of: int | None = None  # the loopback port of its master: a replica (Sentinel failover tests)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -74,6 +75,8 @@ class EmbeddedRedis:
         persistence = ["--appendonly", "no"]
         if self.persistent:
             persistence = ["--appendonly", "yes", "--appendfsync", "everysec"]
+        if self.replica_of is not None:
+            persistence += ["--replicaof", "127.0.0.1", str(self.replica_of)]
         self.process = subprocess.Popen(
             [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *persistence,
              "--dir", str(self.directory), "--logfile", str(self.directory / "redis.log")],
@@ -88,6 +91,57 @@ class EmbeddedRedis:
 
     def stop(self) -> None:
         """SIGTERM: Valkey flushes its append-only file before exiting."""
+        stop_process(self.process, 10)
+
+
+@dataclass
+class EmbeddedSentinel:
+    """The same Valkey binary as a Redis Sentinel watching `master_port` (quorum 1, quick failover).
+
+    A sentinel rewrites its configuration file as it learns about replicas and failovers, so the file
+    lives in `directory`. `url` is the REDIS_URL that reaches the master through this sentinel.
+    """
+
+    directory: Path
+    master_port: int
+    master_name: str = "ticketq"
+    port: int = field(default_factory=free_port)
+    down_after_ms: int = 2000
+    process: subprocess.Popen[bytes] | None = None
+
+    def url(self, db: int = 0) -> str:
+        return f"sentinel://127.0.0.1:{self.port}/{self.master_name}/{db}"
+
+    def start(self, timeout: float = 10) -> EmbeddedSentinel:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        config = self.directory / "sentinel.conf"
+        config.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.directory}\nlogfile {self.directory / 'sentinel.log'}\n"
+            f"sentinel monitor {self.master_name} 127.0.0.1 {self.master_port} 1\n"
+            f"sentinel down-after-milliseconds {self.master_name} {self.down_after_ms}\n"
+            f"sentinel failover-timeout {self.master_name} 10000\n"
+            f"sentinel parallel-syncs {self.master_name} 1\n")
+        self.process = subprocess.Popen([redis_binary(), str(config), "--sentinel"], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while not port_answers("127.0.0.1", self.port):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"embedded sentinel did not start; see {self.directory / 'sentinel.log'}")
+            time.sleep(0.05)
+        return self
+
+    def master_port_now(self) -> int:
+        """Which server the sentinel says is the master now."""
+        import redis
+
+        client = redis.Redis(port=self.port, socket_timeout=2)
+        try:
+            host_port = client.sentinel_get_master_addr_by_name(self.master_name)  # type: ignore[no-untyped-call]
+        finally:
+            client.close()
+        return int(host_port[1])
+
+    def stop(self) -> None:
         stop_process(self.process, 10)
 
 

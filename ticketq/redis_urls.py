@@ -173,10 +173,11 @@ def redis_client(url: str, **options: Any) -> redis.Redis:
     if not target.sentinel:
         return redis.Redis.from_url(_with_tls_default(url, target) if target.tls else url, **options)
     timeouts = {k: v for k, v in options.items() if k in ("socket_timeout", "socket_connect_timeout")}
-    sentinels = Sentinel(list(target.hosts), sentinel_kwargs={"password": target.sentinel_password, **timeouts},
-                         **timeouts)
-    return sentinels.master_for(target.master, db=target.db, username=target.username, password=target.password,
-                                **options)
+    sentinels = Sentinel(  # type: ignore[no-untyped-call]
+        list(target.hosts), sentinel_kwargs={"password": target.sentinel_password, **timeouts}, **timeouts)
+    client: redis.Redis = sentinels.master_for(  # type: ignore[no-untyped-call]
+        target.master, db=target.db, username=target.username, password=target.password, **options)
+    return client
 
 
 def display(url: str) -> str:

@@ -29,19 +29,20 @@ ACQUIRED = "beat: Acquired lock"
 
 
 class Beat:
-    def __init__(self, name: str, log: Path) -> None:
+    def __init__(self, name: str, log: Path, **env: str) -> None:
         self.name, self.log = name, log
-        env = {**os.environ, "EXPIRY_SWEEP_SECONDS": "1", "OUTBOX_RELAY_SECONDS": "1"}
+        env = {**os.environ, "EXPIRY_SWEEP_SECONDS": "1", "OUTBOX_RELAY_SECONDS": "1", **env}
+        args = [sys.executable, "-m", "celery", "-A", "worker", "beat", "-l", "info", "-s", str(log.with_suffix(".db"))]
         with log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "worker", "beat", "-l", "info", "-s", str(log.with_suffix(".db"))],
-                env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(args, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
 
     def wait_for(self, needle: str, timeout: float) -> None:
-        wait_until(lambda: needle in self.text(), timeout, f"{self.name} never logged {needle!r}:\n{self.text()[-3000:]}")
+        wait_until(lambda: needle in self.text(), timeout,
+                   f"{self.name} never logged {needle!r}:\n{self.text()[-3000:]}")
 
     def kill(self) -> None:
         if self.process.poll() is None:
