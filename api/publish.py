@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from models.db import get_sessionmaker
 from models.outbox import pending_job_ids
+from ticketq.redis_urls import redis_client
 from ticketq.settings import settings
 
 log = logging.getLogger("ticketq.api.publish")
@@ -17,7 +18,7 @@ log = logging.getLogger("ticketq.api.publish")
 
 @lru_cache(maxsize=1)
 def _ping_client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    return redis_client(url, socket_timeout=0.5, socket_connect_timeout=0.5)  # plain, TLS or Sentinel
 
 
 def broker_answers() -> bool:

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from api.schemas import Health
 from models.db import get_engine
+from ticketq.redis_urls import redis_client
 from ticketq.settings import settings
 
 log = logging.getLogger("ticketq.api.health")
@@ -30,7 +31,7 @@ def _database() -> str:
 def _redis() -> str:
     if not settings.redis_url:
         return "not configured"
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=1, socket_connect_timeout=1)
+    client = redis_client(settings.redis_url, socket_timeout=1, socket_connect_timeout=1)  # plain, TLS or Sentinel
     try:
         client.ping()
         return "ok"
