@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from kombu import Queue
 
-from models.outbox import DOCUMENTS_QUEUE, EXPIRE_TASK, MAIL_QUEUE, ORDERS_QUEUE, RELAY_TASK
+from models.outbox import (
+    DOCUMENTS_QUEUE,
+    EXPIRE_TASK,
+    JOB_TIME_LIMIT,
+    MAIL_QUEUE,
+    ORDERS_QUEUE,
+    QUEUE_OF,
+    RELAY_TASK,
+)
 from ticketq import redis_urls
 from ticketq.settings import settings
 
@@ -19,10 +27,10 @@ broker_connection_retry = True
 broker_connection_max_retries = None
 # Publishing from the API must fail fast when Redis is down: the outbox relay retries later.
 broker_transport_options = {
-    # A job held longer than this is handed out again. It must outlast the longest retry countdown
-    # (600 s, tasks/mail.py) plus the hard time limit (300 s); any longer only delays the return of
-    # jobs a crashed worker held (chaos R2).
-    "visibility_timeout": 1200,
+    # Redis hands out again a message unacknowledged for this long. No message waits in a worker
+    # (retries are scheduled in PostgreSQL, never as countdowns), so it need only outlast the hard
+    # time limit; jobs a dead worker held come back sooner anyway, through their lease (worker/relay.py).
+    "visibility_timeout": 3 * JOB_TIME_LIMIT,
     "socket_timeout": 5,
     "socket_connect_timeout": 5,
 }
@@ -38,6 +46,7 @@ enable_utc = True
 task_queues = (Queue(ORDERS_QUEUE), Queue(DOCUMENTS_QUEUE), Queue(MAIL_QUEUE))
 task_default_queue = ORDERS_QUEUE
 task_routes = {
+    **{name: {"queue": queue} for name, queue in QUEUE_OF.items()},
     "orders.*": {"queue": ORDERS_QUEUE},
     "outbox.*": {"queue": ORDERS_QUEUE},
     "documents.*": {"queue": DOCUMENTS_QUEUE},
@@ -48,9 +57,10 @@ task_routes = {
 task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
-task_time_limit = 300
-task_soft_time_limit = 240
-task_track_started = True
+task_time_limit = JOB_TIME_LIMIT
+task_soft_time_limit = JOB_TIME_LIMIT - 10
+# A job's start and end are recorded in its PostgreSQL row; no result or STARTED state in Redis.
+task_track_started = False
 task_ignore_result = True
 
 # Flower needs task events; they cost CPU on every job, so only where it is deployed (TASK_EVENTS).

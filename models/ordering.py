@@ -18,7 +18,7 @@ from models.base import utcnow
 from models.errors import Conflict, InvalidInput, InvalidTransition, NotFound, SoldOut
 from models.events import Event, TicketType
 from models.orders import Attendee, Order, OrderEvent
-from models.outbox import CANCELLATION_TASK, CONFIRM_TASK, ORDERS_QUEUE, enqueue_job
+from models.outbox import CANCELLATION_TASK, CONFIRM_TASK, enqueue_job
 from models.status import (
     CONFIRMED,
     CREATABLE_BY_ORGANIZER,
@@ -122,7 +122,7 @@ def create_order(
     session.flush()
     record(session, order, "created", actor=buyer.email, status=status.value, tickets=position)
     if status in CONFIRMED:
-        enqueue_job(session, CONFIRM_TASK, [order.identifier], ORDERS_QUEUE)
+        enqueue_job(session, CONFIRM_TASK, [order.identifier])
     log.info("order %s created as %s with %d tickets", order.identifier, status.value, position)
     return order
 
@@ -227,9 +227,9 @@ def transition(
         raise Conflict(f"Order changed meanwhile; it is now {order.status.value}", pointer="/data/status")
     record(session, order, target.value, actor=by, source=current.value, by_role=actor.value)
     if target in CONFIRMED and current not in CONFIRMED:
-        enqueue_job(session, CONFIRM_TASK, [order.identifier], ORDERS_QUEUE)
+        enqueue_job(session, CONFIRM_TASK, [order.identifier])
     if target is OrderStatus.CANCELLED:
-        enqueue_job(session, CANCELLATION_TASK, [order.identifier], ORDERS_QUEUE)
+        enqueue_job(session, CANCELLATION_TASK, [order.identifier])
     log.info("order %s %s -> %s by %s", order.identifier, current.value, target.value, by or actor.value)
     return order
 

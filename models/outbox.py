@@ -1,14 +1,49 @@
-"""The transactional outbox: a job is written in the same transaction as the change that needs it."""
+"""Jobs in PostgreSQL: written in the transaction that needs them, kept until their work is done.
+
+Redis only carries a job; this table is its record. A row is unfinished while `done_at` is NULL:
+`published_at` NULL means it is to be (re)sent to the broker once `run_after` has passed; a worker
+that starts it takes a lease (`claimed_by`, `lease_until`) and ends it with `done_at`, or gives it
+back with a later `run_after`. Beat's relay (worker/relay.py) sends what is due and takes back
+what a dead worker or an emptied broker lost, so a job is never stranded.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+import enum
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.base import Base, UTCDateTime, utcnow
+
+# Task names and queues (contract section 7); the tasks register under the same names.
+CONFIRM_TASK = "orders.confirm"
+RESEND_TASK = "orders.resend_confirmation"
+CANCELLATION_TASK = "orders.send_cancellation"
+EXPIRE_TASK = "orders.expire_stale"
+RELAY_TASK = "outbox.relay"
+DELIVER_BATCH_TASK = "documents.deliver_batch"
+SEND_DELIVERY_TASK = "mail.send_delivery"
+ORDERS_QUEUE, DOCUMENTS_QUEUE, MAIL_QUEUE = "orders", "documents", "mail"
+
+# Where each job runs: confirming renders PDFs (documents); resends, cancellations and retries
+# of one email only send (mail); beat's own jobs are fast (orders).
+QUEUE_OF = {
+    CONFIRM_TASK: DOCUMENTS_QUEUE,
+    DELIVER_BATCH_TASK: DOCUMENTS_QUEUE,
+    RESEND_TASK: MAIL_QUEUE,
+    CANCELLATION_TASK: MAIL_QUEUE,
+    SEND_DELIVERY_TASK: MAIL_QUEUE,
+    EXPIRE_TASK: ORDERS_QUEUE,
+    RELAY_TASK: ORDERS_QUEUE,
+}
+TASK_ID_PREFIX = "outbox-"
+# The hard time limit of a job (celeryconfig); a lease outlasts it, so a lease that ran out means
+# its holder is gone, not slow.
+JOB_TIME_LIMIT = 60
+LEASE = timedelta(seconds=JOB_TIME_LIMIT + 15)
 
 
 class OutboxJob(Base):
@@ -22,17 +57,30 @@ class OutboxJob(Base):
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     attempts: Mapped[int] = mapped_column(default=0)
     last_error: Mapped[str | None] = mapped_column(sa.Text)
+    run_after: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claimed_by: Mapped[str | None] = mapped_column(sa.String(200))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The task id of a job a producer sent straight to the broker, adopted when it started.
+    external_id: Mapped[str | None] = mapped_column(sa.String(255), unique=True)
 
-    __table_args__ = (sa.Index("ix_outbox_unpublished", "published_at", "id"),)
+    __table_args__ = (
+        # Only unfinished rows are ever looked for; done ones drop out of the index.
+        sa.Index("ix_outbox_unfinished", "published_at", "id", postgresql_where=sa.text("done_at IS NULL"),
+                 sqlite_where=sa.text("done_at IS NULL")),
+    )
 
 
-def enqueue_job(session: Session, task: str, args: list[Any], queue: str) -> OutboxJob:
-    """Record a job to publish once the surrounding transaction commits."""
-    job = OutboxJob(task=task, args=args, queue=queue)
+def enqueue_job(session: Session, task: str, args: list[Any], queue: str | None = None, *,
+                run_after: datetime | None = None) -> OutboxJob:
+    """Record a job to publish once the surrounding transaction commits (or once `run_after` passed)."""
+    job = OutboxJob(task=task, args=args, queue=queue or QUEUE_OF.get(task, ORDERS_QUEUE), run_after=run_after)
     session.add(job)
     session.flush()
-    jobs: list[int] = session.info.setdefault("outbox_job_ids", [])
-    jobs.append(job.id)
+    if run_after is None:
+        jobs: list[int] = session.info.setdefault("outbox_job_ids", [])
+        jobs.append(job.id)
     return job
 
 
@@ -41,16 +89,14 @@ def pending_job_ids(session: Session) -> list[int]:
     return list(session.info.get("outbox_job_ids", []))
 
 
-# Task names and queues (contract section 7); the tasks register under the same names.
-CONFIRM_TASK = "orders.confirm"
-RESEND_TASK = "orders.resend_confirmation"
-CANCELLATION_TASK = "orders.send_cancellation"
-EXPIRE_TASK = "orders.expire_stale"
-RELAY_TASK = "outbox.relay"
-RENDER_TASK = "documents.render"
-MAIL_SEND_TASK = "mail.send"
-MAIL_BATCH_TASK = "mail.send_batch"
-ORDERS_QUEUE, DOCUMENTS_QUEUE, MAIL_QUEUE = "orders", "documents", "mail"
+def task_id_of(job_id: int) -> str:
+    """The broker's task id of a job: the same every time it is sent, so a repeat is recognisable."""
+    return f"{TASK_ID_PREFIX}{job_id}"
+
+
+def job_id_of(task_id: str | None) -> int | None:
+    suffix = (task_id or "").removeprefix(TASK_ID_PREFIX)
+    return int(suffix) if task_id and task_id.startswith(TASK_ID_PREFIX) and suffix.isdigit() else None
 
 
 def mark_published(session: Session, job_ids: list[int]) -> None:
@@ -58,3 +104,111 @@ def mark_published(session: Session, job_ids: list[int]) -> None:
     if job_ids:
         session.execute(sa.update(OutboxJob).where(OutboxJob.id.in_(job_ids), OutboxJob.published_at.is_(None))
                         .values(published_at=utcnow()).execution_options(synchronize_session=False))
+
+
+class Claim(enum.StrEnum):
+    CLAIMED = "claimed"
+    DONE = "done"  # finished before: nothing to do
+    HELD = "held"  # a live worker holds its lease
+    UNKNOWN = "unknown"  # no such row (a table emptied under it)
+
+
+def claim_job(session: Session, job_id: int, holder: str, lease: timedelta = LEASE, *,
+              steal_from: str | None = None) -> tuple[Claim, str | None, int]:
+    """Take the job's lease unless it is done or a live holder has it: (outcome, holder, attempts).
+
+    `steal_from` names a holder known to be dead (a killed child on this host): its lease is void.
+    """
+    now = utcnow()
+    free = sa.or_(OutboxJob.lease_until.is_(None), OutboxJob.lease_until < now, OutboxJob.claimed_by == holder)
+    if steal_from:
+        free = sa.or_(free, OutboxJob.claimed_by == steal_from)
+    taken = session.execute(
+        sa.update(OutboxJob).where(OutboxJob.id == job_id, OutboxJob.done_at.is_(None), free)
+        .values(claimed_by=holder, started_at=now, lease_until=now + lease, attempts=OutboxJob.attempts + 1,
+                published_at=sa.func.coalesce(OutboxJob.published_at, now))
+        .returning(OutboxJob.attempts)
+    ).first()
+    if taken:
+        return Claim.CLAIMED, holder, int(taken[0])
+    row = session.execute(sa.select(OutboxJob.done_at, OutboxJob.claimed_by, OutboxJob.attempts)
+                          .where(OutboxJob.id == job_id)).first()
+    if row is None:
+        return Claim.UNKNOWN, None, 0
+    return (Claim.DONE if row.done_at else Claim.HELD), row.claimed_by, int(row.attempts)
+
+
+def adopt_job(session: Session, external_id: str, task: str, args: list[Any], queue: str) -> int:
+    """The job row of a task a producer sent straight to the broker: from its start on, PostgreSQL
+    holds it like any other (the same external id always maps to the same row)."""
+    existing = session.scalar(sa.select(OutboxJob.id).where(OutboxJob.external_id == external_id))
+    if existing is not None:
+        return existing
+    job = OutboxJob(task=task, args=args, queue=queue, external_id=external_id, published_at=utcnow())
+    session.add(job)
+    session.flush()
+    return job.id
+
+
+def finish_job(session: Session, job_id: int, holder: str) -> None:
+    """The work is done: the row leaves the unfinished set (a holder that lost its lease finishes too)."""
+    session.execute(sa.update(OutboxJob).where(OutboxJob.id == job_id, OutboxJob.done_at.is_(None))
+                    .values(done_at=utcnow(), lease_until=None, last_error=None)
+                    .execution_options(synchronize_session=False))
+
+
+def give_back_job(session: Session, job_id: int, holder: str, error: str, retry_in: float | None) -> None:
+    """A failed run: try again after `retry_in` seconds (the relay sends it then), or give up (None)."""
+    now = utcnow()
+    values: dict[str, Any] = {"lease_until": None, "claimed_by": None, "last_error": error[:2000]}
+    if retry_in is None:
+        values["done_at"] = now
+    else:
+        values.update(published_at=None, run_after=now + timedelta(seconds=retry_in))
+    session.execute(sa.update(OutboxJob).where(OutboxJob.id == job_id, OutboxJob.done_at.is_(None),
+                                               OutboxJob.claimed_by == holder)
+                    .values(**values).execution_options(synchronize_session=False))
+
+
+def unfinished(*conditions: sa.ColumnElement[bool]) -> sa.ColumnElement[bool]:
+    return sa.and_(OutboxJob.done_at.is_(None), *conditions)
+
+
+def take_back_expired_leases(session: Session, now: datetime) -> int:
+    """Jobs whose holder died (its lease ran out, the hard time limit is shorter): send them again."""
+    result = session.execute(
+        sa.update(OutboxJob).where(unfinished(OutboxJob.lease_until < now))
+        .values(published_at=None, lease_until=None, claimed_by=None, run_after=None)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def take_back_published_before(session: Session, moment: datetime, now: datetime,
+                               queue: str | None = None) -> int:
+    """Jobs sent to the broker before `moment` that nobody holds: the broker lost them (emptied,
+    failed over to a replica that never had them, or a dead host's unacknowledged ones), so they
+    are sent again — each once, since sending moves `published_at` past `moment`."""
+    where = unfinished(OutboxJob.published_at < moment,
+                       sa.or_(OutboxJob.lease_until.is_(None), OutboxJob.lease_until < now))
+    if queue is not None:
+        where = sa.and_(where, OutboxJob.queue == queue)
+    result = session.execute(sa.update(OutboxJob).where(where).values(published_at=None)
+                             .execution_options(synchronize_session=False))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def due_jobs(session: Session, now: datetime, grace: timedelta, limit: int) -> list[OutboxJob]:
+    """Unsent jobs whose time has come, locked so a second relay skips them. Jobs the API wrote a
+    moment ago are left to the API, which publishes its own right after commit."""
+    return list(session.scalars(
+        sa.select(OutboxJob).where(unfinished(
+            OutboxJob.published_at.is_(None),
+            sa.or_(OutboxJob.run_after.is_(None), OutboxJob.run_after <= now),
+            sa.or_(OutboxJob.run_after.is_not(None), OutboxJob.created_at <= now - grace),
+        )).order_by(OutboxJob.id).limit(limit).with_for_update(skip_locked=True)
+    ))
+
+
+def unfinished_count(session: Session) -> int:
+    return int(session.scalar(sa.select(sa.func.count()).select_from(OutboxJob).where(unfinished())) or 0)

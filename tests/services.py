@@ -134,17 +134,21 @@ class CeleryWorker:
     """A real `celery -A worker worker` process, consuming every queue."""
 
     def __init__(self, logfile: Path, *, concurrency: int = 2, queues: str = "orders,documents,mail",
-                 hostname: str | None = None) -> None:
+                 hostname: str | None = None, beat: bool = False, env: dict[str, str] | None = None) -> None:
         self.logfile = logfile
         self.args = [sys.executable, "-m", "celery", "-A", "worker", "worker", "-l", "info", "-Q", queues,
                      "-c", str(concurrency), "-n", hostname or f"test-{secrets.token_hex(3)}@%h",
                      "--without-gossip", "--without-mingle", "-E"]
+        self.env = {**os.environ, **(env or {})}
+        if beat:  # an embedded beat: the outbox relay every second (retries, lost jobs); no expiry sweeps
+            self.args += ["-B", "-s", str(logfile.with_suffix(".beat-schedule"))]
+            self.env.update({"OUTBOX_RELAY_SECONDS": "1", "EXPIRY_SWEEP_SECONDS": "3600", **(env or {})})
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60) -> CeleryWorker:
         self.logfile.parent.mkdir(parents=True, exist_ok=True)
         with self.logfile.open("ab") as log:
-            self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT,
+            self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=self.env,
                                             cwd=Path(__file__).resolve().parent.parent)
         deadline = time.monotonic() + timeout
         while b" ready." not in self.logfile.read_bytes():

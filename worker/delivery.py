@@ -2,18 +2,24 @@
 
 A PostgreSQL advisory lock per delivery, held on the one connection that does the whole send,
 tells a live duplicate job (skip) from a job redelivered after its worker died mid-send (send
-again). Several deliveries of an order go out in one pass: one claim, one load, one commit.
+again). Several deliveries of an order go out in one pass over the order the job loaded once.
+
+The connection commits asynchronously (no wait for the WAL flush): the commit of 'sent' right
+after the server's acceptance is the window in which a kill sends an email twice, and a database
+crash that loses such a commit costs at most the same duplicate.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Iterator, Sequence
+import random
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from email.message import Message
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
@@ -22,11 +28,12 @@ from models.base import utcnow
 from models.deliveries import DeliveryState, EmailDelivery, EmailKind
 from models.ordering import record
 from models.orders import Order
+from models.outbox import SEND_DELIVERY_TASK, enqueue_job
 from models.status import is_resendable
 from ticketq.settings import settings
-from worker.emails import WITH_DOCUMENTS, DocumentsMissing, compose, stored_documents
-from worker.mail import DeliveryError, build_message, new_message_id, smtp_client
-from worker.presenters import load_full_order
+from worker.emails import DocumentsMissing, compose
+from worker.mail import DeliveryError, build_message, message_id_for, smtp_client
+from worker.presenters import order_context
 from worker.storage import DocumentKey
 
 log = logging.getLogger("ticketq.delivery")
@@ -35,6 +42,8 @@ ADVISORY_CLASS = 0x7471  # "tq": the namespace of our PostgreSQL advisory locks
 # SQLite has no advisory locks: a 'sending' row younger than this is taken to have a live sender.
 SENDING_LEASE = timedelta(seconds=120)
 INTERRUPTED = "interrupted before the server answered"
+MAX_SEND_ATTEMPTS = 160
+SEND_BACKOFF_BASE, SEND_BACKOFF_CAP = 2.0, 600.0
 
 
 class Outcome(enum.StrEnum):
@@ -74,6 +83,7 @@ def claimed(factory: sessionmaker[Session], ids: Sequence[int]) -> Iterator[tupl
             ours = sorted(conn.scalars(sa.text(
                 "SELECT id FROM unnest(CAST(:ids AS integer[])) AS id WHERE pg_try_advisory_lock(:class, id)"
             ), {"ids": ours, "class": ADVISORY_CLASS}))
+            conn.execute(sa.text("SET synchronous_commit TO off"))
             conn.commit()
         try:
             with Session(bind=conn, expire_on_commit=False) as session:
@@ -88,62 +98,70 @@ def _unlock(conn: sa.Connection, ids: list[int]) -> None:
         conn.rollback()
         conn.execute(sa.text("SELECT pg_advisory_unlock(:class, id) FROM unnest(CAST(:ids AS integer[])) AS id"),
                      {"ids": ids, "class": ADVISORY_CLASS})
+        conn.execute(sa.text("RESET synchronous_commit"))
         conn.commit()
     except Exception:  # never hand a connection that may still hold a lock back to the pool
         log.exception("could not release the locks of deliveries %s; dropping the connection", ids)
         conn.invalidate()
 
 
-def send_delivery(factory: sessionmaker[Session], delivery_id: int, smtp_url: str, *, final: bool) -> Outcome:
-    """Send one delivery; `final` says no retry is left, so a temporary failure marks it failed."""
-    return send_deliveries(factory, [delivery_id], smtp_url, final=final)[delivery_id]
+def send_deliveries(factory: sessionmaker[Session], order: Order, ids: Sequence[int],
+                    documents: Mapping[DocumentKey, bytes], smtp_url: str) -> Sent:
+    """Send each delivery of one order over the process's SMTP connection; one outcome per id.
 
-
-def send_deliveries(
-    factory: sessionmaker[Session], ids: Sequence[int], smtp_url: str, *, final: bool = False
-) -> dict[int, Outcome]:
-    """Send each delivery independently over the process's SMTP connection; one outcome per id.
-
-    Each record is committed 'sent' right after the server accepted it: a worker killed in
-    between is the only way one email goes out twice, and that window is one commit long.
+    Each record is committed 'sent' right after the server accepted it, in its own short
+    transaction with nothing else in it: a worker killed in between is the only way one email goes
+    out twice, and then with the same Message-ID. A temporary failure schedules the delivery's
+    retry as a job in the same transaction; once the server is unreachable, the rest of the batch
+    is not tried now but scheduled the same way.
     """
-    outcomes: dict[int, Outcome] = {}
+    result = Sent()
     with claimed(factory, ids) as (session, ours):
-        outcomes.update({i: Outcome.BUSY for i in ids if i not in ours})
+        result.outcomes.update({i: Outcome.BUSY for i in ids if i not in ours})
         with session.begin():
-            prepared = _prepare_all(session, ours, outcomes)
+            prepared = _prepare_all(session, order, ours, documents, result.outcomes)
         client = smtp_client(smtp_url)
+        unreachable: DeliveryError | None = None
         for index, item in enumerate(prepared):
-            error: DeliveryError | None = None
+            error = unreachable
             try:
-                client.send(item.message)
+                if error is None:
+                    client.send(item.message)
             except DeliveryError as exc:
                 error = exc
+                if exc.unreachable:
+                    unreachable = exc
             except BaseException:  # a time limit or a bug: never leave a row 'sending' for a live job
                 client.drop()
                 with session.begin():
                     for rest in prepared[index:]:
-                        _finish(session, rest, DeliveryError(INTERRUPTED, temporary=True), final)
+                        _finish(session, rest, DeliveryError(INTERRUPTED, temporary=True), result)
                 raise
             with session.begin():
-                outcomes[item.delivery_id] = _finish(session, item, error, final)
-    return outcomes
+                _finish(session, item, error, result)
+    return result
 
 
-def _prepare_all(session: Session, ids: list[int], outcomes: dict[int, Outcome]) -> list[Prepared]:
-    rows = session.scalars(sa.select(EmailDelivery).where(EmailDelivery.id.in_(ids))
+@dataclass
+class Sent:
+    """What one pass did: the outcome of each delivery, and the retry jobs it scheduled."""
+
+    outcomes: dict[int, Outcome] = field(default_factory=dict)
+    retries: list[int] = field(default_factory=list)
+
+    def ids(self, outcome: Outcome) -> list[int]:
+        return [i for i, o in self.outcomes.items() if o is outcome]
+
+
+def _prepare_all(session: Session, order: Order, ids: list[int], documents: Mapping[DocumentKey, bytes],
+                 outcomes: dict[int, Outcome]) -> list[Prepared]:
+    rows = session.scalars(sa.select(EmailDelivery).where(EmailDelivery.id.in_(ids), EmailDelivery.order_id == order.id)
                            .order_by(EmailDelivery.id).with_for_update()).all() if ids else []
     outcomes.update({i: Outcome.DONE for i in ids})  # unknown ids (a truncated table) are done too
-    orders: dict[int, Order] = {}
-    stored: dict[int, dict[DocumentKey, str]] = {}
+    context = order_context(order)
     prepared = []
     for delivery in rows:
-        if delivery.order_id not in orders:
-            orders[delivery.order_id] = load_full_order(session, Order.id == delivery.order_id)
-        order = orders[delivery.order_id]
-        if delivery.kind in WITH_DOCUMENTS and order.id not in stored:
-            stored[order.id] = stored_documents(session, order)
-        result = _prepare(session, delivery, order, stored.get(order.id, {}))
+        result = _prepare(session, delivery, order, documents, context)
         if isinstance(result, Outcome):
             outcomes[delivery.id] = result
         else:
@@ -151,8 +169,8 @@ def _prepare_all(session: Session, ids: list[int], outcomes: dict[int, Outcome])
     return prepared
 
 
-def _prepare(session: Session, delivery: EmailDelivery, order: Order, stored: dict[DocumentKey, str]
-             ) -> Outcome | Prepared:
+def _prepare(session: Session, delivery: EmailDelivery, order: Order, documents: Mapping[DocumentKey, bytes],
+             context: dict[str, Any]) -> Outcome | Prepared:
     if delivery.state in (DeliveryState.SENT, DeliveryState.FAILED):
         return Outcome.DONE
     now = utcnow()
@@ -162,9 +180,9 @@ def _prepare(session: Session, delivery: EmailDelivery, order: Order, stored: di
     if delivery.kind is not EmailKind.CANCELLATION and not is_resendable(order.status):
         _fail(session, delivery, order, f"order is {order.status.value}; email not sent")
         return Outcome.FAILED
-    message_id = delivery.message_id or new_message_id(settings.mail_from)
+    message_id = delivery.message_id or message_id_for(order.identifier, delivery.id, settings.mail_from)
     try:
-        message = build_message(compose(session, order, delivery, message_id, stored))
+        message = build_message(compose(order, delivery, message_id, documents, context))
     except DocumentsMissing:
         return Outcome.NEEDS_DOCUMENTS
     except DeliveryError as exc:  # an unusable address: nothing will ever send it
@@ -175,7 +193,7 @@ def _prepare(session: Session, delivery: EmailDelivery, order: Order, stored: di
     return Prepared(delivery, order, message)
 
 
-def _finish(session: Session, item: Prepared, error: DeliveryError | None, final: bool) -> Outcome:
+def _finish(session: Session, item: Prepared, error: DeliveryError | None, result: Sent) -> None:
     delivery, order = item.delivery, item.order
     if error is None:
         delivery.state, delivery.sent_at, delivery.last_error = DeliveryState.SENT, utcnow(), None
@@ -183,14 +201,25 @@ def _finish(session: Session, item: Prepared, error: DeliveryError | None, final
         record(session, order, "email-sent", email_kind=delivery.kind.value, recipient=delivery.recipient,
                batch=delivery.batch, message_id=delivery.message_id)
         log.info("order %s: %s sent to %s", order.identifier, delivery.kind.value, delivery.recipient)
-        return Outcome.SENT
-    if error.temporary and not final:
+        result.outcomes[delivery.id] = Outcome.SENT
+    elif error.temporary and delivery.attempts < MAX_SEND_ATTEMPTS:
         delivery.state, delivery.last_error, delivery.updated_at = DeliveryState.QUEUED, error.reply, utcnow()
-        log.info("order %s: %s to %s deferred: %s", order.identifier, delivery.kind.value, delivery.recipient,
-                 error.reply)
-        return Outcome.RETRY
-    _fail(session, delivery, order, error.reply)
-    return Outcome.FAILED
+        delay = send_backoff(delivery.attempts)
+        job = enqueue_job(session, SEND_DELIVERY_TASK, [delivery.id], run_after=utcnow() + timedelta(seconds=delay))
+        result.retries.append(job.id)
+        log.info("order %s: %s to %s deferred %.0f s: %s", order.identifier, delivery.kind.value,
+                 delivery.recipient, delay, error.reply)
+        result.outcomes[delivery.id] = Outcome.RETRY
+    else:
+        _fail(session, delivery, order, error.reply)
+        result.outcomes[delivery.id] = Outcome.FAILED
+
+
+def send_backoff(attempts: int) -> float:
+    """Mail servers retry for days; we keep trying at the cap for at least 12 hours (about 19 on
+    average), so an SMTP outage longer than a few minutes does not fail queued confirmations."""
+    ceiling = min(SEND_BACKOFF_CAP, SEND_BACKOFF_BASE * 2 ** max(attempts - 1, 0))
+    return float(ceiling / 2 + random.uniform(0, ceiling / 2))
 
 
 def _fail(session: Session, delivery: EmailDelivery, order: Order, reason: str) -> None:

@@ -155,6 +155,22 @@ def order_documents(rendered: RenderedOrder) -> dict[DocumentKey, bytes]:
     return result
 
 
+SAMPLE_ORDER: dict[str, Any] = {
+    "identifier": "0" * 32,
+    "status": "completed",
+    "event": {"name": "Warm-up", "location": "", "date": "Monday 01 January 2029", "time": "10:00 – 11:00",
+              "when": "Monday 01 January 2029, 10:00 – 11:00 (UTC)", "timezone": "UTC"},
+    "buyer": {"name": "Ada Lovelace", "email": "ada@example.org"},
+    "seller": {"name": "ticketq", "email": "tickets@example.org", "event": "Warm-up"},
+    "attendees": [{"id": 1, "number": 1, "name": "Ada Lovelace", "email": "ada@example.org", "ticket": "Standard",
+                   "secret": "warm-up"}],
+    "invoice": {"number": "INV-2029-000000", "date": "2029-01-01", "total": "0.00 EUR", "currency": "EUR",
+                "payment_mode": "free", "lines": [{"name": "Standard", "quantity": 1, "unit": "0.00 EUR",
+                                                   "subtotal": "0.00 EUR"}]},
+}
+
+
 def warm_up() -> None:
-    """Build the per-process renderer before the first job, so no order pays for font discovery."""
-    renderer()
+    """Lay out and split a sample order once per process, before the first job: font discovery,
+    CSS parsing and WeasyPrint's and pypdf's caches are then paid by nobody waiting for tickets."""
+    order_documents(render_order(SAMPLE_ORDER, [1]))

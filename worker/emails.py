@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import icalendar
+import jinja2
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -18,7 +20,7 @@ from models.events import organizer_emails
 from models.orders import Order
 from models.users import normalize_email
 from ticketq.settings import settings
-from worker.documents import renderer
+from worker.documents import template_env
 from worker.mail import Attachment, Mail
 from worker.presenters import buyer_of, order_context
 from worker.storage import DocumentKey, absolute, content_fingerprint, document_name, expected_keys
@@ -28,7 +30,7 @@ CANCELLATION_BATCH = "cancellation"
 RESEND_PREFIX = "resend-"
 # Kinds that carry the order's PDFs: they wait for the documents to be rendered.
 WITH_DOCUMENTS = frozenset({EmailKind.CONFIRMATION_BUYER, EmailKind.CONFIRMATION_ATTENDEE})
-PENDING = (DeliveryState.QUEUED, DeliveryState.SENDING)
+UNSENT = (DeliveryState.QUEUED, DeliveryState.SENDING)
 
 SUBJECTS = {
     EmailKind.CONFIRMATION_BUYER: "Your order {identifier} for {event}: tickets and invoice",
@@ -115,45 +117,52 @@ def event_ics(order: Order) -> bytes:
     return bytes(calendar.to_ical())
 
 
-def _pdf(stored: dict[DocumentKey, str], filename: str, kind: DocumentKind, attendee_id: int | None = None
-         ) -> Attachment:
-    relative = stored.get((kind, attendee_id))
-    try:
-        if relative is None:
-            raise FileNotFoundError(relative)
-        return Attachment(filename, absolute(relative).read_bytes())
-    except FileNotFoundError:
-        raise DocumentsMissing(f"{kind.value} {attendee_id or ''}".strip()) from None
+def stored_documents(order: Order) -> dict[DocumentKey, bytes]:
+    """The stored PDFs of the order's current content, read from disk; missing files are left out."""
+    fingerprint = content_fingerprint(order)
+    found: dict[DocumentKey, bytes] = {}
+    for key in expected_keys(order):
+        try:
+            found[key] = absolute(document_name(order.identifier, key[0], key[1], fingerprint)).read_bytes()
+        except FileNotFoundError:
+            continue
+    return found
 
 
-def stored_documents(session: Session, order: Order) -> dict[DocumentKey, str]:
-    """The stored files of the order's content, by (kind, attendee id); files may have gone since."""
-    names = {key: document_name(order.identifier, key[0], key[1], content_fingerprint(order))
-             for key in expected_keys(order)}
-    return {key: name for key, name in names.items() if absolute(name).is_file()}
+def _pdf(documents: Mapping[DocumentKey, bytes], filename: str, kind: DocumentKind,
+         attendee_id: int | None = None) -> Attachment:
+    content = documents.get((kind, attendee_id))
+    if content is None:
+        raise DocumentsMissing(f"{kind.value} {attendee_id or ''}".strip())
+    return Attachment(filename, content)
 
 
-def attachments_for(order: Order, delivery: EmailDelivery, stored: dict[DocumentKey, str]) -> tuple[Attachment, ...]:
+def attachments_for(order: Order, delivery: EmailDelivery, documents: Mapping[DocumentKey, bytes]
+                    ) -> tuple[Attachment, ...]:
     if delivery.kind not in WITH_DOCUMENTS:
         return ()
     ics = Attachment("event.ics", event_ics(order), "text", "calendar")
     if delivery.kind is EmailKind.CONFIRMATION_BUYER:
-        return (_pdf(stored, "tickets.pdf", DocumentKind.TICKETS), _pdf(stored, "invoice.pdf", DocumentKind.INVOICE),
-                ics)
+        return (_pdf(documents, "tickets.pdf", DocumentKind.TICKETS),
+                _pdf(documents, "invoice.pdf", DocumentKind.INVOICE), ics)
     own = [a for a in order.attendees if normalize_email(a.email or "") == delivery.recipient]
-    return (*[_pdf(stored, f"ticket-{a.position + 1}.pdf", DocumentKind.ATTENDEE_TICKET, a.id) for a in own], ics)
+    return (*[_pdf(documents, f"ticket-{a.position + 1}.pdf", DocumentKind.ATTENDEE_TICKET, a.id) for a in own], ics)
 
 
-def compose(session: Session, order: Order, delivery: EmailDelivery, message_id: str,
-            stored: dict[DocumentKey, str] | None = None) -> Mail:
-    """The whole email for one delivery row; raises DocumentsMissing when its PDFs are not stored."""
-    context: dict[str, Any] = order_context(order)
-    if stored is None and delivery.kind in WITH_DOCUMENTS:
-        stored = stored_documents(session, order)
-    attachments = attachments_for(order, delivery, stored or {})
+@lru_cache(maxsize=1)
+def email_templates() -> jinja2.Environment:
+    """Jinja alone: an email needs no WeasyPrint renderer."""
+    return template_env()
+
+
+def compose(order: Order, delivery: EmailDelivery, message_id: str, documents: Mapping[DocumentKey, bytes],
+            context: dict[str, Any] | None = None) -> Mail:
+    """The whole email for one delivery row; raises DocumentsMissing when its PDFs are not among `documents`."""
+    context = dict(context or order_context(order))
+    attachments = attachments_for(order, delivery, documents)
     context["recipient"] = delivery.recipient
     context["own_tickets"] = [a for a in context["attendees"] if normalize_email(a["email"]) == delivery.recipient]
-    env = renderer().env
+    env = email_templates()
     name = f"email/{delivery.kind.value}"
     return Mail(
         kind=delivery.kind.value,

@@ -23,19 +23,21 @@ from models.base import utcnow
 
 log = logging.getLogger("ticketq.mail")
 
-SMTP_TIMEOUT = 20.0
+SMTP_TIMEOUT = 15.0  # a job's hard time limit is 60 s: a hung server must not eat it
 # A connection idle longer than this may have been closed by the server: NOOP before reusing it.
 IDLE_CHECK_SECONDS = 30.0
 WIRE_POLICY = compat32.clone(linesep="\r\n")
 
 
 class DeliveryError(Exception):
-    """An SMTP failure; `temporary` says whether trying again later may succeed."""
+    """An SMTP failure; `temporary` says whether trying again later may succeed, `unreachable`
+    that the server itself did not answer (so the next message need not try either)."""
 
-    def __init__(self, reply: str, *, temporary: bool) -> None:
+    def __init__(self, reply: str, *, temporary: bool, unreachable: bool = False) -> None:
         super().__init__(reply)
         self.reply = reply
         self.temporary = temporary
+        self.unreachable = unreachable
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,13 @@ def checked_address(value: str) -> str:
 def new_message_id(sender: str) -> str:
     domain = sender.rpartition("@")[2] or "localhost"
     return make_msgid(idstring="ticketq", domain=clean_header(domain))
+
+
+def message_id_for(identifier: str, delivery_id: int, sender: str) -> str:
+    """The Message-ID of one logical email: derived from its record, so every try carries the same
+    one and a receiver can drop a repeat, even if the try that recorded it was lost."""
+    domain = clean_header(sender.rpartition("@")[2] or "localhost")
+    return f"<ticketq.{clean_header(identifier)}.{delivery_id}@{domain}>"
 
 
 def _header(value: str) -> str | Header:
@@ -165,11 +174,16 @@ def classify(exc: BaseException) -> DeliveryError:
         return DeliveryError(text or str(exc), temporary=400 <= code < 500)
     if isinstance(exc, smtplib.SMTPResponseException):
         message = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
-        return DeliveryError(f"{exc.smtp_code} {message}", temporary=not 500 <= exc.smtp_code < 600)
+        # 421 is the server closing the channel; a refused greeting is no answer either.
+        closing = exc.smtp_code == 421 or isinstance(exc, smtplib.SMTPConnectError)
+        return DeliveryError(f"{exc.smtp_code} {message}", temporary=not 500 <= exc.smtp_code < 600,
+                             unreachable=closing)
     if isinstance(exc, smtplib.SMTPNotSupportedError):
         return DeliveryError(f"SMTP server does not support a required extension: {exc}", temporary=False)
-    if isinstance(exc, smtplib.SMTPServerDisconnected | OSError | smtplib.SMTPException):
+    if isinstance(exc, smtplib.SMTPException) and not isinstance(exc, smtplib.SMTPServerDisconnected):
         return DeliveryError(f"{type(exc).__name__}: {exc}", temporary=True)
+    if isinstance(exc, OSError):  # refused, timed out, dropped (SMTPServerDisconnected too)
+        return DeliveryError(f"{type(exc).__name__}: {exc}", temporary=True, unreachable=True)
     raise exc
 
 

@@ -1,11 +1,16 @@
-"""The confirmation pipeline as plain functions: plan a batch of emails, ensure the PDFs (sending: worker.delivery).
+"""What each order job does, as plain functions named like their tasks (tasks/ wraps them).
 
-Tasks call these; they take a session factory and identifiers and know nothing about Celery.
+`confirm` is the whole confirmation in one job: load the order once, record the emails it owes,
+render (or reuse) and store the PDFs, send every email over one SMTP connection. Jobs on the mail
+queue never render: when the stored PDFs are gone they hand the batch to `deliver_batch` on the
+documents queue. Each function takes a session factory and identifiers and knows nothing about
+Celery; it returns the jobs it wrote, for the caller to publish.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -14,107 +19,151 @@ from sqlalchemy.orm import Session, sessionmaker
 from models.deliveries import EmailDelivery, EmailKind
 from models.ordering import load_order, record
 from models.orders import Order, OrderEvent
+from models.outbox import DELIVER_BATCH_TASK, enqueue_job
 from models.status import is_resendable
+from ticketq.settings import settings
+from worker.delivery import Outcome, send_deliveries
 from worker.documents import order_documents, render_order
 from worker.emails import (
     CANCELLATION_BATCH,
     CONFIRMATION_BATCH,
-    PENDING,
+    UNSENT,
     WITH_DOCUMENTS,
     confirmation_recipients,
     ensure_deliveries,
     next_resend_batch,
+    stored_documents,
 )
 from worker.presenters import buyer_of, load_full_order, order_context
-from worker.storage import documents_ready, fingerprint_of, store_documents
+from worker.storage import DocumentKey, documents_ready, fingerprint_of, store_documents
 
 log = logging.getLogger("ticketq.pipeline")
 
 
 @dataclass
-class Plan:
-    """What a confirmation-like job leaves to do: the batch's unsent deliveries, and whether any
-    of them carries PDFs (then documents.render goes first and sends the batch after)."""
+class Done:
+    """What a job did: each delivery's outcome, whether it rendered, and the jobs to publish now."""
 
     identifier: str
     batch: str = ""
-    pending: list[int] = field(default_factory=list)
-    needs_documents: bool = False
+    outcomes: dict[int, Outcome] = field(default_factory=dict)
+    rendered: bool = False
+    jobs: list[int] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        counts: dict[str, int] = {}
+        for outcome in self.outcomes.values():
+            counts[outcome.value] = counts.get(outcome.value, 0) + 1
+        said = ", ".join(f"{n} {o}" for o, n in sorted(counts.items())) or "nothing to send"
+        return f"order {self.identifier}: batch {self.batch or '-'}: {said}{'; PDFs rendered' if self.rendered else ''}"
 
 
-def _plan(identifier: str, batch: str, deliveries: list[EmailDelivery]) -> Plan:
-    pending = [d for d in deliveries if d.state in PENDING]
-    return Plan(identifier, batch, [d.id for d in pending], any(d.kind in WITH_DOCUMENTS for d in pending))
-
-
-def plan_confirmation(factory: sessionmaker[Session], identifier: str) -> Plan:
-    """Record the confirmation emails once (buyer, attendees, organizers); say which still need sending."""
+def confirm(factory: sessionmaker[Session], identifier: str) -> Done:
+    """orders.confirm: the buyer's, attendees' and organizers' emails, with the PDFs, in one job."""
     with factory() as session, session.begin():
-        order = load_order(session, identifier)
+        order = load_full_order(session, Order.identifier == identifier)
         if not is_resendable(order.status):
             log.info("order %s is %s: no confirmation", identifier, order.status.value)
-            return Plan(identifier)
+            return Done(identifier)
         recipients = confirmation_recipients(session, order, organizers=True)
-        return _plan(identifier, CONFIRMATION_BATCH, ensure_deliveries(session, order, CONFIRMATION_BATCH, recipients))
+        rows = ensure_deliveries(session, order, CONFIRMATION_BATCH, recipients)
+    return _deliver(factory, order, CONFIRMATION_BATCH, rows, may_render=True)
 
 
-def plan_resend(factory: sessionmaker[Session], identifier: str, requested_by: str | None, job_id: str | None) -> Plan:
-    """A new batch of buyer and attendee emails; the same job redelivered reuses its batch."""
+def resend_confirmation(factory: sessionmaker[Session], identifier: str, requested_by: str | None,
+                        job_key: str | None) -> Done:
+    """orders.resend_confirmation: a new batch of buyer and attendee emails with the stored PDFs.
+
+    `job_key` identifies the request: the same job delivered again reuses its batch.
+    """
     with factory() as session, session.begin():
-        order = load_order(session, identifier, lock=True)
+        locked = load_order(session, identifier, lock=True)
+        order = load_full_order(session, Order.id == locked.id)
         if not is_resendable(order.status):
             log.info("order %s is %s: confirmation not resent", identifier, order.status.value)
-            return Plan(identifier)
-        batch = _batch_of_job(session, order.id, job_id)
+            return Done(identifier)
+        batch = _batch_of_job(session, order.id, job_key)
         if batch is None:
             batch = next_resend_batch(session, order)
-            record(session, order, "resend-queued", actor=requested_by, batch=batch, job=job_id)
+            record(session, order, "resend-queued", actor=requested_by, batch=batch, job=job_key)
         recipients = confirmation_recipients(session, order, organizers=False)
-        return _plan(identifier, batch, ensure_deliveries(session, order, batch, recipients, requested_by=requested_by))
+        rows = ensure_deliveries(session, order, batch, recipients, requested_by=requested_by)
+    return _deliver(factory, order, batch, rows, may_render=False)
 
 
-def _batch_of_job(session: Session, order_id: int, job_id: str | None) -> str | None:
-    if not job_id:
+def send_cancellation(factory: sessionmaker[Session], identifier: str) -> Done:
+    """orders.send_cancellation: the buyer's cancellation email."""
+    with factory() as session, session.begin():
+        order = load_full_order(session, Order.identifier == identifier)
+        buyer = buyer_of(order)[1].strip().lower()
+        plan = [(EmailKind.CANCELLATION, buyer)] if buyer else []
+        rows = ensure_deliveries(session, order, CANCELLATION_BATCH, plan)
+    return _deliver(factory, order, CANCELLATION_BATCH, rows, may_render=False)
+
+
+def deliver_batch(factory: sessionmaker[Session], identifier: str, batch: str) -> Done:
+    """documents.deliver_batch: render the PDFs a mail job found missing, then send its batch."""
+    with factory() as session:
+        order = load_full_order(session, Order.identifier == identifier)
+        rows = _batch_rows(session, order.id, batch)
+    return _deliver(factory, order, batch, rows, may_render=True)
+
+
+def send_delivery(factory: sessionmaker[Session], delivery_id: int) -> Done:
+    """mail.send_delivery: the retry of one email whose earlier try met a temporary failure."""
+    with factory() as session:
+        row = session.get(EmailDelivery, delivery_id)
+        if row is None:
+            return Done("-")
+        order = load_full_order(session, Order.id == row.order_id)
+    return _deliver(factory, order, row.batch, [row], may_render=False)
+
+
+def _deliver(factory: sessionmaker[Session], order: Order, batch: str, rows: Sequence[EmailDelivery], *,
+             may_render: bool) -> Done:
+    done = Done(order.identifier, batch, {r.id: Outcome.DONE for r in rows})
+    unsent = [r for r in rows if r.state in UNSENT]
+    if not unsent:
+        return done
+    documents: dict[DocumentKey, bytes] = {}
+    if any(r.kind in WITH_DOCUMENTS for r in unsent):
+        documents, done.rendered = ensure_documents(factory, order) if may_render else (stored_documents(order), False)
+    sent = send_deliveries(factory, order, [r.id for r in unsent], documents, settings.require_smtp_url())
+    done.outcomes.update(sent.outcomes)  # retries are jobs with a later run_after: beat's relay sends them
+    if sent.ids(Outcome.NEEDS_DOCUMENTS):
+        with factory() as session, session.begin():
+            done.jobs.append(enqueue_job(session, DELIVER_BATCH_TASK, [order.identifier, batch]).id)
+    return done
+
+
+def ensure_documents(factory: sessionmaker[Session], order: Order) -> tuple[dict[DocumentKey, bytes], bool]:
+    """The order's PDFs for its current content: read when all are stored, else rendered and stored.
+
+    Returns (documents, rendered). The layout runs outside any transaction; only storing locks the
+    order row, so two renderings of one order record one set of rows.
+    """
+    context = order_context(order)
+    fingerprint = fingerprint_of(context)
+    with factory() as session, session.begin():
+        if documents_ready(session, order, fingerprint):
+            stored = stored_documents(order)
+            if len(stored) == len(order.attendees) + 2:
+                return stored, False
+    documents = order_documents(render_order(context, [a.id for a in order.attendees]))
+    with factory() as session, session.begin():
+        load_order(session, order.identifier, lock=True)
+        store_documents(session, order, order.revision, documents, fingerprint)
+    return documents, True
+
+
+def _batch_rows(session: Session, order_id: int, batch: str) -> list[EmailDelivery]:
+    return list(session.scalars(sa.select(EmailDelivery).where(
+        EmailDelivery.order_id == order_id, EmailDelivery.batch == batch).order_by(EmailDelivery.id)))
+
+
+def _batch_of_job(session: Session, order_id: int, job_key: str | None) -> str | None:
+    if not job_key:
         return None
     rows = session.scalars(sa.select(OrderEvent).where(OrderEvent.order_id == order_id,
                                                        OrderEvent.kind == "resend-queued"))
-    return next((str(r.detail["batch"]) for r in rows if r.detail.get("job") == job_id), None)
-
-
-def plan_cancellation(factory: sessionmaker[Session], identifier: str) -> Plan:
-    with factory() as session, session.begin():
-        order = load_order(session, identifier)
-        _, buyer = buyer_of(order)
-        plan = [(EmailKind.CANCELLATION, buyer.strip().lower())] if buyer else []
-        return _plan(identifier, CANCELLATION_BATCH, ensure_deliveries(session, order, CANCELLATION_BATCH, plan))
-
-
-def _pending(session: Session, order_id: int, batch: str) -> list[int]:
-    return list(session.scalars(sa.select(EmailDelivery.id).where(
-        EmailDelivery.order_id == order_id, EmailDelivery.batch == batch, EmailDelivery.state.in_(PENDING)
-    ).order_by(EmailDelivery.id)))
-
-
-def ensure_documents(factory: sessionmaker[Session], identifier: str) -> bool:
-    """Render and store the order's PDFs unless files for its current content are all on disk."""
-    return prepare_batch(factory, identifier, None)[0]
-
-
-def prepare_batch(factory: sessionmaker[Session], identifier: str, batch: str | None) -> tuple[bool, list[int]]:
-    """Ensure the order's PDFs (render unless stored), then name the batch's unsent deliveries.
-
-    Returns (rendered, pending delivery ids). The layout runs outside any transaction; only
-    storing locks the order row, so two renderings of one order record one set of rows.
-    """
-    with factory() as session, session.begin():
-        order = load_full_order(session, Order.identifier == identifier)
-        revision, context = order.revision, order_context(order)
-        fingerprint = fingerprint_of(context)
-        if documents_ready(session, order, fingerprint):
-            return False, _pending(session, order.id, batch) if batch else []
-        attendee_ids = [a.id for a in order.attendees]
-    documents = order_documents(render_order(context, attendee_ids))
-    with factory() as session, session.begin():
-        order = load_order(session, identifier, lock=True)
-        store_documents(session, order, revision, documents, fingerprint)
-        return True, _pending(session, order.id, batch) if batch else []
+    return next((str(r.detail["batch"]) for r in rows if r.detail.get("job") == job_key), None)

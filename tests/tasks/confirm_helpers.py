@@ -16,6 +16,7 @@ from models import Order
 from models.deliveries import DeliveryState, EmailDelivery
 from models.events import EventRole, Role
 from models.ordering import Person, change_status, submit_order
+from models.outbox import OutboxJob
 from models.status import OrderStatus
 from tests.factories import make_event, make_order, make_user
 
@@ -73,6 +74,16 @@ def wait_settled(db: sessionmaker[Session], identifier: str, count: int, timeout
         return rows if len(rows) >= count and all(r.state in DONE for r in rows) else None
 
     return wait_for(settled, timeout, f"{count} settled deliveries of {identifier}")  # type: ignore[no-any-return]
+
+
+def wait_jobs_done(db: sessionmaker[Session], count: int, timeout: float = 90) -> list[OutboxJob]:
+    """Wait until at least `count` jobs are recorded and every one of them has finished its run."""
+    def finished() -> list[OutboxJob] | None:
+        with db() as session:
+            jobs = list(session.scalars(sa.select(OutboxJob).order_by(OutboxJob.id)))
+        return jobs if len(jobs) >= count and all(j.done_at for j in jobs) else None
+
+    return wait_for(finished, timeout, f"{count} finished jobs")  # type: ignore[no-any-return]
 
 
 def attachments(message: EmailMessage) -> dict[str, bytes]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.deliveries import DeliveryState, DocumentKind
@@ -19,6 +17,7 @@ from tests.tasks.confirm_helpers import (
     confirmed_order,
     pdf_pages,
     pdf_text,
+    wait_jobs_done,
     wait_settled,
 )
 from ticketq.embedded import SmtpSink
@@ -88,7 +87,8 @@ def test_running_confirm_twice_sends_nothing_twice(
         app.send_task(CONFIRM_TASK, args=[identifier], queue="orders")
     wait_settled(db, identifier, 3)
     app.send_task(CONFIRM_TASK, args=[identifier], queue="orders")  # and once more after all were sent
-    time.sleep(3)
+    jobs = wait_jobs_done(db, 4)  # the order's own confirmation job, and the three sent by hand
+    assert [j.task for j in jobs] == [CONFIRM_TASK] * 4 and all(j.last_error is None for j in jobs)
     rows = wait_settled(db, identifier, 3)
     assert len(rows) == 3 and all(r.attempts == 1 for r in rows)
     assert sorted(by_kind(smtp.messages)) == sorted((r.kind.value, r.recipient) for r in rows)

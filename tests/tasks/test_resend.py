@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -11,7 +10,16 @@ from models.deliveries import DeliveryState, DocumentKind
 from models.ordering import load_order
 from models.outbox import CONFIRM_TASK, RESEND_TASK
 from tests.services import CeleryWorker
-from tests.tasks.confirm_helpers import BUYER, SHARED, attachments, by_kind, confirmed_order, pdf_text, wait_settled
+from tests.tasks.confirm_helpers import (
+    BUYER,
+    SHARED,
+    attachments,
+    by_kind,
+    confirmed_order,
+    pdf_text,
+    wait_jobs_done,
+    wait_settled,
+)
 from ticketq.embedded import SmtpSink
 from worker import app
 from worker.storage import find_document
@@ -70,7 +78,8 @@ def test_resend_reuses_stored_pdfs_and_a_redelivered_job_reuses_its_batch(
     wait_settled(db, identifier, 5)
     app.send_task(RESEND_TASK, args=[identifier, None], queue="orders")  # a second request: a new batch
     rows = wait_settled(db, identifier, 7)
-    time.sleep(2)
+    wait_jobs_done(db, 4)  # the order's confirmation, the resend delivered twice, the second resend
+    rows = wait_settled(db, identifier, 7)
     assert sorted({r.batch for r in rows}) == ["confirmation", "resend-1", "resend-2"]
     assert len(rows) == 7 and all(r.state is DeliveryState.SENT for r in rows)
     assert len(smtp.messages) == 4

@@ -1,4 +1,4 @@
-"""One delivery record against the real database and SMTP sink (no Celery): states, claims, reuse."""
+"""Delivery records against the real database and SMTP sink (no Celery): states, claims, reuse, retries."""
 
 from __future__ import annotations
 
@@ -10,12 +10,17 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.deliveries import DeliveryState, EmailDelivery, EmailKind
+from models.orders import Order
+from models.outbox import SEND_DELIVERY_TASK, OutboxJob
 from tests.tasks.confirm_helpers import BUYER, SHARED, confirmed_order, deliveries
 from ticketq.embedded import SmtpSink
 from ticketq.settings import settings
-from worker.delivery import ADVISORY_CLASS, Outcome, send_deliveries, send_delivery
+from worker import pipeline
+from worker.delivery import ADVISORY_CLASS, MAX_SEND_ATTEMPTS, Outcome, send_deliveries
+from worker.emails import CANCELLATION_BATCH, CONFIRMATION_BATCH, ensure_deliveries
 from worker.mail import close_clients, smtp_client
-from worker.pipeline import ensure_documents, plan_cancellation, plan_confirmation, plan_resend, prepare_batch
+from worker.pipeline import ensure_documents
+from worker.presenters import load_full_order
 
 
 @pytest.fixture(autouse=True)
@@ -25,99 +30,140 @@ def fresh_smtp_clients() -> Iterator[None]:
     close_clients()
 
 
-def send(factory: sessionmaker[Session], delivery_id: int, final: bool = False) -> Outcome:
-    assert settings.smtp_url
-    return send_delivery(factory, delivery_id, settings.smtp_url, final=final)
+def full_order(factory: sessionmaker[Session], identifier: str) -> Order:
+    with factory() as session:
+        return load_full_order(session, Order.identifier == identifier)
 
 
-def test_confirmation_plan_is_recorded_once_and_waits_for_documents(any_db: sessionmaker[Session]) -> None:
+def planned(factory: sessionmaker[Session], identifier: str, batch: str = CONFIRMATION_BATCH) -> list[int]:
+    """Record a batch's emails without sending them (what a job does first)."""
+    from worker.emails import confirmation_recipients
+    from worker.presenters import buyer_of
+
+    with factory() as session, session.begin():
+        order = load_full_order(session, Order.identifier == identifier)
+        plan = (confirmation_recipients(session, order, organizers=True) if batch == CONFIRMATION_BATCH
+                else [(EmailKind.CANCELLATION, buyer_of(order)[1])])
+        return [r.id for r in ensure_deliveries(session, order, batch, plan)]
+
+
+def send(factory: sessionmaker[Session], delivery_id: int) -> Outcome:
+    return pipeline.send_delivery(factory, delivery_id).outcomes[delivery_id]
+
+
+def send_all(factory: sessionmaker[Session], identifier: str, ids: list[int], url: str | None = None
+             ) -> dict[int, Outcome]:
+    order = full_order(factory, identifier)
+    documents, _ = ensure_documents(factory, order)
+    return send_deliveries(factory, order, ids, documents, url or settings.smtp_url or "").outcomes
+
+
+def test_confirm_records_each_email_once_and_renders_once(any_db: sessionmaker[Session], smtp: SmtpSink) -> None:
     identifier = confirmed_order(any_db)
-    first, second = plan_confirmation(any_db, identifier), plan_confirmation(any_db, identifier)
+    first = pipeline.confirm(any_db, identifier)
     rows = deliveries(any_db, identifier)
     assert {(r.kind, r.recipient) for r in rows} == {(EmailKind.CONFIRMATION_BUYER, BUYER),
         (EmailKind.CONFIRMATION_ATTENDEE, SHARED), (EmailKind.ORGANIZER_NOTIFICATION, "owner@example.org")}
-    assert first == second and first.needs_documents and first.pending == [r.id for r in rows]
-    assert prepare_batch(any_db, identifier, "confirmation") == (True, first.pending)
-    assert prepare_batch(any_db, identifier, "confirmation") == (False, first.pending)
-    assert ensure_documents(any_db, identifier) is False
+    assert first.rendered and first.outcomes == {r.id: Outcome.SENT for r in rows}
+    second = pipeline.confirm(any_db, identifier)
+    assert not second.rendered and second.outcomes == {r.id: Outcome.DONE for r in rows}
+    assert len(deliveries(any_db, identifier)) == 3 and len(smtp.messages) == 3
+    assert ensure_documents(any_db, full_order(any_db, identifier))[1] is False
 
 
 def test_sending_twice_sends_once_on_both_databases(any_db: sessionmaker[Session], smtp: SmtpSink) -> None:
     identifier = confirmed_order(any_db)
-    ensure_documents(any_db, identifier)
-    plan = plan_confirmation(any_db, identifier)
-    assert send_deliveries(any_db, plan.pending, settings.smtp_url or "") == {i: Outcome.SENT for i in plan.pending}
-    assert [send(any_db, d) for d in plan.pending] == [Outcome.DONE] * 3
+    ids = planned(any_db, identifier)
+    assert send_all(any_db, identifier, ids) == {i: Outcome.SENT for i in ids}
+    assert [send(any_db, d) for d in ids] == [Outcome.DONE] * 3
     assert len(smtp.messages) == 3
-    resend = plan_resend(any_db, identifier, "owner@example.org", "job-1")
-    assert plan_resend(any_db, identifier, "owner@example.org", "job-1").batch == resend.batch == "resend-1"
-    assert plan_resend(any_db, identifier, None, "job-2").batch == "resend-2"
-    assert plan_cancellation(any_db, identifier).batch == "cancellation"
+    resend = pipeline.resend_confirmation(any_db, identifier, "owner@example.org", "job-1")
+    assert pipeline.resend_confirmation(any_db, identifier, "owner@example.org", "job-1").batch == resend.batch
+    assert resend.batch == "resend-1"
+    assert pipeline.resend_confirmation(any_db, identifier, None, "job-2").batch == "resend-2"
+    assert pipeline.send_cancellation(any_db, identifier).batch == "cancellation"
+    assert len(smtp.messages) == 3 + 2 + 2 + 1
 
 
 def test_a_sending_row_left_by_a_dead_worker_is_sent_again_but_a_live_claim_is_skipped(
     db: sessionmaker[Session], smtp: SmtpSink
 ) -> None:
     identifier = confirmed_order(db)
-    ensure_documents(db, identifier)
-    buyer, *_ = plan_confirmation(db, identifier).pending
+    buyer, *_ = planned(db, identifier)
     with db() as session, session.begin():  # a worker died after marking it 'sending'
         session.execute(sa.update(EmailDelivery).where(EmailDelivery.id == buyer)
                         .values(state=DeliveryState.SENDING, attempts=1, message_id="<dead@example.org>"))
     with db() as session, session.begin():  # a live worker holds the claim
         session.execute(sa.select(sa.func.pg_advisory_xact_lock(ADVISORY_CLASS, buyer)))
-        assert send(db, buyer) is Outcome.BUSY
-    assert send(db, buyer) is Outcome.SENT
+        assert send_all(db, identifier, [buyer]) == {buyer: Outcome.BUSY}
+    assert send_all(db, identifier, [buyer]) == {buyer: Outcome.SENT}
     [row] = [r for r in deliveries(db, identifier) if r.id == buyer]
     assert (row.state, row.attempts, row.message_id) == (DeliveryState.SENT, 2, "<dead@example.org>")
     assert [str(m["Message-ID"]) for m in smtp.messages] == ["<dead@example.org>"]
 
 
-def test_a_temporary_failure_requeues_and_the_last_attempt_fails(db: sessionmaker[Session], smtp: SmtpSink) -> None:
+def test_every_try_of_one_email_carries_the_same_message_id(db: sessionmaker[Session], smtp: SmtpSink) -> None:
     identifier = confirmed_order(db)
-    [cancel] = plan_cancellation(db, identifier).pending
+    [cancel] = planned(db, identifier, CANCELLATION_BATCH)
+    smtp.script_replies("451 4.3.0 try again later")
+    assert send(db, cancel) is Outcome.RETRY
+    assert send(db, cancel) is Outcome.SENT
+    [row] = deliveries(db, identifier)
+    assert row.message_id == f"<ticketq.{identifier}.{cancel}@localhost>"
+    assert [str(m["Message-ID"]) for m in smtp.messages] == [row.message_id]
+
+
+def test_a_temporary_failure_schedules_a_retry_job_and_the_last_attempt_fails(
+    db: sessionmaker[Session], smtp: SmtpSink
+) -> None:
+    identifier = confirmed_order(db)
+    [cancel] = planned(db, identifier, CANCELLATION_BATCH)
     smtp.script_replies("421 4.7.0 busy", "421 4.7.0 busy")
     assert send(db, cancel) is Outcome.RETRY
     [row] = deliveries(db, identifier)
     assert (row.state, row.last_error) == (DeliveryState.QUEUED, "421 4.7.0 busy")
-    assert send(db, cancel, final=True) is Outcome.FAILED
+    with db() as session:
+        [job] = session.scalars(sa.select(OutboxJob).where(OutboxJob.task == SEND_DELIVERY_TASK)).all()
+        assert job.args == [cancel] and job.published_at is None and job.run_after is not None
+        assert job.run_after > job.created_at  # the relay sends it when its time comes, not before
+    with db() as session, session.begin():  # the retry budget is spent
+        session.execute(sa.update(EmailDelivery).values(attempts=MAX_SEND_ATTEMPTS - 1))
+    assert send(db, cancel) is Outcome.FAILED
     [row] = deliveries(db, identifier)
-    assert (row.state, row.attempts, row.last_error) == (DeliveryState.FAILED, 2, "421 4.7.0 busy")
+    assert (row.state, row.attempts, row.last_error) == (DeliveryState.FAILED, MAX_SEND_ATTEMPTS, "421 4.7.0 busy")
 
 
 def test_the_smtp_connection_is_reused_and_reopened_when_dropped(db: sessionmaker[Session], smtp: SmtpSink) -> None:
     identifier = confirmed_order(db)
-    ensure_documents(db, identifier)
-    first, second, third = plan_confirmation(db, identifier).pending
+    first, second, third = planned(db, identifier)
     client = smtp_client(settings.smtp_url or "")
-    send(db, first)
+    send_all(db, identifier, [first])
     connection = client.connection
-    send(db, second)
+    send_all(db, identifier, [second])
     assert connection is not None and client.connection is connection
     connection.sock.shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]  # the server or network dropped it
-    assert send(db, third) is Outcome.SENT
+    assert send_all(db, identifier, [third]) == {third: Outcome.SENT}
     assert client.connection is not connection and len(smtp.messages) == 3
 
 
-def test_a_refused_connection_is_temporary(db: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unreachable_server_defers_the_whole_batch_after_one_try(db: sessionmaker[Session]) -> None:
     identifier = confirmed_order(db)
-    [cancel] = plan_cancellation(db, identifier).pending
-    outcome = send_delivery(db, cancel, "smtp://127.0.0.1:1", final=False)
-    assert outcome is Outcome.RETRY
-    [row] = deliveries(db, identifier)
-    assert row.state is DeliveryState.QUEUED and "Connection" in (row.last_error or "")
+    ids = planned(db, identifier)
+    assert send_all(db, identifier, ids, "smtp://127.0.0.1:1") == {i: Outcome.RETRY for i in ids}
+    rows = deliveries(db, identifier)
+    assert all(r.state is DeliveryState.QUEUED and "Connection" in (r.last_error or "") for r in rows)
+    assert all(r.last_error == rows[0].last_error for r in rows)  # one try, the rest deferred with it
 
 
 def test_a_batch_sends_each_record_independently(db: sessionmaker[Session], smtp: SmtpSink) -> None:
     identifier = confirmed_order(db)
-    ensure_documents(db, identifier)
-    buyer, attendee, organizer = plan_confirmation(db, identifier).pending
+    buyer, attendee, organizer = planned(db, identifier)
     smtp.refuse[SHARED] = "550 5.1.1 no such user"
     with db() as session, session.begin():  # a live duplicate job is sending the organizer's email
         session.execute(sa.select(sa.func.pg_advisory_xact_lock(ADVISORY_CLASS, organizer)))
-        outcomes = send_deliveries(db, [buyer, attendee, organizer, 999_999], settings.smtp_url or "")
+        outcomes = send_all(db, identifier, [buyer, attendee, organizer, 999_999])
     assert outcomes == {buyer: Outcome.SENT, attendee: Outcome.FAILED, organizer: Outcome.BUSY,
                         999_999: Outcome.DONE}
     assert [m["X-Email-Kind"] for m in smtp.messages] == ["confirmation-buyer"]
-    assert send_deliveries(db, [buyer, attendee, organizer], settings.smtp_url or "") == {
+    assert send_all(db, identifier, [buyer, attendee, organizer]) == {
         buyer: Outcome.DONE, attendee: Outcome.DONE, organizer: Outcome.SENT}

@@ -10,8 +10,16 @@ from models.ordering import change_status, load_order
 from models.orders import Order
 from models.status import OrderStatus
 from tests.tasks.confirm_helpers import confirmed_order, pdf_text
-from worker.pipeline import ensure_documents
+from worker import pipeline
+from worker.presenters import load_full_order
 from worker.storage import find_document
+
+
+def ensure_documents(db: sessionmaker[Session], identifier: str) -> bool:
+    """Whether the order's PDFs had to be rendered (else the stored ones were reused)."""
+    with db() as session:
+        order = load_full_order(session, Order.identifier == identifier)
+    return pipeline.ensure_documents(db, order)[1]
 
 
 def paths(db: sessionmaker[Session], identifier: str) -> dict[str, object]:

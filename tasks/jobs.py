@@ -1,0 +1,109 @@
+"""The Celery side of a job's record: take its lease before running, mark it done or give it back after.
+
+Every task that does an order's work has `base=JobTask`. Its message's task id names its outbox row
+(`outbox-<id>`); a task a producer sent by name is adopted into a row when it starts. A second
+delivery of a job that is done, or that a live worker holds, is acknowledged without running. A
+failure is not retried by Celery: the row gets a later `run_after` and beat's relay sends it then,
+so no retry waits in Redis and nothing is lost if Redis is.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+from typing import Any
+
+from celery import Task
+from celery.exceptions import Ignore
+
+from models.db import get_sessionmaker
+from models.errors import OrderError
+from models.outbox import QUEUE_OF, Claim, adopt_job, claim_job, finish_job, give_back_job, job_id_of
+from worker.app import app
+from worker.pipeline import Done
+from worker.relay import publish_jobs
+
+log = logging.getLogger("ticketq.tasks.jobs")
+
+MAX_ATTEMPTS = 8  # an order job failing this often has a bug, not a hiccup: it stops, with its error
+BACKOFF_BASE, BACKOFF_CAP = 2.0, 300.0
+
+
+def backoff(attempt: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
+    """Exponential with jitter, so a recovering dependency is not hit by every retry at once."""
+    ceiling = min(cap, base * 2 ** max(attempt - 1, 0))
+    return float(ceiling / 2 + random.uniform(0, ceiling / 2))
+
+
+def holder_name() -> str:
+    """host:pid of this process: unique while it lives, and checkable from the same host."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def dead_local_holder(holder: str | None) -> bool:
+    """A holder on this host whose process is gone (a killed pool child): its lease is void."""
+    if not holder:
+        return False
+    host, _, pid = holder.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+class JobTask(Task):  # type: ignore[misc]
+    """A task whose run is recorded in its outbox row (see the module docstring)."""
+
+    abstract = True
+    # The row, not Celery, decides about retries; a lost child's message comes back at once.
+    acks_late = True
+    reject_on_worker_lost = True
+
+    def before_start(self, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        job_id = job_id_of(task_id)
+        holder = holder_name()
+        with get_sessionmaker()() as session, session.begin():
+            if job_id is None:
+                job_id = adopt_job(session, task_id, self.name, list(args), QUEUE_OF.get(self.name, "orders"))
+            claim, current, attempts = claim_job(session, job_id, holder)
+            if claim is Claim.HELD and dead_local_holder(current):
+                claim, current, attempts = claim_job(session, job_id, holder, steal_from=current)
+        self.request.job_id = job_id if claim is Claim.CLAIMED else None
+        self.request.job_attempts = attempts
+        if claim is not Claim.CLAIMED:  # a repeat: done, running elsewhere, or its row was deleted
+            log.info("job %s (%s %s) not run: %s", job_id, self.name, list(args),
+                     f"held by {current}" if claim is Claim.HELD else claim.value)
+            raise Ignore()
+
+    def after_return(self, status: str, retval: Any, task_id: str, args: tuple[Any, ...],
+                     kwargs: dict[str, Any], einfo: Any) -> None:
+        job_id = getattr(self.request, "job_id", None)
+        if job_id is None:
+            return
+        holder = holder_name()
+        with get_sessionmaker()() as session, session.begin():
+            if status == "SUCCESS":
+                finish_job(session, job_id, holder)
+                return
+            error = einfo.exception if einfo is not None else None
+            permanent = isinstance(error, OrderError)
+            attempts = int(getattr(self.request, "job_attempts", 1))
+            retry_in = None if permanent or attempts >= MAX_ATTEMPTS else backoff(attempts)
+            give_back_job(session, job_id, holder, f"{type(error).__name__}: {error}", retry_in)
+        log.warning("job %s (%s %s) failed: %r; %s", job_id, self.name, list(args), error,
+                    "given up" if retry_in is None else f"the relay sends it again in {retry_in:.0f} s")
+
+
+def finish(done: Done) -> str:
+    """Publish the jobs a run wrote (a mail job handing its batch to the documents queue); log it."""
+    if done.jobs:
+        publish_jobs(get_sessionmaker(), app, done.jobs)
+    log.info("%s", done)
+    return str(done)

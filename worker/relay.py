@@ -1,0 +1,131 @@
+"""Beat's relay: send due jobs to the broker and take back what the broker or a dead worker lost.
+
+PostgreSQL is the truth, Redis the transport. Each run:
+1. If the broker's marker key is gone, Redis came back empty (a restart without persistence,
+   eviction, a flush): every unfinished job nobody holds is sent again.
+2. A job whose lease ran out lost its worker (the lease outlasts the hard time limit).
+3. A queue that is empty while jobs sent to it long ago never started has lost them (a host that
+   died with them unacknowledged, a failover to a replica that never had them).
+4. Jobs not sent yet (the API could not publish, a retry whose time came) are sent, in batches.
+Each job is sent again at most once per loss, so a backlog waiting in Redis is never duplicated by
+a sweep; a job delivered twice is acknowledged without running (tasks/jobs.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from celery import Celery
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.base import utcnow
+from models.outbox import (
+    DOCUMENTS_QUEUE,
+    MAIL_QUEUE,
+    ORDERS_QUEUE,
+    OutboxJob,
+    due_jobs,
+    take_back_expired_leases,
+    take_back_published_before,
+    task_id_of,
+    unfinished,
+)
+
+log = logging.getLogger("ticketq.relay")
+
+MARKER_KEY = "ticketq:broker-marker"
+QUEUES = (ORDERS_QUEUE, DOCUMENTS_QUEUE, MAIL_QUEUE)
+# The API publishes its own jobs right after commit; the relay leaves young ones to it.
+GRACE = timedelta(seconds=5)
+# A job sent this long ago to a queue that is now empty, and never started, was lost on the way.
+STALE = timedelta(seconds=60)
+BATCH = 1000
+TIME_BUDGET = 20.0  # seconds of publishing per run; the next run goes on where this one stopped
+
+
+@dataclass
+class RelayReport:
+    broker_emptied: bool = False
+    taken_back: int = 0
+    published: int = 0
+    left: bool = False  # more were due than one run publishes
+
+    def __str__(self) -> str:
+        return (f"{'broker came back empty; ' if self.broker_emptied else ''}{self.taken_back} taken back, "
+                f"{self.published} published{', more due' if self.left else ''}")
+
+
+def broker_client(producer: Any) -> Any:
+    """The redis-py client kombu uses for this producer's connection (plain Redis, TLS or Sentinel alike)."""
+    return producer.connection.default_channel.client
+
+
+def broker_was_emptied(client: Any) -> bool:
+    """Set the marker if it is missing; True when it was missing (the broker lost its data).
+
+    The very first run on a new broker also finds no marker: sending every unfinished job again
+    then is what a new broker needs too.
+    """
+    return bool(client.set(MARKER_KEY, uuid.uuid4().hex, nx=True))
+
+
+def relay_outbox(factory: sessionmaker[Session], app: Celery) -> RelayReport:
+    report = RelayReport()
+    with app.producer_or_acquire() as producer:
+        client = broker_client(producer)
+        now = utcnow()
+        report.broker_emptied = broker_was_emptied(client)
+        empty_queues = [q for q in QUEUES if not client.llen(q)]
+        with factory() as session, session.begin():
+            if report.broker_emptied:
+                report.taken_back += take_back_published_before(session, now, now)
+            report.taken_back += take_back_expired_leases(session, now)
+            for queue in empty_queues:
+                report.taken_back += take_back_published_before(session, now - STALE, now, queue)
+        report.published, report.left = publish_due(factory, app, producer)
+    if report.broker_emptied or report.taken_back or report.published:
+        log.info("outbox relay: %s", report)
+    return report
+
+
+def publish_due(factory: sessionmaker[Session], app: Celery, producer: Any) -> tuple[int, bool]:
+    """Send due jobs over one connection, a locked batch per transaction, within the time budget."""
+    sent, started = 0, time.monotonic()
+    while time.monotonic() - started < TIME_BUDGET:
+        with factory() as session, session.begin():
+            jobs = due_jobs(session, utcnow(), GRACE, BATCH)
+            for job in jobs:
+                app.send_task(job.task, args=job.args, queue=job.queue, task_id=task_id_of(job.id),
+                              producer=producer, retry=False, ignore_result=True)
+                job.published_at = utcnow()
+                sent += 1
+        if len(jobs) < BATCH:
+            return sent, False
+    return sent, True
+
+
+def publish_jobs(factory: sessionmaker[Session], app: Celery, job_ids: list[int]) -> int:
+    """Send these jobs now (those not sent yet) and mark them; a broker error leaves them to the relay."""
+    if not job_ids:
+        return 0
+    sent = 0
+    with factory() as session, session.begin():
+        jobs = session.scalars(sa.select(OutboxJob).where(unfinished(OutboxJob.id.in_(job_ids),
+                                                                     OutboxJob.published_at.is_(None)))
+                               .order_by(OutboxJob.id).with_for_update(skip_locked=True)).all()
+        try:
+            with app.producer_or_acquire() as producer:
+                for job in jobs:
+                    app.send_task(job.task, args=job.args, queue=job.queue, task_id=task_id_of(job.id),
+                                  producer=producer, retry=False, ignore_result=True)
+                    job.published_at = utcnow()
+                    sent += 1
+        except Exception as exc:  # broker down: kombu raises many kinds; the relay sends the rest
+            log.warning("%d of %d jobs not published: %s", len(jobs) - sent, len(jobs), exc)
+    return sent
