@@ -1,0 +1,138 @@
+"""PostgreSQL is the truth: what the broker or a dead worker lost is put back, and nothing else twice.
+
+Against the run's real Redis, PostgreSQL, SMTP sink and live worker (with beat's relay every
+second). A loss is made as it happens in production: the job's row says it reached Redis, but
+Redis does not have it (emptied, failed over, a dead host's unacknowledged message).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from celery import Celery
+from sqlalchemy.orm import Session, sessionmaker
+
+from migrations.migrate import upgrade
+from models.base import utcnow
+from models.db import get_engine, get_sessionmaker
+from models.outbox import CONFIRM_TASK, OutboxJob, enqueue_job, task_id_of
+from tests.services import CeleryWorker, Services, _claim_redis_db, _fresh_database
+from tests.tasks.confirm_helpers import BUYER, by_kind, confirmed_order, wait_jobs_done, wait_settled
+from ticketq.embedded import SmtpSink
+from worker import app
+from worker.relay import MARKER_KEY, STALE, relay_outbox
+
+PARKED = "test-parked"  # a queue no worker consumes: jobs sent there stay in Redis, like a backlog
+BACKLOG = 2000
+OWNER = "owner@example.org"
+
+
+def lost_confirmation(db: sessionmaker[Session], **row: Any) -> str:
+    """A confirmed order whose confirmation job Redis was given and then lost."""
+    identifier = confirmed_order(db, [("Ada Buyer", BUYER)])
+    with db() as session, session.begin():
+        session.execute(sa.update(OutboxJob).values(published_at=utcnow() - timedelta(seconds=5), **row))
+    return identifier
+
+
+def test_a_broker_that_comes_back_empty_gets_every_unfinished_job_again(
+    db: sessionmaker[Session], celery_worker: CeleryWorker, smtp: SmtpSink, broker: Any
+) -> None:
+    identifier = lost_confirmation(db)
+    broker.delete(MARKER_KEY)  # what an empty restart, a flush or a lagging replica leaves
+
+    wait_settled(db, identifier, 2)  # the buyer's confirmation and the owner's notification
+    assert set(by_kind(smtp.messages)) == {("confirmation-buyer", BUYER), ("organizer-notification", OWNER)}
+    [job] = wait_jobs_done(db, 1)
+    assert job.attempts == 1 and broker.exists(MARKER_KEY)
+
+
+def test_a_lease_whose_holder_died_on_another_host_is_taken_back(
+    db: sessionmaker[Session], celery_worker: CeleryWorker, smtp: SmtpSink
+) -> None:
+    gone = utcnow() - timedelta(seconds=1)
+    identifier = lost_confirmation(db, claimed_by="a-host-that-died:4242", started_at=gone, lease_until=gone,
+                                   attempts=1)
+    wait_settled(db, identifier, 2)
+    [job] = wait_jobs_done(db, 1)
+    assert job.attempts == 2 and job.claimed_by != "a-host-that-died:4242"
+
+
+def test_a_job_redelivered_after_its_child_was_killed_runs_at_once_on_the_same_host(
+    db: sessionmaker[Session], celery_worker: CeleryWorker, smtp: SmtpSink
+) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    assert dead != str(os.getpid())
+    # The lease is still running, but its holder, a process on this host, is gone.
+    identifier = lost_confirmation(db, claimed_by=f"{socket.gethostname()}:{dead}", started_at=utcnow(),
+                                   lease_until=utcnow() + timedelta(minutes=5), attempts=1)
+    with db() as session:
+        job = session.scalars(sa.select(OutboxJob)).one()
+    app.send_task(job.task, args=job.args, queue="documents", task_id=task_id_of(job.id))
+    wait_settled(db, identifier, 2, timeout=30)  # long before the lease would have run out
+    assert wait_jobs_done(db, 1)[0].attempts == 2
+
+
+def test_a_job_sent_long_ago_to_a_queue_that_is_empty_was_lost_and_is_sent_again(
+    db: sessionmaker[Session], celery_worker: CeleryWorker, smtp: SmtpSink
+) -> None:
+    identifier = confirmed_order(db, [("Ada Buyer", BUYER)])
+    with db() as session, session.begin():
+        session.execute(sa.update(OutboxJob).values(published_at=utcnow() - STALE - timedelta(seconds=5)))
+    wait_settled(db, identifier, 2)
+    assert len(smtp.messages) == 2
+
+
+@pytest.fixture
+def quiet(services: Services) -> Iterator[tuple[sessionmaker[Session], Celery, Any]]:
+    """A database and a Redis of its own, with no worker or relay of the run's touching them."""
+    import redis
+
+    stops: list[Any] = []
+    database_url = _fresh_database(services.database_url, stops)
+    upgrade(database_url)
+    redis_url = _claim_redis_db(services.redis_url, stops)
+    relay_app = Celery("relay-test")
+    relay_app.config_from_object("celeryconfig")
+    relay_app.conf.broker_url = redis_url
+    client = redis.Redis.from_url(redis_url)
+    yield get_sessionmaker(database_url), relay_app, client
+    client.close()
+    get_engine(database_url).dispose()
+    for stop in reversed(stops):
+        stop()
+
+
+def test_the_relay_takes_back_each_lost_job_once_and_never_a_backlog_still_in_redis(
+    quiet: tuple[sessionmaker[Session], Celery, Any]
+) -> None:
+    factory, relay_app, broker = quiet
+    assert relay_outbox(factory, relay_app).broker_emptied  # a new broker: nothing to take back yet
+    with factory() as session, session.begin():
+        for n in range(BACKLOG):
+            enqueue_job(session, CONFIRM_TASK, [f"{n:032x}"], PARKED)
+    assert relay_outbox(factory, relay_app).published == 0  # young jobs are the API's to publish
+    with factory() as session, session.begin():
+        session.execute(sa.update(OutboxJob).values(created_at=utcnow() - timedelta(minutes=1)))
+    first = relay_outbox(factory, relay_app)
+    assert (first.broker_emptied, first.published, broker.llen(PARKED)) == (False, BACKLOG, BACKLOG)
+    for _ in range(3):  # a backlog waiting in Redis is left alone, sweep after sweep
+        again = relay_outbox(factory, relay_app)
+        assert (again.taken_back, again.published) == (0, 0)
+    assert broker.llen(PARKED) == BACKLOG
+
+    broker.flushdb()  # Redis comes back empty
+    lost = relay_outbox(factory, relay_app)
+    assert (lost.broker_emptied, lost.taken_back, lost.published) == (True, BACKLOG, BACKLOG)
+    assert broker.llen(PARKED) == BACKLOG
+    after = relay_outbox(factory, relay_app)
+    assert (after.broker_emptied, after.taken_back, after.published) == (False, 0, 0)
