@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from ticketq import devserver
 from ticketq.devserver import ChildFailed, Supervisor
 
 ENV = dict(os.environ)
@@ -47,3 +49,65 @@ def test_an_exception_inside_the_block_still_stops_everything(tmp_path: Path) ->
         sup.spawn("sleeper", ["sleep", "60"], ENV)
         raise RuntimeError("boom")
     assert sup.leftovers() == []
+
+
+def wait_checking(sup: Supervisor, ready: object, timeout: float = 20) -> None:
+    """Call check() (which restarts what died) until `ready()`, as `ticketq up`'s loop does."""
+    deadline = time.monotonic() + timeout
+    while not ready():  # type: ignore[operator]
+        sup.check()
+        assert time.monotonic() < deadline, "not ready in time"
+        time.sleep(0.05)
+
+
+def test_a_worker_that_dies_is_restarted_with_backoff_and_its_log_says_so(tmp_path: Path) -> None:
+    with Supervisor(tmp_path, stop_timeout=1) as sup:
+        child = sup.spawn("worker", ["sh", "-c", "echo serving; sleep 60 & wait"], ENV, restart=True)
+        first = child.pid
+        wait_checking(sup, lambda: b"serving" in (tmp_path / "log" / "worker.log").read_bytes())
+        os.killpg(first, signal.SIGKILL)
+        wait_checking(sup, lambda: child.restarts == 1)
+        assert child.pid != first and child.process.poll() is None
+        assert (tmp_path / "run" / "worker.pid").read_text().strip() == str(child.pid)
+        text = (tmp_path / "log" / "worker.log").read_text()
+        assert f"worker (pid {first}) exited with status -9; restarting in 1s" in text
+        assert f"worker restarted (pid {child.pid}, restart 1)" in text
+        assert text.count("serving") >= 1  # the restart appends to the log, keeping the crash
+        wait_checking(sup, lambda: (tmp_path / "log" / "worker.log").read_text().count("serving") == 2)
+        # a second death soon after waits twice as long
+        os.killpg(child.pid, signal.SIGKILL)
+        wait_checking(sup, lambda: child.restarts == 2)
+        assert "restarting in 2s" in (tmp_path / "log" / "worker.log").read_text()
+    assert sup.leftovers() == []
+
+
+def test_a_child_that_keeps_dying_at_start_fails_the_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(devserver, "BACKOFF_FIRST", 0.01)
+    with Supervisor(tmp_path) as sup:
+        child = sup.spawn("beat", ["sh", "-c", "echo cannot reach redis; exit 1"], ENV, restart=True)
+        with pytest.raises(ChildFailed, match=r"beat exited with status 1 6 times in a row[\s\S]*cannot reach redis"):
+            wait_checking(sup, lambda: False, timeout=30)
+        assert child.restarts == devserver.MAX_QUICK_DEATHS - 1
+    assert sup.leftovers() == []
+
+
+def test_ticketq_up_restarts_a_worker_killed_whole_and_it_serves_again(tmp_path: Path) -> None:
+    """The real stack (embedded Redis, SQLite, API, worker, beat): SIGKILL the worker's whole process
+    group; the supervisor starts it again and the new worker reports ready."""
+    from ticketq.stack import start_stack
+
+    env_keys = ("REDIS_URL", "SMTP_URL", "DATABASE_URL")
+    saved = {key: os.environ.pop(key, None) for key in env_keys}
+    try:
+        with Supervisor(tmp_path) as sup:
+            stack = start_stack(sup, demo=True)
+            worker = next(c for c in sup.children if c.name == "worker")
+            first = worker.pid
+            os.killpg(first, signal.SIGKILL)
+            log = tmp_path / "log" / "worker.log"
+            wait_checking(sup, lambda: worker.restarts == 1 and log.read_text().count(" ready.") >= 2, timeout=90)
+            assert f"worker (pid {first}) exited with status -9" in log.read_text()
+            assert stack.supervisor is sup and sup.restarts() == {"worker": 1}
+        assert sup.leftovers() == []
+    finally:
+        os.environ.update({k: v for k, v in saved.items() if v is not None})

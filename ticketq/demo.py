@@ -184,6 +184,8 @@ class Demo:
         total = sum(self.expected.values()) + 1
         try:
             while True:
+                if self.stack.supervisor is not None:
+                    self.stack.supervisor.check()  # restarts a worker, beat or API that died, with backoff
                 got = self.delivered()
                 emails = sum(min(got[key], n) for key, n in self.expected.items())
                 if expired.path[-1] != "expired" and time.monotonic() >= next_poll:

@@ -29,6 +29,12 @@ from ticketq.embedded import SmtpSink, free_port, port_answers, redis_binary
 
 WORKER_QUEUES = "orders,documents,mail"
 PR_SET_PDEATHSIG = 1
+# A process that dies is started again after 1, 2, 4 … 30 s; the wait resets once it stayed up a minute.
+BACKOFF_FIRST, BACKOFF_MAX, STABLE_SECONDS = 1.0, 30.0, 60.0
+# …unless it cannot start at all: this many exits in a row, each within STABLE_SECONDS, fail the stack.
+MAX_QUICK_DEATHS = 6
+
+log = logging.getLogger("ticketq.supervisor")
 
 
 class ChildFailed(RuntimeError):
@@ -44,6 +50,14 @@ class Child:
     name: str
     process: subprocess.Popen[bytes]
     log: Path | None
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    restart: bool = False  # restarted with backoff when it exits (worker, beat, API), else the stack fails
+    restarts: int = 0
+    started: float = field(default_factory=time.monotonic)
+    quick_deaths: int = 0  # exits in a row, each within STABLE_SECONDS of its start
+    restart_at: float | None = None
+    past_pids: list[int] = field(default_factory=list)  # earlier runs' sessions: swept on stop too
 
     @property
     def pid(self) -> int:
@@ -115,17 +129,28 @@ class Supervisor:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         raise Shutdown(f"received {signal.Signals(signum).name}")
 
-    def spawn(self, name: str, argv: list[str], env: Mapping[str, str], *, to_log: bool = True) -> Child:
-        """Start `argv` in its own session; output goes to var/log/NAME.log (or the terminal)."""
+    def spawn(self, name: str, argv: list[str], env: Mapping[str, str], *, to_log: bool = True,
+              restart: bool = False) -> Child:
+        """Start `argv` in its own session; output goes to var/log/NAME.log (or the terminal).
+
+        With `restart`, `check()` starts it again (with backoff) whenever it exits, as compose's
+        `restart: unless-stopped` does; without, its exit fails the stack."""
         if self._stopped:
             raise ChildFailed("supervisor already stopped")
-        log = self.log_dir / f"{name}.log" if to_log else None
+        log_file = self.log_dir / f"{name}.log" if to_log else None
+        child = Child(name, self._popen(argv, env, log_file, append=False), log_file, list(argv), dict(env), restart)
+        self.children.append(child)
+        self._write_pid(child)
+        return child
+
+    def _popen(self, argv: list[str], env: Mapping[str, str], log_file: Path | None, *,
+               append: bool) -> subprocess.Popen[bytes]:
         handle: IO[bytes] | None = None
-        if log is not None:
-            log.parent.mkdir(parents=True, exist_ok=True)
-            handle = log.open("wb")
+        if log_file is not None:
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            handle = log_file.open("ab" if append else "wb")
         try:
-            process = subprocess.Popen(
+            return subprocess.Popen(
                 argv, env=dict(env), stdin=subprocess.DEVNULL, stdout=handle,
                 stderr=subprocess.STDOUT if handle else None, start_new_session=True,
                 preexec_fn=_die_with_parent(),
@@ -133,19 +158,53 @@ class Supervisor:
         finally:
             if handle is not None:
                 handle.close()
-        child = Child(name, process, log)
-        self.children.append(child)
+
+    def _write_pid(self, child: Child) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / f"{name}.pid").write_text(f"{process.pid}\n")
-        return child
+        (self.run_dir / f"{child.name}.pid").write_text(f"{child.pid}\n")
 
     def check(self) -> None:
-        """Raise ChildFailed if any child has exited: the stack is broken."""
+        """Restart (with backoff) a restartable child that exited; raise ChildFailed for any other
+        exit, or for a child that keeps dying as soon as it starts: the stack is broken.
+
+        Call it from the main thread only (see `_die_with_parent`)."""
         for child in self.children:
             code = child.process.poll()
-            if code is not None:
-                where = f"; see {child.log}" if child.log else ""
+            if code is None:
+                continue
+            where = f"; see {child.log}" if child.log else ""
+            if not child.restart or self._stopped:
                 raise ChildFailed(f"{child.name} exited with status {code}{where}\n{child.tail()}")
+            if child.restart_at is None:
+                self._schedule_restart(child, code)
+            elif time.monotonic() >= child.restart_at:
+                self._restart(child)
+
+    def _schedule_restart(self, child: Child, code: int) -> None:
+        now = time.monotonic()
+        child.quick_deaths = child.quick_deaths + 1 if now - child.started < STABLE_SECONDS else 1
+        if child.quick_deaths >= MAX_QUICK_DEATHS:
+            where = f"; see {child.log}" if child.log else ""
+            raise ChildFailed(f"{child.name} exited with status {code} {child.quick_deaths} times in a row, each "
+                              f"within {STABLE_SECONDS:.0f}s of starting{where}\n{child.tail()}")
+        delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (child.quick_deaths - 1))
+        child.restart_at = now + delay
+        self._note(child, f"{child.name} (pid {child.pid}) exited with status {code}; restarting in {delay:.0f}s")
+
+    def _restart(self, child: Child) -> None:
+        child.past_pids.append(child.pid)
+        child.process = self._popen(child.argv, child.env, child.log, append=True)
+        child.restarts += 1
+        child.started, child.restart_at = time.monotonic(), None
+        self._write_pid(child)
+        self._note(child, f"{child.name} restarted (pid {child.pid}, restart {child.restarts})")
+
+    def _note(self, child: Child, message: str) -> None:
+        """Say it in the supervisor's log (stderr) and in the child's own log, where its crash is."""
+        log.warning("ticketq supervisor: %s", message)
+        if child.log is not None:
+            with child.log.open("a") as handle:
+                handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} ticketq supervisor: {message}\n")
 
     def wait_until(self, ready: Callable[[], bool], what: str, timeout: float) -> None:
         """Poll `ready` while every child stays alive."""
@@ -184,22 +243,26 @@ class Supervisor:
                 child.process.wait(max(0.1, deadline - time.monotonic()))
         for child in wave:
             # Sweep the whole group: a worker's pool children, anything a leader left behind.
-            with suppress(ProcessLookupError, PermissionError):
-                os.killpg(child.pid, signal.SIGKILL)
+            for pgid in (*child.past_pids, child.pid):
+                with suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pgid, signal.SIGKILL)
             with suppress(subprocess.TimeoutExpired):
                 child.process.wait(5)
             settle = time.monotonic() + 5  # killed orphans linger until init reaps them
             while group_alive(child.pid) and time.monotonic() < settle:
                 time.sleep(0.02)
 
+    def restarts(self) -> dict[str, int]:
+        return {child.name: child.restarts for child in self.children if child.restarts}
+
     def leftovers(self) -> list[int]:
         """Pids still alive in any session we started (should be empty after stop)."""
         found: list[int] = []
-        for child in self.children:
+        for session in [pid for child in self.children for pid in (*child.past_pids, child.pid)]:
             if shutil.which("pgrep") is None:  # no procps: ask the kernel about the group instead
-                found += [child.pid] if group_alive(child.pid) else []
+                found += [session] if group_alive(session) else []
                 continue
-            out = subprocess.run(["pgrep", "-s", str(child.pid)], capture_output=True, text=True, check=False)
+            out = subprocess.run(["pgrep", "-s", str(session)], capture_output=True, text=True, check=False)
             found += [int(pid) for pid in out.stdout.split()]
         return found
 
@@ -229,15 +292,17 @@ class Supervisor:
 
     def start_app(self, env: Mapping[str, str], *, host: str, port: int, concurrency: int = 2,
                   to_log: bool = True) -> None:
-        """API, one worker on every queue, and exactly one beat."""
+        """API, one worker on every queue, and beat (celeryconfig's scheduler: redbeat's lock in Redis,
+        as in compose, so a second beat anywhere on the same Redis would stand by). Each is restarted
+        with backoff if it dies."""
         schedule = self.var_dir / "celerybeat-schedule"
         celery = [sys.executable, "-m", "celery", "-A", "worker"]
         self.spawn("worker", [*celery, "worker", "-l", "info", "-Q", WORKER_QUEUES, "-c", str(concurrency),
                               "-n", f"ticketq-{os.getpid()}@%h", "--without-gossip", "--without-mingle"],
-                   env, to_log=to_log)
-        self.spawn("beat", [*celery, "beat", "-l", "info", "-s", str(schedule)], env, to_log=to_log)
+                   env, to_log=to_log, restart=True)
+        self.spawn("beat", [*celery, "beat", "-l", "info", "-s", str(schedule)], env, to_log=to_log, restart=True)
         self.spawn("api", [sys.executable, "-m", "ticketq.cli", "api", "--host", host, "--port", str(port)],
-                   env, to_log=to_log)
+                   env, to_log=to_log, restart=True)
 
 
 @contextmanager

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ticketq.devserver import Supervisor
+from ticketq.redis_urls import display
 from ticketq.settings import settings
 
 # Short windows so the demo shows expiry and the resend limit within seconds.
@@ -43,6 +44,7 @@ class Stack:
     smtp_url: str
     maildir: Path | None = None
     embedded: list[str] = field(default_factory=list)
+    supervisor: Supervisor | None = None  # whoever waits on the stack calls its check(): restarts what died
 
 
 def healthz_ok(api_url: str) -> bool:
@@ -102,7 +104,7 @@ def start_stack(sup: Supervisor, *, demo: bool, host: str = "127.0.0.1", port: i
         sup.wait_until(lambda: _worker_ready(sup.log_dir / "worker.log"), "celery worker", ready_timeout)
     return Stack(env=env, api_url=api_url, var_dir=var_dir, files_dir=Path(env["FILES_DIR"]).resolve(),
                  database_url=env["DATABASE_URL"], redis_url=env["REDIS_URL"], smtp_url=env["SMTP_URL"],
-                 maildir=maildir, embedded=embedded)
+                 maildir=maildir, embedded=embedded, supervisor=sup)
 
 
 def run_up(host: str = "127.0.0.1", port: int = 8000) -> int:
@@ -131,10 +133,11 @@ def _banner(stack: Stack) -> str:
         "ticketq is up (Ctrl-C stops everything):",
         f"  API       {stack.api_url}   docs {stack.api_url}/docs   health {stack.api_url}/healthz",
         f"  database  {stack.database_url.split('@')[-1]}",
-        f"  redis     {stack.redis_url.split('@')[-1]}",
+        f"  redis     {display(stack.redis_url)}",
         f"  smtp      {stack.smtp_url.split('@')[-1]}",
         f"  PDFs      {stack.files_dir}",
-        "  processes api, celery worker (queues orders,documents,mail), celery beat",
+        "  processes api, celery worker (queues orders,documents,mail), celery beat (redbeat lock in Redis);"
+        " each restarted with backoff if it dies",
     ]
     lines += [f"  embedded  {item}" for item in stack.embedded]
     lines.append("  create a token: ticketq users create you@example.com --admin")
