@@ -184,6 +184,25 @@ def take_back_expired_leases(session: Session, now: datetime) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
+def leases_held_on(session: Session, host: str, now: datetime) -> list[tuple[int, str]]:
+    """(job id, holder) of the running leases of processes on this host."""
+    rows = session.execute(sa.select(OutboxJob.id, OutboxJob.claimed_by).where(unfinished(
+        OutboxJob.lease_until >= now, OutboxJob.claimed_by.like(f"{host}:%"))))
+    return [(int(job_id), str(holder)) for job_id, holder in rows]
+
+
+def take_back_leases(session: Session, held: list[tuple[int, str]]) -> int:
+    """Void these leases (their holders are known to be dead): the jobs are sent again."""
+    count = 0
+    for job_id, holder in held:
+        result = session.execute(
+            sa.update(OutboxJob).where(unfinished(OutboxJob.id == job_id, OutboxJob.claimed_by == holder))
+            .values(published_at=None, lease_until=None, claimed_by=None)
+            .execution_options(synchronize_session=False))
+        count += int(getattr(result, "rowcount", 0) or 0)
+    return count
+
+
 def take_back_published_before(session: Session, moment: datetime, now: datetime,
                                queue: str | None = None) -> int:
     """Jobs sent to the broker before `moment` that nobody holds: the broker lost them (emptied,

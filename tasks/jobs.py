@@ -23,7 +23,7 @@ from models.errors import OrderError
 from models.outbox import QUEUE_OF, Claim, adopt_job, claim_job, finish_job, give_back_job, job_id_of
 from worker.app import app
 from worker.pipeline import Done
-from worker.relay import publish_jobs
+from worker.relay import dead_local_holder, publish_jobs
 
 log = logging.getLogger("ticketq.tasks.jobs")
 
@@ -40,22 +40,6 @@ def backoff(attempt: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) 
 def holder_name() -> str:
     """host:pid of this process: unique while it lives, and checkable from the same host."""
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def dead_local_holder(holder: str | None) -> bool:
-    """A holder on this host whose process is gone (a killed pool child): its lease is void."""
-    if not holder:
-        return False
-    host, _, pid = holder.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 class JobTask(Task):  # type: ignore[misc]

@@ -3,7 +3,8 @@
 PostgreSQL is the truth, Redis the transport. Each run:
 1. If the broker's marker key is gone, Redis came back empty (a restart without persistence,
    eviction, a flush): every unfinished job nobody holds is sent again.
-2. A job whose lease ran out lost its worker (the lease outlasts the hard time limit).
+2. A job whose lease ran out lost its worker (the lease outlasts the hard time limit); a lease
+   held by a process of this host that is gone (a killed pool child) is void at once.
 3. A queue that is empty while jobs sent to it long ago never started has lost them (a host that
    died with them unacknowledged, a failover to a replica that never had them).
 4. Jobs not sent yet (the API could not publish, a retry whose time came) are sent, in batches.
@@ -14,6 +15,8 @@ a sweep; a job delivered twice is acknowledged without running (tasks/jobs.py).
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -31,7 +34,9 @@ from models.outbox import (
     ORDERS_QUEUE,
     OutboxJob,
     due_jobs,
+    leases_held_on,
     take_back_expired_leases,
+    take_back_leases,
     take_back_published_before,
     task_id_of,
     unfinished,
@@ -61,6 +66,22 @@ class RelayReport:
                 f"{self.published} published{', more due' if self.left else ''}")
 
 
+def dead_local_holder(holder: str | None) -> bool:
+    """A lease holder (host:pid) on this host whose process is gone: a killed pool child."""
+    if not holder:
+        return False
+    host, _, pid = holder.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def broker_client(producer: Any) -> Any:
     """The redis-py client kombu uses for this producer's connection (plain Redis, TLS or Sentinel alike)."""
     return producer.connection.default_channel.client
@@ -86,6 +107,8 @@ def relay_outbox(factory: sessionmaker[Session], app: Celery) -> RelayReport:
             if report.broker_emptied:
                 report.taken_back += take_back_published_before(session, now, now)
             report.taken_back += take_back_expired_leases(session, now)
+            dead = [(i, h) for i, h in leases_held_on(session, socket.gethostname(), now) if dead_local_holder(h)]
+            report.taken_back += take_back_leases(session, dead)
             for queue in empty_queues:
                 report.taken_back += take_back_published_before(session, now - STALE, now, queue)
         report.published, report.left = publish_due(factory, app, producer)

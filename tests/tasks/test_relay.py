@@ -66,14 +66,29 @@ def test_a_lease_whose_holder_died_on_another_host_is_taken_back(
     assert job.attempts == 2 and job.claimed_by != "a-host-that-died:4242"
 
 
+def dead_pid() -> str:
+    """The pid of a process of this host that has exited."""
+    pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                         text=True, check=True).stdout.strip()
+    assert pid != str(os.getpid())
+    return pid
+
+
+def test_a_lease_of_a_killed_child_whose_message_was_lost_is_taken_back_before_it_runs_out(
+    db: sessionmaker[Session], celery_worker: CeleryWorker, smtp: SmtpSink
+) -> None:
+    # Killed during a broker outage: its worker could not give the message back.
+    identifier = lost_confirmation(db, claimed_by=f"{socket.gethostname()}:{dead_pid()}", started_at=utcnow(),
+                                   lease_until=utcnow() + timedelta(minutes=5), attempts=1)
+    wait_settled(db, identifier, 2, timeout=30)
+    assert wait_jobs_done(db, 1)[0].attempts == 2
+
+
 def test_a_job_redelivered_after_its_child_was_killed_runs_at_once_on_the_same_host(
     db: sessionmaker[Session], celery_worker: CeleryWorker, smtp: SmtpSink
 ) -> None:
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True, check=True).stdout.strip()
-    assert dead != str(os.getpid())
     # The lease is still running, but its holder, a process on this host, is gone.
-    identifier = lost_confirmation(db, claimed_by=f"{socket.gethostname()}:{dead}", started_at=utcnow(),
+    identifier = lost_confirmation(db, claimed_by=f"{socket.gethostname()}:{dead_pid()}", started_at=utcnow(),
                                    lease_until=utcnow() + timedelta(minutes=5), attempts=1)
     with db() as session:
         job = session.scalars(sa.select(OutboxJob)).one()
