@@ -56,13 +56,18 @@ def test_fifty_buyers_for_the_last_ten_tickets_exactly_ten_win(any_db: sessionma
 
 
 def test_a_hundred_payments_racing_expiry_have_exactly_one_winner_each(db: sessionmaker[Session]) -> None:
+    """The deadline passes while payments are in flight by construction, not by timing luck: 30
+    orders are paid well before it; 20 payments are released together with the moment it passes;
+    the last 50 start after it. Four sweepers run throughout: whatever the interleaving, each order
+    moves exactly once, and both outcomes happen."""
     with db() as session, session.begin():
         event, buyer = make_event(session, tickets=(("Race", "10.00", 200),)), make_user(session)
         identifiers = [make_order(session, event, buyer, status=S.PENDING).identifier for _ in range(100)]
-    with db() as session, session.begin():  # every deadline 0.4 s from now; payments span 0.8 s
-        session.execute(sa.update(Order).values(expires_at=utcnow() + timedelta(milliseconds=400)))
-    factory = pooled(db, 24)
-    stop = threading.Event()
+    with db() as session, session.begin():  # a deadline nobody reaches until the test moves it
+        session.execute(sa.update(Order).values(expires_at=utcnow() + timedelta(hours=1)))
+    factory = pooled(db, 26)
+    went_through, deadline_passed, stop = threading.Semaphore(0), threading.Event(), threading.Event()
+    at_deadline = threading.Barrier(20 + 1, timeout=60)  # payments 30-49 and the deadline itself
 
     def sweep() -> int:
         swept = 0
@@ -72,20 +77,40 @@ def test_a_hundred_payments_racing_expiry_have_exactly_one_winner_each(db: sessi
 
     def pay(index_and_identifier: tuple[int, str]) -> str:
         index, identifier = index_and_identifier
-        time.sleep(index * 0.008)
+        if 30 <= index < 50:
+            at_deadline.wait()
+        elif index >= 50:
+            assert deadline_passed.wait(60), "the deadline was never moved"
         with factory() as session:
             try:
                 with session.begin():
                     change_status(session, load_order(session, identifier), S.COMPLETED, by="payment")
-                return "paid"
             except OrderError:
                 return "refused"
+        went_through.release()
+        return "paid"
 
-    with ThreadPoolExecutor(24) as pool:
+    def pass_deadline() -> None:
+        for _ in range(30):
+            assert went_through.acquire(timeout=60), "the payments before the deadline did not go through"
+        at_deadline.wait()
+        with factory() as session, session.begin():
+            session.execute(sa.update(Order).where(Order.status == S.PENDING).values(expires_at=utcnow()))
+        deadline_passed.set()
+
+    with ThreadPoolExecutor(5) as pool, ThreadPoolExecutor(20) as payers:
         sweepers = [pool.submit(sweep) for _ in range(4)]  # four beats at once
-        outcomes = list(pool.map(pay, enumerate(identifiers)))
-        time.sleep(0.5)
-        stop.set()
+        mover = pool.submit(pass_deadline)
+        try:
+            outcomes = list(payers.map(pay, enumerate(identifiers)))
+            mover.result()
+            for _ in range(600):  # the sweepers' observable end: no order left pending
+                with factory() as session:
+                    if not session.scalar(sa.select(sa.func.count()).where(Order.status == S.PENDING)):
+                        break
+                time.sleep(0.05)
+        finally:
+            stop.set()
         swept = sum(s.result() for s in sweepers)
     factory.kw["bind"].dispose()
 
@@ -101,4 +126,4 @@ def test_a_hundred_payments_racing_expiry_have_exactly_one_winner_each(db: sessi
     assert sum(1 for s in final.values() if s is S.COMPLETED) == paid == confirms
     assert sum(1 for s in final.values() if s is S.EXPIRED) == swept == 100 - paid
     assert len(terminal) == 100 and all(len(kinds) == 1 for kinds in terminal) and both == 0
-    assert 0 < paid < 100, f"the race did not straddle the deadline (paid={paid})"
+    assert 30 <= paid <= 50, f"paid={paid}: 30 before the deadline, none of the 50 started after it"
