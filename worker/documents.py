@@ -20,6 +20,7 @@ from weasyprint.urls import URLFetcher, URLFetcherResponse
 
 import templates
 from models.deliveries import DocumentKind
+from worker.fonts import font_configuration, text_direction
 from worker.storage import DocumentKey
 
 log = logging.getLogger("ticketq.documents")
@@ -74,6 +75,7 @@ def template_env() -> jinja2.Environment:
         auto_reload=False,
     )
     env.filters["qr"] = qr_svg
+    env.filters["dir"] = text_direction
     return env
 
 
@@ -81,7 +83,7 @@ def renderer() -> Renderer:
     global _renderer
     with _renderer_lock:
         if _renderer is None:
-            font_config = FontConfiguration()
+            font_config = font_configuration()  # the packaged Noto fonts: real glyphs in any script
             css = CSS(string=(TEMPLATES_DIR / "pdf" / "documents.css").read_text(), font_config=font_config,
                       url_fetcher=AssetOnlyFetcher())
             _renderer = Renderer(env=template_env(), font_config=font_config, stylesheet=css)

@@ -37,8 +37,8 @@ def test_hostile_names_print_as_literal_text_and_fetch_nothing() -> None:
         documents = order_documents(rendered)
         assert server.paths == []
     tickets = text_of(documents[(DocumentKind.TICKETS, None)])
-    for name in names:
-        assert " ".join(name.split()) in tickets
+    for name in names:  # a long name wraps wherever the font's widths put it: compare without whitespace
+        assert "".join(name.split()) in tickets.replace(" ", "")
     assert "{{ 7*7 }}" in tickets
     assert "root:" not in tickets  # /etc/passwd was never read
     assert rendered.ticket_pages == {10 + i: [i] for i in range(len(names))}
