@@ -21,7 +21,3 @@ def alembic_config(url: str | None = None) -> Config:
 
 def upgrade(url: str | None = None, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
-
-
-def revision(message: str, url: str | None = None) -> None:
-    command.revision(alembic_config(url), message=message, autogenerate=True)

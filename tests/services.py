@@ -138,10 +138,12 @@ class CeleryWorker:
         self.logfile = logfile
         self.args = [sys.executable, "-m", "celery", "-A", "worker", "worker", "-l", "info", "-Q", queues,
                      "-c", str(concurrency), "-n", hostname or f"test-{secrets.token_hex(3)}@%h",
-                     "--without-gossip", "--without-mingle", "-E"]
+                     "--without-gossip", "--without-mingle"]  # task events as configured (TASK_EVENTS)
         self.env = {**os.environ, **(env or {})}
-        if beat:  # an embedded beat: the outbox relay every second (retries, lost jobs); no expiry sweeps
-            self.args += ["-B", "-s", str(logfile.with_suffix(".beat-schedule"))]
+        if beat:  # an embedded beat: the outbox relay every second (retries, lost jobs); no expiry sweeps.
+            # It keeps its schedule in a file, so the standby-beat tests' redbeat lock stays theirs.
+            self.args += ["-B", "--scheduler", "celery.beat:PersistentScheduler",
+                          "-s", str(logfile.with_suffix(".beat"))]
             self.env.update({"OUTBOX_RELAY_SECONDS": "1", "EXPIRY_SWEEP_SECONDS": "3600", **(env or {})})
         self.process: subprocess.Popen[bytes] | None = None
 

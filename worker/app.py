@@ -8,7 +8,7 @@ from celery import Celery
 from celery.signals import worker_process_init
 
 from models.db import reset_engines
-from worker import logging as _task_logging  # noqa: F401  (task id + order on every log line)
+from worker import tasklog as _tasklog  # noqa: F401  (task id + order on every log line)
 
 app = Celery("ticketq")
 app.config_from_object("celeryconfig")

@@ -22,20 +22,20 @@ from models.orders import Order, OrderEvent
 from models.outbox import DELIVER_BATCH_TASK, enqueue_job
 from models.status import is_resendable
 from ticketq.settings import settings
-from worker.delivery import Outcome, send_deliveries
-from worker.documents import order_documents, render_order
-from worker.emails import (
+from worker.deliveries import (
     CANCELLATION_BATCH,
     CONFIRMATION_BATCH,
     UNSENT,
-    WITH_DOCUMENTS,
+    Outcome,
     confirmation_recipients,
     ensure_deliveries,
     next_resend_batch,
-    stored_documents,
+    send_deliveries,
 )
+from worker.documents import order_documents, render_order
+from worker.messages import WITH_DOCUMENTS
 from worker.presenters import buyer_of, load_full_order, order_context
-from worker.storage import DocumentKey, documents_ready, fingerprint_of, store_documents
+from worker.storage import DocumentKey, documents_ready, fingerprint_of, store_documents, stored_documents
 
 log = logging.getLogger("ticketq.pipeline")
 

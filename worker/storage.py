@@ -63,12 +63,6 @@ def write_file(relative: str, data: bytes) -> Path:
     return path
 
 
-def current_documents(session: Session, order: Order) -> list[Document]:
-    return list(session.scalars(
-        sa.select(Document).where(Document.order_id == order.id, Document.revision == order.revision)
-    ))
-
-
 def find_document(
     session: Session, order: Order, kind: DocumentKind, attendee_id: int | None = None
 ) -> Path | None:
@@ -133,3 +127,15 @@ def store_documents(
                 absolute(row.path).unlink(missing_ok=True)
     session.flush()
     log.info("order %s: stored %d documents for revision %d", order.identifier, len(rendered), revision)
+
+
+def stored_documents(order: Order) -> dict[DocumentKey, bytes]:
+    """The stored PDFs of the order's current content, read from disk; missing files are left out."""
+    fingerprint = content_fingerprint(order)
+    found: dict[DocumentKey, bytes] = {}
+    for key in expected_keys(order):
+        try:
+            found[key] = absolute(document_name(order.identifier, key[0], key[1], fingerprint)).read_bytes()
+        except FileNotFoundError:
+            continue
+    return found

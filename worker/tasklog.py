@@ -47,11 +47,6 @@ def bind_order(identifier: str) -> None:
     _context.set((task_id, identifier))
 
 
-def current() -> tuple[str, str]:
-    """(task id, order identifier) of the task running here, "-" outside a task."""
-    return _context.get()
-
-
 class TaskContextFilter(logging.Filter):
     """Adds `task_id` and `order` to every record (keeping values a caller passed in `extra`)."""
 

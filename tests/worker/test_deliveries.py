@@ -16,11 +16,19 @@ from tests.tasks.confirm_helpers import BUYER, SHARED, confirmed_order, deliveri
 from ticketq.embedded import SmtpSink
 from ticketq.settings import settings
 from worker import pipeline
-from worker.delivery import ADVISORY_CLASS, MAX_SEND_ATTEMPTS, Outcome, send_deliveries
-from worker.emails import CANCELLATION_BATCH, CONFIRMATION_BATCH, ensure_deliveries
-from worker.mail import close_clients, smtp_client
+from worker.deliveries import (
+    ADVISORY_CLASS,
+    CANCELLATION_BATCH,
+    CONFIRMATION_BATCH,
+    MAX_SEND_ATTEMPTS,
+    Outcome,
+    confirmation_recipients,
+    ensure_deliveries,
+    send_deliveries,
+)
 from worker.pipeline import ensure_documents
 from worker.presenters import load_full_order
+from worker.smtp import close_clients, smtp_client
 
 
 @pytest.fixture(autouse=True)
@@ -37,7 +45,6 @@ def full_order(factory: sessionmaker[Session], identifier: str) -> Order:
 
 def planned(factory: sessionmaker[Session], identifier: str, batch: str = CONFIRMATION_BATCH) -> list[int]:
     """Record a batch's emails without sending them (what a job does first)."""
-    from worker.emails import confirmation_recipients
     from worker.presenters import buyer_of
 
     with factory() as session, session.begin():

@@ -7,17 +7,8 @@ from email import message_from_bytes, policy
 
 import pytest
 
-from worker.mail import (
-    Attachment,
-    DeliveryError,
-    Mail,
-    SmtpConfig,
-    build_message,
-    checked_address,
-    classify,
-    message_bytes,
-    parse_smtp_url,
-)
+from worker.messages import Attachment, Mail, build_message, checked_address
+from worker.smtp import DeliveryError, SmtpConfig, classify, message_bytes, parse_smtp_url
 
 
 def mail(**changes: object) -> Mail:

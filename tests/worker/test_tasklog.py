@@ -6,7 +6,7 @@ import io
 import logging
 from types import SimpleNamespace
 
-from worker import logging as task_logging
+from worker import tasklog as task_logging
 
 ORDER = "0123456789abcdef0123456789abcdef"
 
