@@ -28,8 +28,10 @@ def test_stop_kills_grandchildren_and_children_that_ignore_sigterm(tmp_path: Pat
         sup.spawn("plain", ["sleep", "60"], ENV)
         sup.spawn("parent", ["sh", "-c", "sleep 60 & sleep 60 & wait"], ENV)
         sup.spawn("stubborn", ["sh", "-c", "trap '' TERM; sleep 60 & wait; sleep 60"], ENV)
-        time.sleep(0.3)
-        assert len(sessions_alive(sup)) >= 6
+        deadline = time.monotonic() + 20  # six processes: every shell is past its trap and has its sleeps
+        while len(sessions_alive(sup)) < 6:
+            assert time.monotonic() < deadline, f"children never all started: {sessions_alive(sup)}"
+            time.sleep(0.05)
         assert {p.stem for p in (tmp_path / "run").glob("*.pid")} == {"plain", "parent", "stubborn"}
         began = time.monotonic()
     assert time.monotonic() - began < 10

@@ -1,4 +1,8 @@
-"""Flower, started the way docker-compose starts it: never open, and it shows tasks with their arguments."""
+"""Flower, started the way docker-compose starts it: never open, and it shows tasks with their arguments.
+
+Task events are off unless TASK_EVENTS says so (they cost CPU on every job), so the test starts
+its own worker with TASK_EVENTS=true on a queue of its own: the run's worker sends no task events.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.services import CeleryWorker
 from ticketq.embedded import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,9 +48,30 @@ def flower(tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
+@pytest.fixture
+def watched_worker(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """A worker sending task events, as where Flower is deployed: (its hostname, its queue)."""
+    name = f"flower-{os.getpid()}-{time.monotonic_ns()}"
+    worker = CeleryWorker(tmp_path / "worker.log", concurrency=1, queues=name, hostname=f"{name}@ticketq-test",
+                          env={"TASK_EVENTS": "true"}).start()
+    try:
+        yield f"{name}@ticketq-test", name
+    finally:
+        worker.stop()
+
+
+def wait_for(what: str, probe: Any, timeout: float = 60) -> Any:
+    """Poll until `probe()` returns something truthy: the observable end, not a guessed delay."""
+    deadline = time.monotonic() + timeout
+    while not (found := probe()):
+        assert time.monotonic() < deadline, f"Flower never {what}"
+        time.sleep(0.2)
+    return found
+
+
 @pytest.mark.timeout(120)
 def test_flower_refuses_without_credentials_and_lists_tasks_with_arguments(
-        flower: str, celery_worker: Any, broker: Any) -> None:
+        flower: str, watched_worker: tuple[str, str]) -> None:
     assert httpx.get(f"{flower}/", timeout=5).status_code == 401
     assert httpx.get(f"{flower}/api/tasks", timeout=5).status_code == 401
     assert httpx.get(f"{flower}/", auth=("ops", "wrong"), timeout=5).status_code == 401
@@ -53,16 +79,18 @@ def test_flower_refuses_without_credentials_and_lists_tasks_with_arguments(
 
     from worker.app import app
 
-    time.sleep(2)  # Flower's event receiver connects after its HTTP server
+    hostname, queue = watched_worker
+    online = f'flower_worker_online{{worker="{hostname}"}} 1.0'
+    # Flower's event receiver connects after its HTTP server: its metrics show when it hears the worker.
+    wait_for("heard the worker's events",
+             lambda: online in httpx.get(f"{flower}/metrics", auth=AUTH, timeout=5).text)
     identifier = "f" * 32  # no such order: the task loads nothing and ends
-    sent = app.send_task("orders.confirm", args=[identifier], queue="orders")
-    deadline = time.monotonic() + 60
-    while True:
-        tasks = httpx.get(f"{flower}/api/tasks", auth=AUTH, timeout=5).json()
-        task = tasks.get(sent.id)
-        if task and task.get("state") in ("SUCCESS", "FAILURE"):
-            break
-        assert time.monotonic() < deadline, f"Flower never saw the task finish: {task}"
-        time.sleep(0.5)
+    sent = app.send_task("orders.confirm", args=[identifier], queue=queue)
+
+    def finished() -> Any:
+        task = httpx.get(f"{flower}/api/tasks", auth=AUTH, timeout=5).json().get(sent.id)
+        return task if task and task.get("state") in ("SUCCESS", "FAILURE") else None
+
+    task = wait_for("saw the task finish", finished)
     assert task["name"] == "orders.confirm"
     assert identifier in str(task["args"])
