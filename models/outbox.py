@@ -229,5 +229,13 @@ def due_jobs(session: Session, now: datetime, grace: timedelta, limit: int) -> l
     ))
 
 
+def purge_done(session: Session, before: datetime, limit: int) -> int:
+    """Forget finished jobs older than `before`, a bounded batch at a time (the table stays small)."""
+    old = sa.select(OutboxJob.id).where(OutboxJob.done_at < before).limit(limit).scalar_subquery()
+    result = session.execute(sa.delete(OutboxJob).where(OutboxJob.id.in_(old))
+                             .execution_options(synchronize_session=False))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 def unfinished_count(session: Session) -> int:
     return int(session.scalar(sa.select(sa.func.count()).select_from(OutboxJob).where(unfinished())) or 0)

@@ -35,6 +35,7 @@ from models.outbox import (
     OutboxJob,
     due_jobs,
     leases_held_on,
+    purge_done,
     take_back_expired_leases,
     take_back_leases,
     take_back_published_before,
@@ -51,6 +52,7 @@ GRACE = timedelta(seconds=5)
 # A job sent this long ago to a queue that is now empty, and never started, was lost on the way.
 STALE = timedelta(seconds=60)
 BATCH = 1000
+KEEP_DONE = timedelta(days=7)  # finished jobs are kept this long for inspection, then purged
 TIME_BUDGET = 20.0  # seconds of publishing per run; the next run goes on where this one stopped
 
 
@@ -111,6 +113,7 @@ def relay_outbox(factory: sessionmaker[Session], app: Celery) -> RelayReport:
             report.taken_back += take_back_leases(session, dead)
             for queue in empty_queues:
                 report.taken_back += take_back_published_before(session, now - STALE, now, queue)
+            purge_done(session, now - KEEP_DONE, 10 * BATCH)
         report.published, report.left = publish_due(factory, app, producer)
     if report.broker_emptied or report.taken_back or report.published:
         log.info("outbox relay: %s", report)

@@ -151,3 +151,16 @@ def test_the_relay_takes_back_each_lost_job_once_and_never_a_backlog_still_in_re
     assert broker.llen(PARKED) == BACKLOG
     after = relay_outbox(factory, relay_app)
     assert (after.broker_emptied, after.taken_back, after.published) == (False, 0, 0)
+
+
+def test_finished_jobs_are_kept_a_week_then_purged(quiet: tuple[sessionmaker[Session], Celery, Any]) -> None:
+    factory, relay_app, _ = quiet
+    with factory() as session, session.begin():
+        for age in (timedelta(days=8), timedelta(days=6)):
+            job = enqueue_job(session, CONFIRM_TASK, ["0" * 32], PARKED)
+            job.done_at = utcnow() - age
+        enqueue_job(session, CONFIRM_TASK, ["1" * 32], PARKED, run_after=utcnow() + timedelta(days=30))
+    relay_outbox(factory, relay_app)
+    with factory() as session:
+        kept = session.scalars(sa.select(OutboxJob).order_by(OutboxJob.id)).all()
+    assert [j.args for j in kept] == [["0" * 32], ["1" * 32]] and kept[0].done_at is not None
