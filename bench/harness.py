@@ -21,7 +21,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from bench.servers import ROOT, CountingSink, Proc, wait_for
-from ticketq.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, port_answers
+from tests.embedded_postgres import EmbeddedPostgres
+from ticketq.embedded import EmbeddedRedis, free_port, port_answers
 
 LOCAL_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 

@@ -21,7 +21,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from ticketq.embedded import EmbeddedPostgres, EmbeddedRedis, SmtpSink, port_answers, stop_process
+from tests.embedded_postgres import EmbeddedPostgres
+from ticketq.embedded import EmbeddedRedis, SmtpSink, port_answers, stop_process
 
 LOCK_PREFIX = "ticketq-test-lock:"
 

