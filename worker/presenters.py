@@ -1,114 +1,17 @@
-"""Plain template data for an order: what the PDFs and emails show, computed once from the models."""
+"""Template data for an order: moved to ticketq/presenters.py, which the API may import too (the
+stored documents' content fingerprint needs it); these names stay for the worker's modules."""
 
-from __future__ import annotations
+from ticketq.presenters import (
+    attendee_data,
+    buyer_of,
+    event_times,
+    invoice_number,
+    line_items,
+    load_full_order,
+    money,
+    order_context,
+    seller_of,
+)
 
-from collections import Counter
-from decimal import Decimal
-from typing import Any
-from zoneinfo import ZoneInfo
-
-import sqlalchemy as sa
-from sqlalchemy.orm import Session, joinedload, selectinload
-
-from models.errors import NotFound
-from models.events import Event, EventRole, Role
-from models.orders import Attendee, Order
-
-
-def load_full_order(session: Session, where: sa.ColumnElement[bool]) -> Order:
-    """The order with everything its documents and emails show, in three queries instead of dozens."""
-    order = session.scalar(
-        sa.select(Order).where(where).options(
-            joinedload(Order.user),
-            joinedload(Order.event).selectinload(Event.roles).joinedload(EventRole.user),
-            selectinload(Order.attendees).joinedload(Attendee.ticket_type),
-        )
-    )
-    if order is None:
-        raise NotFound("Order not found", pointer="/data/order")
-    return order
-
-
-def event_times(event: Event) -> dict[str, str]:
-    """Start and end in the event's own timezone: attendees read the local clock, not UTC."""
-    zone = ZoneInfo(event.timezone)
-    start, end = event.starts_at.astimezone(zone), event.ends_at.astimezone(zone)
-    same_day = start.date() == end.date()
-    end_text = end.strftime("%H:%M") if same_day else end.strftime("%A %d %B %Y, %H:%M")
-    return {
-        "date": start.strftime("%A %d %B %Y"),
-        "time": f"{start.strftime('%H:%M')} – {end.strftime('%H:%M')}" if same_day else start.strftime("%H:%M"),
-        "when": f"{start.strftime('%A %d %B %Y, %H:%M')} – {end_text} ({event.timezone})",
-        "timezone": event.timezone,
-    }
-
-
-def buyer_of(order: Order) -> tuple[str, str]:
-    """The buyer's name and address; an order a co-organizer created directly falls back to its user."""
-    if order.buyer_email and order.buyer_name:
-        return order.buyer_name, order.buyer_email
-    user = order.user
-    email = order.buyer_email or (user.email if user else "")
-    name = order.buyer_name or (user.name if user and user.name else "") or email
-    return name, email
-
-
-def seller_of(event: Event) -> dict[str, str]:
-    owner = next((r.user for r in event.roles if r.role is Role.OWNER), None)
-    return {
-        "name": (owner.name or owner.email) if owner else event.name,
-        "email": owner.email if owner else "",
-        "event": event.name,
-    }
-
-
-def invoice_number(order: Order) -> str:
-    return f"INV-{order.created_at:%Y}-{order.id:06d}"
-
-
-def money(amount: Decimal, currency: str) -> str:
-    return f"{amount:.2f} {currency}"
-
-
-def line_items(order: Order) -> list[dict[str, str | int]]:
-    counts = Counter(a.ticket_type_id for a in order.attendees)
-    types = {a.ticket_type_id: a.ticket_type for a in order.attendees}
-    items: list[dict[str, str | int]] = []
-    for type_id, quantity in counts.items():
-        ticket = types[type_id]
-        items.append({"name": ticket.name, "quantity": quantity, "unit": money(ticket.price, order.currency),
-                      "subtotal": money(ticket.price * quantity, order.currency)})
-    return items
-
-
-def attendee_data(attendee: Attendee) -> dict[str, Any]:
-    return {
-        "id": attendee.id,
-        "number": attendee.position + 1,
-        "name": attendee.name or "",
-        "email": attendee.email or "",
-        "ticket": attendee.ticket_type.name,
-        "secret": attendee.secret,
-    }
-
-
-def order_context(order: Order) -> dict[str, Any]:
-    """Everything a template may show; templates get strings, never model objects."""
-    event = order.event
-    buyer_name, buyer_email = buyer_of(order)
-    return {
-        "identifier": order.identifier,
-        "status": order.status.value,
-        "event": {"name": event.name, "location": event.location or "", **event_times(event)},
-        "buyer": {"name": buyer_name, "email": buyer_email},
-        "seller": seller_of(event),
-        "attendees": [attendee_data(a) for a in order.attendees],
-        "invoice": {
-            "number": invoice_number(order),
-            "date": f"{order.created_at:%Y-%m-%d}",
-            "lines": line_items(order),
-            "total": money(order.amount, order.currency),
-            "currency": order.currency,
-            "payment_mode": order.payment_mode or "—",
-        },
-    }
+__all__ = ["attendee_data", "buyer_of", "event_times", "invoice_number", "line_items", "load_full_order", "money",
+           "order_context", "seller_of"]
