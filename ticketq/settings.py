@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     order_initializing_ttl_seconds: int = Field(default=900, gt=0)
     order_pending_ttl_seconds: int = Field(default=1800, gt=0)
     expiry_sweep_seconds: float = Field(default=30, gt=0)
-    outbox_relay_seconds: float = Field(default=10, gt=0)
+    outbox_relay_seconds: float = Field(default=5, gt=0)
     resend_limit_per_user: str = "5/minute"
     resend_limit_per_ip: str = "60/minute"
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
