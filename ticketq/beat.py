@@ -1,12 +1,13 @@
 """Beat's scheduler: celery-redbeat (schedule and lock in Redis, so one of several beats schedules),
 kept alive through a Redis outage and able to stand by again after losing its lock.
 
-redbeat as shipped takes the lock once, at start (a standby blocks there until the lock is free), and
-extends it on every tick. A tick during a Redis outage raises and beat exits; a beat whose lock expired
-while it was stalled raises on the next extend and exits too; and a standby that takes over after Redis
-came back empty finds no schedule in Redis and would schedule nothing. This subclass instead waits out
-the outage, stands by when the lock is someone else's, and rewrites the schedule (declared in
-celeryconfig.py) into Redis each time it becomes the active beat.
+redbeat as shipped takes the lock once, at start (a standby blocks there, inside a signal handler, until
+the lock is free), and extends it on every tick. A tick during a Redis outage raises and beat exits; a
+beat whose lock expired while it was stalled raises on the next extend and exits too; and a standby that
+takes over after Redis came back empty finds no schedule in Redis and would schedule nothing. This
+subclass instead tries for the lock on every tick (so a standby ticks, answers `celery inspect ping`
+and stops on SIGTERM like the active one), waits out an outage, stands by when the lock is someone
+else's, and rewrites the schedule (declared in celeryconfig.py) into Redis each time it becomes active.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from redbeat import RedBeatScheduler
 from redbeat.schedulers import LUA_EXTEND_TO_SCRIPT, get_redis
 from redis.exceptions import LockError, LockNotOwnedError
 
+from ticketq.redis_urls import display
+
 log = logging.getLogger("celery.beat")
 
 OUTAGE_RETRY_SECONDS = 2.0
@@ -29,6 +32,12 @@ class StandbyScheduler(RedBeatScheduler):  # type: ignore[misc]  # redbeat is un
 
     _active = False
     lock: Any = None
+    lock_key: Any = None
+
+    def __init__(self, app: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(app, *args, **kwargs)
+        # redbeat's beat_init handler blocks on the lock when lock_key is set; ours is taken in tick().
+        self.standby_lock_key, self.lock_key = self.lock_key, None
 
     def tick(self, min: Any = min, **kwargs: Any) -> float:
         try:
@@ -56,7 +65,7 @@ class StandbyScheduler(RedBeatScheduler):  # type: ignore[misc]  # redbeat is un
                 return True
             except LockNotOwnedError:
                 log.warning("beat: lost the lock %s (it expired while this beat or Redis stalled); "
-                            "standing by", self.lock_key)
+                            "standing by", self.standby_lock_key)
                 self.lock.local.token = None
                 self._active = False
         if self.lock is None:
@@ -69,7 +78,7 @@ class StandbyScheduler(RedBeatScheduler):  # type: ignore[misc]  # redbeat is un
 
     def _new_lock(self) -> Any:
         client = get_redis(self.app)
-        lock = client.lock(self.lock_key, timeout=self.lock_timeout, sleep=self.max_interval)
+        lock = client.lock(self.standby_lock_key, timeout=self.lock_timeout, sleep=self.max_interval)
         lock.lua_extend = client.register_script(LUA_EXTEND_TO_SCRIPT)  # as redbeat does: extend *to* the timeout
         return lock
 
@@ -77,7 +86,12 @@ class StandbyScheduler(RedBeatScheduler):  # type: ignore[misc]  # redbeat is un
         """The schedule may be missing from Redis (it came back empty): write it again, keeping last runs."""
         self.setup_schedule()
         self._active = True
-        log.info("beat: this beat now schedules (lock %s, %ss)", self.lock_key, self.lock_timeout)
+        log.info("beat: this beat now schedules (lock %s, %ss)", self.standby_lock_key, self.lock_timeout)
+
+    @property
+    def info(self) -> str:
+        return f"       . redis -> {display(self.app.redbeat_conf.redis_url)}\n" \
+               f"       . lock -> `{self.standby_lock_key}` {self.lock_timeout}s (standby until it is free)"
 
     def close(self) -> None:
         try:

@@ -31,7 +31,7 @@ ACQUIRED = "beat: Acquired lock"
 class Beat:
     def __init__(self, name: str, log: Path, **env: str) -> None:
         self.name, self.log = name, log
-        env = {**os.environ, "EXPIRY_SWEEP_SECONDS": "1", "OUTBOX_RELAY_SECONDS": "1", **env}
+        env = {**os.environ, "EXPIRY_SWEEP_SECONDS": "1", "OUTBOX_RELAY_SECONDS": "1", "PYTHONUNBUFFERED": "1", **env}
         args = [sys.executable, "-m", "celery", "-A", "worker", "beat", "-l", "info", "-s", str(log.with_suffix(".db"))]
         with log.open("wb") as out:
             self.process = subprocess.Popen(args, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
