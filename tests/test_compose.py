@@ -1,5 +1,6 @@
-"""docker-compose.yml runs ticketq the way Celery deployments run: one beat, Flower never open,
-every queue consumed, healthchecks gating start-up order."""
+"""docker-compose.yml runs ticketq the way Celery deployments run: workers by host role that scale,
+two beats (one schedules, one stands by), Flower never open and seeing every worker, every queue
+consumed, healthchecks gating start-up order, restart policies on everything that runs."""
 
 from __future__ import annotations
 
@@ -38,12 +39,44 @@ def queues(service: dict[str, Any]) -> set[str]:
     return set(args[args.index("-Q") + 1].split(",")) if "-Q" in args else set()
 
 
-def test_exactly_one_beat(services: dict[str, Any]) -> None:
-    beats = [name for name, svc in services.items() if celery_role(svc) == "beat"]
-    assert beats == ["beat"]
-    assert services["beat"].get("deploy", {}).get("replicas", 1) == 1
+def test_two_beats_on_the_redbeat_lock_one_active_one_standby(services: dict[str, Any]) -> None:
+    beats = sorted(name for name, svc in services.items() if celery_role(svc) == "beat")
+    assert beats == ["beat", "beat-standby"]
+    assert command(services["beat"]) == command(services["beat-standby"])
+    args = command(services["beat"])
+    # the scheduler is celeryconfig's (redbeat: schedule and lock in Redis), never a local schedule file
+    assert "-s" not in args and "--scheduler" not in args and "-S" not in args
+    assert "--enable-remote-control" in args and args[args.index("-n") + 1] == "beat@%h"
+    for name in beats:
+        assert "inspect ping -d beat@$$HOSTNAME" in " ".join(services[name]["healthcheck"]["test"])
     # no worker embeds a scheduler with -B
     assert not any("-B" in command(svc) or "--beat" in command(svc) for svc in services.values())
+
+
+def test_workers_by_host_role_scale_with_unique_node_names(services: dict[str, Any]) -> None:
+    assert queues(services["worker-documents"]) == {"documents"}
+    assert queues(services["worker-mail"]) == {"mail", "orders"}
+    for name, svc in services.items():
+        if celery_role(svc) != "worker":
+            continue
+        args = command(svc)
+        node = args[args.index("-n") + 1]
+        assert node.endswith("@%h"), f"{name}: each scaled container needs its own node name"
+        assert f"ping -d {node.split('@')[0]}@$$HOSTNAME" in " ".join(svc["healthcheck"]["test"]), name
+        assert "container_name" not in svc and "ports" not in svc, f"{name} must scale (--scale {name}=N)"
+        assert svc["environment"]["TASK_EVENTS"] == "${TASK_EVENTS:-true}", f"Flower must see {name}'s tasks"
+
+
+def test_everything_that_runs_restarts(services: dict[str, Any]) -> None:
+    for name, svc in services.items():
+        expected = "no" if name == "migrate" else "unless-stopped"
+        assert svc.get("restart") == expected, name
+
+
+def test_redis_and_postgres_can_be_shared_servers(services: dict[str, Any]) -> None:
+    env = services["worker-documents"]["environment"]
+    assert env["REDIS_URL"] == "${REDIS_URL:-redis://redis:6379/0}"  # sentinel:// or rediss:// from .env
+    assert "@${POSTGRES_HOST:-postgres}:" in env["DATABASE_URL"]
 
 
 def test_flower_requires_basic_auth_from_env(services: dict[str, Any]) -> None:
@@ -67,7 +100,7 @@ def test_workers_consume_every_queue_with_documents_apart_from_mail(services: di
 def test_migrate_runs_once_before_the_app(services: dict[str, Any]) -> None:
     assert command(services["migrate"]) == ["ticketq", "db", "upgrade"]
     assert services["migrate"]["restart"] == "no"
-    for name in ("api", "worker", "worker-documents", "beat", "flower"):
+    for name in ("api", "worker-mail", "worker-documents", "beat", "beat-standby", "flower"):
         depends = services[name]["depends_on"]
         assert depends["migrate"]["condition"] == "service_completed_successfully", name
         assert depends["redis"]["condition"] == "service_healthy", name
@@ -75,16 +108,17 @@ def test_migrate_runs_once_before_the_app(services: dict[str, Any]) -> None:
 
 
 def test_healthchecks(services: dict[str, Any]) -> None:
-    for name in ("redis", "postgres", "api", "worker", "worker-documents", "beat", "flower", "mailpit"):
+    for name in ("redis", "postgres", "api", "worker-mail", "worker-documents", "beat", "beat-standby", "flower",
+                 "mailpit"):
         assert services[name]["healthcheck"]["test"], name
     assert "/healthz" in " ".join(services["api"]["healthcheck"]["test"])
 
 
 def test_app_services_share_one_production_configuration(services: dict[str, Any]) -> None:
-    for name in ("api", "worker", "worker-documents", "beat", "flower", "migrate"):
+    for name in ("api", "worker-mail", "worker-documents", "beat", "beat-standby", "flower", "migrate"):
         env = services[name]["environment"]
         assert env["ENVIRONMENT"] == "production"
-        assert env["DATABASE_URL"].startswith("postgresql://") and env["REDIS_URL"].startswith("redis://")
+        assert env["DATABASE_URL"].startswith("postgresql://") and env["REDIS_URL"].startswith("${REDIS_URL:-redis://")
         assert env["SECRET_KEY"].startswith("${SECRET_KEY:?")
 
 
