@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 from bench.harness import Harness
+from bench.monitor import load_average
 from bench.report import Row, fmt
 
 ORDERS, QUICK_ORDERS = 120, 6
@@ -42,12 +43,14 @@ def run(h: Harness, quick: bool) -> tuple[list[Row], list[str]]:
             counts[a.order] = counts.get(a.order, 0) + 1
     latencies = sorted(last[o] - committed[o] for o in committed if counts.get(o, 0) >= 3)
     p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+    source = "half of P1's rate in this run" if "p1_rate" in h.measured else f"P1 did not run: {rate:g}/s"
     rows = [
-        Row("P4", f"completed -> all 3 emails accepted, p50 ({len(latencies)}/{count} orders at {rate:.2f}/s)",
-            fmt(p50, "s"), "< 1 s", p50 < 1 and len(latencies) == count),
-        Row("P4", "completed -> all 3 emails accepted, p99", fmt(p99, "s"), "< 3 s", p99 < 3),
+        Row("P4", f"completed -> all 3 emails accepted, p50 ({len(latencies)}/{count} orders at {rate:.2f}/s, "
+            f"{source})", fmt(p50, "s"), "<= 0.3 s", p50 <= 0.3 and len(latencies) == count),
+        Row("P4", "completed -> all 3 emails accepted, p99", fmt(p99, "s"), "<= 1 s",
+            p99 <= 1 and len(latencies) == count),
     ]
     notes = [f"P4: {count} orders completed one by one at {rate:.2f} orders/s (half of P1's measured rate) on the "
-             "same worker setup as P1; latency runs from the commit of the completion to the SMTP sink accepting "
-             "the last of the order's 3 emails."]
+             "same worker setup as P1 (every queue); latency runs from the commit of the completion to the SMTP sink "
+             f"accepting the last of the order's 3 emails. Load average at the end: {load_average()}."]
     return rows, notes

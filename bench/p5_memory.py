@@ -1,17 +1,21 @@
 """P5 worker memory while it confirms a long run of orders: resident size of the whole worker
-(parent and prefork children, from /proc) after warm-up against the end of the run."""
+(parent and prefork children, from /proc) after warm-up against the end of the run.
+
+`make bench-memory` (`python -m bench --only p5`) runs the issue's full 5,000 orders; inside `make bench`,
+after P1, P5 confirms only as many orders as fit its time budget at P1's measured rate.
+"""
 
 from __future__ import annotations
 
 import time
 
 from bench.harness import Harness
-from bench.monitor import Sampler
+from bench.monitor import Sampler, load_average
 from bench.report import Row, fmt
 
-ORDERS, QUICK_ORDERS = 2_000, 10  # ORDERS when P1 did not run in this process
-ISSUE_ORDERS = 5_000
-BUDGET = 200.0  # seconds of confirming at P1's rate: what fits `make bench`'s 10 minutes on 2 cores
+QUICK_ORDERS = 10
+ISSUE_ORDERS = 5_000  # when P1 did not run in this process: `make bench-memory`
+BUDGET = 150.0  # seconds of confirming at P1's rate inside `make bench`: what fits its 10 minutes on 2 cores
 
 
 def run(h: Harness, quick: bool) -> tuple[list[Row], list[str]]:
@@ -20,7 +24,7 @@ def run(h: Harness, quick: bool) -> tuple[list[Row], list[str]]:
 
     assert h.sink is not None
     rate = h.measured.get("p1_rate")
-    count = QUICK_ORDERS if quick else min(ISSUE_ORDERS, max(1_000, int(rate * BUDGET))) if rate else ORDERS
+    count = QUICK_ORDERS if quick else min(ISSUE_ORDERS, max(1_000, int(rate * BUDGET))) if rate else ISSUE_ORDERS
     h.reset()
     db = factory(h.database_url)
     seed = seed_event(db)
@@ -57,12 +61,15 @@ def run(h: Harness, quick: bool) -> tuple[list[Row], list[str]]:
     rows = [
         Row("P5", f"worker RSS after warm-up / end of {count:,} orders ({elapsed:.0f} s)",
             f"{baseline / 1024:.0f} / {end / 1024:.0f} MiB"),
-        Row("P5", "worker memory growth (end vs warm-up)", fmt(growth, "%", 1), "< 10 %", growth < 10),
+        Row("P5", f"worker memory growth (end vs warm-up, {count:,} orders)", fmt(growth, "%", 1), "<= 10 %",
+            growth <= 10),
         Row("P5", "growth from the second tenth of the run to the end (diagnostic)", fmt(later, "%", 1)),
         Row("P5", "peak worker RSS during the run", f"{peak / 1024:.0f} MiB"),
     ]
-    notes = [f"P5: {count:,} orders (the issue asks {ISSUE_ORDERS:,}): as many as P1's measured rate confirms in "
-             f"{BUDGET:.0f} s, so that `make bench` stays within 10 minutes on 2 cores. RSS is the sum over the worker "
+    scope = (f"the full {ISSUE_ORDERS:,} (`make bench-memory`)" if count == ISSUE_ORDERS else
+             f"as many as P1's measured rate confirms in {BUDGET:.0f} s, so that `make bench` stays within 10 minutes "
+             f"on 2 cores (the full {ISSUE_ORDERS:,}: `make bench-memory`)")
+    notes = [f"P5: {count:,} orders, {scope}; load average at the end {load_average()}. RSS is the sum over the worker "
              "parent and its prefork children, sampled every 0.5 s; 'end' is the mean of the last tenth of the "
              f"samples. Children replaced during the run (worker_max_tasks_per_child / max_memory_per_child): "
              f"{recycled}."]
