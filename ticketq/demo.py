@@ -24,8 +24,9 @@ from ticketq.stack import Stack, start_stack
 
 Email = tuple[str, str, str]  # (order identifier, kind, recipient)
 OWNER, CORA = ("Olga Owner", "olga@example.com"), ("Cora Coorganizer", "cora@example.com")
-BEA, FINN = ("Bea Buyer", "bea@example.com"), ("Finn Friend", "finn@example.com")
-ADA = ("Ada Attendee", "ada@example.com")
+# Attendees named in other scripts: their tickets show the packaged Noto fonts at work.
+BEA, HANAKO = ("Bea Buyer", "bea@example.com"), ("山田花子", "hanako@example.com")
+MOHAMMED = ("محمد عبد الله", "mohammed@example.com")
 CONFIRM_KINDS = ("confirmation-buyer", "confirmation-attendee")
 
 
@@ -112,9 +113,9 @@ class Demo:
         return int(event["id"]), int(free["id"]), int(paid["id"])
 
     def place_orders(self, event: int, free: int, paid: int) -> None:
-        self.order("free", event, free, "free", [BEA, FINN], expect="completed")
+        self.order("free", event, free, "free", [BEA, HANAKO], expect="completed")
         self.order("bank", event, paid, "bank", [BEA], expect="placed")
-        online = self.order("online", event, paid, "stripe", [BEA, ADA], expect="completed")
+        online = self.order("online", event, paid, "stripe", [BEA, MOHAMMED], expect="completed")
         self.set_status(online, CORA, "completed")  # payment received, marked by the co-organizer
         cancelled = self.order("cancelled", event, paid, "stripe", [BEA], expect="cancelled")
         self.set_status(cancelled, OWNER, "cancelled")
