@@ -13,6 +13,7 @@ crash that loses such a commit costs at most the same duplicate.
 from __future__ import annotations
 
 import enum
+import json
 import logging
 import random
 from collections.abc import Iterator, Mapping, Sequence
@@ -25,6 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.attributes import set_committed_value
 
 from models.base import utcnow
 from models.deliveries import DeliveryState, EmailDelivery, EmailKind
@@ -189,9 +191,44 @@ def send_deliveries(factory: sessionmaker[Session], order: Order, ids: Sequence[
                     for rest in prepared[index:]:
                         _finish(session, rest, DeliveryError(INTERRUPTED, temporary=True), result)
                 raise
-            with session.begin():
-                _finish(session, item, error, result)
+            if error is None:
+                _commit_sent(session, item, result)
+            else:
+                with session.begin():
+                    _finish(session, item, error, result)
     return result
+
+
+# Acceptance -> this commit is the window in which a kill sends an email twice: on PostgreSQL it is
+# one statement (the record and its audit row) and an asynchronous commit, with nothing in between.
+SENT_SQL = sa.text("""
+WITH sent AS (
+    UPDATE email_deliveries SET state = 'sent', sent_at = :now, updated_at = :now, last_error = NULL
+    WHERE id = :id RETURNING order_id
+)
+INSERT INTO order_events (order_id, kind, actor, detail, created_at)
+SELECT order_id, 'email-sent', NULL, CAST(:detail AS json), :now FROM sent
+""")
+
+
+def _commit_sent(session: Session, item: Prepared, result: Sent) -> None:
+    delivery, order = item.delivery, item.order
+    if session.get_bind().dialect.name == "postgresql":
+        detail = {"email_kind": delivery.kind.value, "recipient": delivery.recipient, "batch": delivery.batch,
+                  "message_id": delivery.message_id}
+        now = utcnow()
+        with session.begin():
+            session.execute(SENT_SQL, {"id": delivery.id, "now": now, "detail": json.dumps(detail)})
+        for name, value in (("state", DeliveryState.SENT), ("sent_at", now), ("updated_at", now), ("last_error", None)):
+            set_committed_value(delivery, name, value)  # what the statement wrote, without a reload
+    else:
+        with session.begin():
+            delivery.state, delivery.sent_at, delivery.last_error = DeliveryState.SENT, utcnow(), None
+            delivery.updated_at = delivery.sent_at
+            record(session, order, "email-sent", email_kind=delivery.kind.value, recipient=delivery.recipient,
+                   batch=delivery.batch, message_id=delivery.message_id)
+    result.outcomes[delivery.id] = Outcome.SENT
+    log.info("order %s: %s sent to %s", order.identifier, delivery.kind.value, delivery.recipient)
 
 
 @dataclass
@@ -245,16 +282,9 @@ def _prepare(session: Session, delivery: EmailDelivery, order: Order, documents:
     return Prepared(delivery, order, message)
 
 
-def _finish(session: Session, item: Prepared, error: DeliveryError | None, result: Sent) -> None:
+def _finish(session: Session, item: Prepared, error: DeliveryError, result: Sent) -> None:
     delivery, order = item.delivery, item.order
-    if error is None:
-        delivery.state, delivery.sent_at, delivery.last_error = DeliveryState.SENT, utcnow(), None
-        delivery.updated_at = delivery.sent_at
-        record(session, order, "email-sent", email_kind=delivery.kind.value, recipient=delivery.recipient,
-               batch=delivery.batch, message_id=delivery.message_id)
-        log.info("order %s: %s sent to %s", order.identifier, delivery.kind.value, delivery.recipient)
-        result.outcomes[delivery.id] = Outcome.SENT
-    elif error.temporary and delivery.attempts < MAX_SEND_ATTEMPTS:
+    if error.temporary and delivery.attempts < MAX_SEND_ATTEMPTS:
         delivery.state, delivery.last_error, delivery.updated_at = DeliveryState.QUEUED, error.reply, utcnow()
         delay = send_backoff(delivery.attempts)
         job = enqueue_job(session, SEND_DELIVERY_TASK, [delivery.id], run_after=utcnow() + timedelta(seconds=delay))
