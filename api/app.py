@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import sqlalchemy.exc
@@ -12,8 +14,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.deps import trusted_networks
-from api.errors import ERROR_RESPONSES, ApiError, error_object, error_response, single_error
+from api.errors import ERROR_RESPONSES, ApiError, domain_error, error_object, error_response, single_error
 from api.guard import GuardMiddleware
+from api.publish import marker
 from api.ratelimit import ResendLimits, resend_limits
 from api.routes import events, health, orders, pages, resend
 from models.errors import OrderError
@@ -29,7 +32,7 @@ def create_app(limits: ResendLimits | None = None) -> FastAPI:
     except ValueError as exc:
         raise ConfigurationError(f"TRUSTED_PROXIES: {exc}") from None
     app = FastAPI(title="ticketq", version="1", description="Orders, tickets and confirmations.",
-                  responses=ERROR_RESPONSES)
+                  responses=ERROR_RESPONSES, lifespan=_lifespan)
     app.state.resend_limits = limits or resend_limits(
         settings.require_redis_url(), settings.resend_limit_per_ip, settings.resend_limit_per_user)
     for router in (health.router, events.router, resend.router, orders.router, pages.router):
@@ -37,6 +40,12 @@ def create_app(limits: ResendLimits | None = None) -> FastAPI:
     _install_error_handlers(app)
     app.add_middleware(GuardMiddleware)
     return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    yield
+    marker.flush()  # the jobs sent last are noted as sent before the process goes
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -50,7 +59,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 async def _order_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, OrderError)
-    return single_error(exc.http_status, exc.detail, pointer=exc.pointer, title=exc.title)
+    return domain_error(exc)
 
 
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:

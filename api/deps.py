@@ -7,28 +7,59 @@ from collections.abc import Iterator
 from functools import lru_cache
 from typing import Annotated
 
-from fastapi import Depends, Request
-from sqlalchemy.orm import Session
+import sqlalchemy as sa
+from fastapi import Depends, Path, Request
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
 
 from api.errors import Unauthorized
-from api.ratelimit import ResendLimits
-from models.db import get_sessionmaker
-from models.users import User, user_for_token
+from api.schemas import DB_INT_MAX
+from models.access import Lookup, lookup
+from models.db import create_engine
+from models.users import Caller
 from ticketq.settings import settings
 
 MAX_TOKEN_LENGTH = 256
+# Pooled connections kept open per process and engine (an overflow one is closed on return, and
+# opening one costs more than a whole request); anyio runs at most 40 request threads at once.
+POOL_SIZE, MAX_OVERFLOW = 10, 20
+
+
+@lru_cache(maxsize=4)
+def _engines(url: str) -> tuple[sa.Engine, sa.Engine]:
+    """(reads, writes) for the API. No pre-ping round trip per checkout: a connection found dropped
+    is retried instead (`checked_lookup`). On PostgreSQL the reads run in autocommit: one statement,
+    one round trip, no BEGIN/ROLLBACK around it."""
+    writes = create_engine(url, pool_pre_ping=False, **_pool_options(url))
+    if make_url(url).get_backend_name() != "postgresql":
+        return writes, writes
+    return create_engine(url, pool_pre_ping=False, isolation_level="AUTOCOMMIT", **_pool_options(url)), writes
+
+
+def _pool_options(url: str) -> dict[str, int]:
+    return {} if make_url(url).get_backend_name() == "sqlite" else {"pool_size": POOL_SIZE,
+                                                                    "max_overflow": MAX_OVERFLOW}
+
+
+def read_engine() -> sa.Engine:
+    return _engines(settings.database_url)[0]
+
+
+@lru_cache(maxsize=4)
+def _sessionmaker(url: str) -> sessionmaker[Session]:
+    return sessionmaker(_engines(url)[1], expire_on_commit=False)
 
 
 def get_session() -> Iterator[Session]:
-    with get_sessionmaker()() as session:
+    with _sessionmaker(settings.database_url)() as session:
         yield session
 
 
 DbSession = Annotated[Session, Depends(get_session)]
 
 
-def authenticate(request: Request, session: Session) -> User:
-    """The user whose bearer token this is; 401 for a missing, malformed or unknown token."""
+def bearer_token(request: Request) -> str:
+    """The token of the Authorization header; 401 for a missing or malformed one."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip()
@@ -36,20 +67,36 @@ def authenticate(request: Request, session: Session) -> User:
         raise Unauthorized("Authentication credentials were not provided")
     if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_LENGTH:
         raise Unauthorized("Invalid authorization header; expected 'Bearer <token>'")
-    user = user_for_token(session, token)
-    # End the read now: the handler runs in another pool thread, and a connection held "idle in
-    # transaction" across that hop deadlocks the pool under load (bench P2: 30 s stalls, 500s).
-    session.commit()
-    if user is None:
+    return token
+
+
+def checked_lookup(token: str, *, identifier: str | None = None, event_id: int | None = None) -> Lookup:
+    """The caller (and the named order) in one statement; 401 for an unknown token. A pooled
+    connection the server dropped fails its first statement: the pool is refreshed, and it is
+    tried once more on a new connection."""
+    for attempt in (1, 2):
+        try:
+            with read_engine().connect() as conn:
+                found = lookup(conn, token, identifier=identifier, event_id=event_id)
+            break
+        except sa.exc.DBAPIError as exc:
+            if attempt == 2 or not exc.connection_invalidated:
+                raise
+    if found is None:
         raise Unauthorized("Invalid or revoked token")
-    return user
+    return found
 
 
-def current_user(request: Request, session: DbSession) -> User:
-    return authenticate(request, session)
+def authenticate(request: Request) -> Caller:
+    """The user whose bearer token this is; 401 for a missing, malformed or unknown token."""
+    return checked_lookup(bearer_token(request)).caller
 
 
-CurrentUser = Annotated[User, Depends(current_user)]
+def current_user(request: Request) -> Caller:
+    return authenticate(request)
+
+
+CurrentUser = Annotated[Caller, Depends(current_user)]
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -106,13 +153,20 @@ def ip_limit_key(ip: str) -> str:
     return str(address)
 
 
-def resend_caller(request: Request, session: DbSession) -> User:
-    """The resend endpoint's gate, in the contract's order: IP limit, token, user limit."""
-    limits: ResendLimits = request.app.state.resend_limits
-    limits.per_ip.hit(ip_limit_key(client_ip(request)))
-    user = authenticate(request, session)
-    limits.per_user.hit(str(user.id))
-    return user
+def order_lookup(identifier: str, request: Request) -> Lookup:
+    """The caller and the order of the path, in one statement (404/403 are the handler's to raise,
+    after the body was validated)."""
+    from api.access import valid_identifier
+
+    return checked_lookup(bearer_token(request), identifier=identifier if valid_identifier(identifier) else None)
 
 
-ResendCaller = Annotated[User, Depends(resend_caller)]
+OrderLookup = Annotated[Lookup, Depends(order_lookup)]
+
+
+def event_lookup(event_id: Annotated[int, Path(ge=1, le=DB_INT_MAX)], request: Request) -> Lookup:
+    """The caller and whether they run the event of the path, in one statement."""
+    return checked_lookup(bearer_token(request), event_id=event_id)
+
+
+EventLookup = Annotated[Lookup, Depends(event_lookup)]

@@ -8,6 +8,8 @@ from typing import Any
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from models.errors import Conflict, Forbidden, NotFound, OrderError, SoldOut
+
 
 class ApiError(Exception):
     """A refusal made by the HTTP layer itself (auth, limits, body size)."""
@@ -29,6 +31,25 @@ class Unauthorized(ApiError):
     def __init__(self, detail: str) -> None:
         super().__init__(detail, pointer="")
         self.headers = {"WWW-Authenticate": "Bearer"}
+
+
+# The domain's refusals as HTTP statuses (contract section 5); anything else the domain refuses is 422.
+DOMAIN_STATUS: dict[type[OrderError], int] = {NotFound: 404, Forbidden: 403, SoldOut: 409, Conflict: 409}
+
+
+DOMAIN_TITLE = {404: "Not Found", 403: "Forbidden", 409: "Conflict", 422: "Unprocessable Entity"}
+
+
+def domain_status(exc: OrderError) -> int:
+    for kind in type(exc).__mro__:
+        if kind in DOMAIN_STATUS:
+            return DOMAIN_STATUS[kind]
+    return 422
+
+
+def domain_error(exc: OrderError) -> JSONResponse:
+    status = domain_status(exc)
+    return single_error(status, exc.detail, pointer=exc.pointer, title=DOMAIN_TITLE[status])
 
 
 class ErrorSource(BaseModel):

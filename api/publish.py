@@ -1,46 +1,107 @@
-"""Commit, then publish the jobs the transaction wrote to the outbox (the relay catches leftovers)."""
+"""After the commit that wrote them, send the request's outbox jobs; note them as sent off the request path.
+
+A request commits its change and its job rows in one transaction, then sends each job with the
+task id `outbox-<id>` (ticketq/broker.py) and answers. Recording that the job reached the broker
+is left to a marker thread that writes `published_at` for a batch of jobs every MARK_INTERVAL
+(models.outbox.mark_published), so a backlog waiting in Redis is not sent again by the relay, and
+no request pays a second transaction. If the process dies before marking, the relay sends the job
+again after its grace; a job delivered twice is acknowledged without running (tasks/jobs.py).
+"""
 
 from __future__ import annotations
 
 import logging
-from functools import lru_cache
+import os
+import queue
+import threading
+from collections.abc import Sequence
 
-import redis
 from sqlalchemy.orm import Session
 
 from models.db import get_sessionmaker
-from models.outbox import pending_job_ids
-from ticketq.redis_urls import redis_client
-from ticketq.settings import settings
+from models.outbox import OutboxJob, mark_published, pending_job_ids
+from ticketq.broker import Job, send_jobs
 
 log = logging.getLogger("ticketq.api.publish")
 
-
-@lru_cache(maxsize=1)
-def _ping_client(url: str) -> redis.Redis:
-    return redis_client(url, socket_timeout=0.5, socket_connect_timeout=0.5)  # plain, TLS or Sentinel
+MARK_INTERVAL = 0.25  # seconds; far inside the relay's grace (worker/relay.py GRACE)
+MARK_BATCH = 5_000
 
 
-def broker_answers() -> bool:
-    """A quick PING first: kombu would spend seconds retrying a dead broker inside the request."""
-    if not settings.redis_url:
-        return False
-    try:
-        return bool(_ping_client(settings.redis_url).ping())
-    except (redis.RedisError, OSError):
-        return False
+class PublishedMarker:
+    """One daemon thread per process: collects sent job ids and marks them in batches."""
+
+    def __init__(self) -> None:
+        self._ids: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+        self.marked = 0
+
+    def add(self, job_ids: Sequence[int]) -> None:
+        for job_id in job_ids:
+            self._ids.put(job_id)
+        self._ensure_running()
+
+    def _ensure_running(self) -> None:
+        if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
+            return
+        with self._lock:
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._run, name="outbox-marker", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._ids.get()]
+            threading.Event().wait(MARK_INTERVAL)  # let a batch gather
+            self._drain_into(batch)
+            self._mark(batch)
+
+    def _drain_into(self, batch: list[int]) -> None:
+        while len(batch) < MARK_BATCH:
+            try:
+                batch.append(self._ids.get_nowait())
+            except queue.Empty:
+                return
+
+    def flush(self) -> None:
+        """Mark whatever is waiting now, in the caller's thread (app shutdown, tests)."""
+        batch: list[int] = []
+        self._drain_into(batch)
+        self._mark(batch)
+
+    def _mark(self, batch: list[int]) -> None:
+        if not batch:
+            return
+        try:
+            with get_sessionmaker()() as session, session.begin():
+                if session.get_bind().dialect.name == "postgresql":
+                    # Losing this on a crash costs one extra send, which tasks recognise.
+                    session.connection().exec_driver_sql("SET LOCAL synchronous_commit = off")
+                mark_published(session, batch)
+            self.marked += len(batch)
+        except Exception as exc:  # database away: the relay re-sends after its grace, tasks skip repeats
+            log.warning("could not mark %d published job(s): %s", len(batch), exc)
+
+
+marker = PublishedMarker()
+
+
+def publish(jobs: Sequence[Job]) -> int:
+    """Send already committed jobs and hand the sent ones to the marker; returns how many were sent."""
+    sent = send_jobs(jobs)
+    if sent:
+        marker.add(sent)
+    return len(sent)
 
 
 def commit_and_publish(session: Session) -> int:
-    """The order change and its jobs commit together; publishing is best effort afterwards."""
-    job_ids = pending_job_ids(session)
+    """The order change and its jobs commit together; sending is best effort afterwards."""
+    job_ids = set(pending_job_ids(session))
+    jobs = [Job(o.id, o.task, list(o.args), o.queue) for o in session.identity_map.values()
+            if isinstance(o, OutboxJob) and o.id in job_ids]
     session.commit()
     session.info.pop("outbox_job_ids", None)
-    if not job_ids:
-        return 0
-    if not broker_answers():
-        log.warning("broker unreachable: %d outbox job(s) left for the relay", len(job_ids))
-        return 0
-    from tasks.outbox import publish_jobs  # imports the Celery app; only needed once there is a job
-
-    return publish_jobs(get_sessionmaker(), job_ids)
+    return publish(sorted(jobs, key=lambda job: job.id))

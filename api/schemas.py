@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
 DB_INT_MAX = 2**31 - 1
+# Pages beyond this hold nothing any event has; the bound keeps OFFSET far from 64-bit overflow.
+MAX_PAGE = 1_000_000
 MAX_TICKETS_PER_LINE = 100
 MAX_LINES = 20
 
@@ -190,6 +192,45 @@ class OrderPublic(BaseModel):
     documents: list[DocumentOut]
     emails: list[EmailOut]
     history: list[HistoryOut]
+
+
+class DeliveryRow(BaseModel):
+    batch: str
+    kind: str
+    recipient: str
+    state: str
+    attempts: int
+    last_error: str | None
+    updated_at: datetime | None
+
+
+class OrderRow(BaseModel):
+    identifier: str
+    status: str
+    color: str
+    resendable: bool
+    amount: str
+    currency: str
+    payment_mode: str | None
+    buyer: PersonOut
+    created_at: datetime
+    emails: list[DeliveryRow]
+
+
+class EventRef(BaseModel):
+    id: int
+    name: str
+    currency: str
+
+
+class EventOrders(BaseModel):
+    """One page of an event's orders (the organizer order page's data)."""
+
+    event: EventRef
+    orders: list[OrderRow]
+    page: int
+    per_page: int
+    total: int
 
 
 class Health(BaseModel):

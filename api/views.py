@@ -21,7 +21,8 @@ from models.orders import Order
 DOWNLOADS = {DocumentKind.TICKETS: "tickets.pdf", DocumentKind.INVOICE: "invoice.pdf"}
 
 
-def order_public(session: Session, order: Order) -> OrderPublic:
+def order_public(session: Session, order: Order, *, new: bool = False) -> OrderPublic:
+    """`new`: created by this request, so no document or email exists yet (two queries spared)."""
     return OrderPublic(
         identifier=order.identifier,
         event=order.event_id,
@@ -36,8 +37,8 @@ def order_public(session: Session, order: Order) -> OrderPublic:
             AttendeeOut(id=a.id, name=a.name, email=a.email, ticket=a.ticket_type_id, ticket_name=a.ticket_type.name)
             for a in order.attendees
         ],
-        documents=_documents(session, order),
-        emails=_emails(session, order),
+        documents=[] if new else _documents(session, order),
+        emails=[] if new else _emails(session, order),
         history=[HistoryOut(kind=h.kind, actor=h.actor, at=h.at, detail=h.detail) for h in history(order)],
     )
 

@@ -1,4 +1,5 @@
-"""The domain's error family: stable codes and human texts, mapped to HTTP in one place (api/)."""
+"""The domain's error family: stable codes and human texts. It knows nothing of HTTP: the API maps
+each kind to a response in one place (api/errors.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,6 @@ class OrderError(Exception):
     """Base of every refusal the domain makes; `code` is stable, `detail` is for humans."""
 
     code = "order_error"
-    http_status = 422
-    title = "Unprocessable Entity"
 
     def __init__(self, detail: str, *, pointer: str = "/data") -> None:
         super().__init__(detail)
@@ -30,25 +29,17 @@ class InvalidInput(OrderError):
 
 class SoldOut(OrderError):
     code = "sold_out"
-    http_status = 409
-    title = "Conflict"
 
 
 class Conflict(OrderError):
     """The row changed under us (a concurrent payment, expiry or cancellation won)."""
 
     code = "conflict"
-    http_status = 409
-    title = "Conflict"
 
 
 class NotFound(OrderError):
     code = "not_found"
-    http_status = 404
-    title = "Not Found"
 
 
 class Forbidden(OrderError):
     code = "forbidden"
-    http_status = 403
-    title = "Forbidden"

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from models.base import Base, UTCDateTime, str_enum, utcnow
-from models.users import User
+from models.users import Principal, User
 
 
 class Role(enum.StrEnum):
@@ -72,7 +72,7 @@ class TicketType(Base):
     )
 
 
-def has_role(session: Session, user: User, event_id: int, roles: frozenset[Role]) -> bool:
+def has_role(session: Session, user: Principal, event_id: int, roles: frozenset[Role]) -> bool:
     if user.is_admin:
         return True
     found = session.scalar(
@@ -87,7 +87,7 @@ CO_ORGANIZER_ROLES = frozenset(Role)
 ROLE_GRANTERS = frozenset({Role.OWNER, Role.ORGANIZER})
 
 
-def is_coorganizer(session: Session, user: User, event_id: int) -> bool:
+def is_coorganizer(session: Session, user: Principal, event_id: int) -> bool:
     """The contract's "co-organizer": an admin, or the event's owner, organizer or coorganizer."""
     return has_role(session, user, event_id, CO_ORGANIZER_ROLES)
 

@@ -18,7 +18,7 @@ from models.base import utcnow
 from models.errors import Conflict, InvalidInput, InvalidTransition, NotFound, SoldOut
 from models.events import Event, TicketType
 from models.orders import Attendee, Order, OrderEvent
-from models.outbox import CANCELLATION_TASK, CONFIRM_TASK, enqueue_job
+from models.outbox import CANCELLATION_TASK, CONFIRM_TASK, QUEUE_OF, RESEND_TASK, OutboxJob, enqueue_job
 from models.status import (
     CONFIRMED,
     CREATABLE_BY_ORGANIZER,
@@ -31,7 +31,7 @@ from models.status import (
     check_transition,
     status_for_payment_mode,
 )
-from models.users import User
+from models.users import Principal
 from ticketq.settings import settings
 
 log = logging.getLogger("ticketq.orders")
@@ -81,7 +81,7 @@ def create_order(
     session: Session,
     *,
     event_id: int,
-    buyer: User,
+    buyer: Principal,
     items: Sequence[LineItem],
     status: OrderStatus = OrderStatus.INITIALIZING,
     now: datetime | None = None,
@@ -125,6 +125,38 @@ def create_order(
         enqueue_job(session, CONFIRM_TASK, [order.identifier])
     log.info("order %s created as %s with %d tickets", order.identifier, status.value, position)
     return order
+
+
+@dataclass(frozen=True)
+class QueuedJob:
+    id: int
+    task: str
+    args: list[Any]
+    queue: str
+
+
+def request_resend(conn: sa.Connection, order_id: int, identifier: str, *, by: str) -> QueuedJob:
+    """Queue the confirmation resend and its audit row atomically; the caller checked access and status.
+
+    On PostgreSQL this is ONE statement (two inserts in CTEs) on an autocommit connection: a single
+    statement is its own transaction, so the job and the audit row commit together in one round trip.
+    Elsewhere (SQLite, the demo) the two inserts run in one transaction.
+    """
+    now = utcnow()
+    args: list[Any] = [identifier, by]
+    queue = QUEUE_OF[RESEND_TASK]
+    job = sa.insert(OutboxJob).values(task=RESEND_TASK, args=args, queue=queue, created_at=now, attempts=0)
+    audit = sa.insert(OrderEvent).values(order_id=order_id, kind="resend-requested", actor=by, detail={},
+                                         created_at=now)
+    if conn.dialect.name == "postgresql":
+        queued = job.returning(OutboxJob.id).cte("job")
+        job_id = conn.scalar(sa.select(queued.c.id).add_cte(audit.cte("audit")))
+    else:
+        with conn.begin():
+            job_id = conn.scalar(job.returning(OutboxJob.id))
+            conn.execute(audit)
+    assert job_id is not None
+    return QueuedJob(int(job_id), RESEND_TASK, args, queue)
 
 
 def _merge_items(items: Sequence[LineItem]) -> dict[int, int]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
@@ -35,6 +37,26 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     user: Mapped[User] = relationship(back_populates="tokens")
+
+
+class Principal(Protocol):
+    """Whoever acts: a loaded `User`, or the API's `Caller` read with its token in one statement."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def email(self) -> str: ...
+    @property
+    def is_admin(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The user behind a request's token, as plain values (no session holds it)."""
+
+    id: int
+    email: str
+    is_admin: bool
 
 
 def hash_token(token: str) -> str:

@@ -6,13 +6,15 @@ from decimal import Decimal
 from typing import Annotated
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query
 
-from api.access import find_event, require_coorganizer, require_granter
-from api.deps import CurrentUser, DbSession
+from api.access import COORGANIZER_REQUIRED, find_event, require_coorganizer, require_granter
+from api.deps import CurrentUser, DbSession, EventLookup
 from api.schemas import (
     DB_INT_MAX,
+    MAX_PAGE,
     EventCreate,
+    EventOrders,
     EventPublic,
     RoleCreate,
     RolePublic,
@@ -20,8 +22,10 @@ from api.schemas import (
     TicketPublic,
     decimal_string,
 )
-from models.errors import Conflict, InvalidInput
+from models.errors import Conflict, Forbidden, InvalidInput
 from models.events import Event, EventRole, Role, TicketType
+from models.listing import DEFAULT_PER_PAGE, MAX_PER_PAGE, list_event_orders
+from models.status import OrderStatus
 from models.users import get_or_create_user
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
@@ -70,3 +74,23 @@ def grant_role(event_id: EventId, body: RoleCreate, user: CurrentUser, session: 
     session.add(grant)
     session.commit()
     return RolePublic(id=grant.id, event=event_id, email=member.email, role=role.value)
+
+
+@router.get("/{event_id}/orders", response_model=EventOrders)
+def event_orders(
+    event_id: EventId,
+    found: EventLookup,
+    session: DbSession,
+    status: Annotated[OrderStatus | None, Query(description="only orders in this status")] = None,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=MAX_PER_PAGE)] = DEFAULT_PER_PAGE,
+) -> EventOrders:
+    """The event's orders with their email deliveries, for co-organizers (the order page's data)."""
+    if not found.runs_event:  # before the lookup: outsiders learn nothing, not even 404
+        raise Forbidden(COORGANIZER_REQUIRED, pointer="/data/event")
+    event = find_event(session, event_id)
+    listed = list_event_orders(session, event_id, status=status, page=page, per_page=per_page)
+    return EventOrders.model_validate({
+        "event": {"id": event.id, "name": event.name, "currency": event.currency},
+        "orders": listed.orders, "page": page, "per_page": per_page, "total": listed.total,
+    })

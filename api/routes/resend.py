@@ -10,20 +10,20 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.access import find_order, require_coorganizer
-from api.deps import DbSession, ResendCaller
+from api.access import COORGANIZER_REQUIRED, valid_identifier
+from api.deps import bearer_token, checked_lookup, client_ip, ip_limit_key, read_engine
 from api.errors import ApiError
-from api.publish import commit_and_publish
+from api.publish import publish
+from api.ratelimit import ResendLimits
 from api.schemas import ResendAccepted, ResendRequest
-from models.errors import InvalidTransition
-from models.ordering import record
-from models.outbox import ORDERS_QUEUE, RESEND_TASK, enqueue_job
+from models.errors import Forbidden, InvalidTransition, NotFound
+from models.ordering import request_resend
 from models.status import is_resendable
-from models.users import User
+from ticketq.broker import Job
 
 log = logging.getLogger("ticketq.api.resend")
 router = APIRouter(prefix="/v1/orders", tags=["orders"])
@@ -45,37 +45,52 @@ class MalformedJSON(ApiError):
 
 
 @router.post("/resend-email", status_code=202, response_model=ResendAccepted, openapi_extra=BODY_SCHEMA)
-async def resend_email(request: Request, user: ResendCaller, session: DbSession) -> ResendAccepted:
+async def resend_email(request: Request) -> JSONResponse:
     """Queue the buyer's and attendees' confirmation emails again (co-organizers)."""
-    body = _parse(await request.body())
-    identifier = await run_in_threadpool(_queue_resend, session, user, body.data.order)
-    return ResendAccepted(status=True, message=f"Confirmation emails for order {identifier} have been queued")
+    raw = await request.body()  # already buffered by the guard; only parsed after the limits
+    return await run_in_threadpool(_resend, request, raw)
 
 
-def _parse(raw: bytes) -> ResendRequest:
+def _resend(request: Request, raw: bytes) -> JSONResponse:
+    """Everything in one worker thread: two Redis round trips (the limits), one database round trip
+    for the checks (token → user, order, role, status), one for the job and its audit row, then
+    one send to the broker."""
+    limits: ResendLimits = request.app.state.resend_limits
+    limits.per_ip.hit(ip_limit_key(client_ip(request)))
+    token = bearer_token(request)
+    body, invalid = _parse(raw)
+    identifier = body.data.order if body is not None and valid_identifier(body.data.order) else None
+    found = checked_lookup(token, identifier=identifier)
+    limits.per_user.hit(str(found.caller.id))
+    if invalid is not None:
+        raise invalid
+    order = found.order
+    if order is None:
+        raise NotFound("Order not found", pointer="/data/order")
+    if not found.runs_event:  # access before status: nothing about an order leaks to an outsider but 403
+        raise Forbidden(COORGANIZER_REQUIRED, pointer="/data/order")
+    if not is_resendable(order.status):
+        raise InvalidTransition(NOT_RESENDABLE, pointer="/data/order")
+    with read_engine().connect() as conn:
+        job = request_resend(conn, order.id, order.identifier, by=found.caller.email)
+    publish([Job(job.id, job.task, job.args, job.queue)])
+    log.info("order %s: confirmation resend requested by %s", order.identifier, found.caller.email)
+    message = f"Confirmation emails for order {order.identifier} have been queued"
+    return JSONResponse({"status": True, "message": message}, status_code=202)
+
+
+def _parse(raw: bytes) -> tuple[ResendRequest | None, Exception | None]:
+    """The body, or the error to answer with once the checks before it have passed."""
     try:
         payload: Any = json.loads(raw)
     except (ValueError, RecursionError):  # undecodable bytes, bad syntax, absurd nesting
-        raise MalformedJSON("Malformed JSON body", pointer="") from None
+        return None, MalformedJSON("Malformed JSON body", pointer="")
     try:
-        return ResendRequest.model_validate(payload)
+        return ResendRequest.model_validate(payload), None
     except ValidationError as exc:
-        raise RequestValidationError([{**e, "loc": _body_loc(e["loc"])} for e in exc.errors()]) from None
+        return None, RequestValidationError([{**e, "loc": _body_loc(e["loc"])} for e in exc.errors()])
 
 
 def _body_loc(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
     """This body already has its `data` envelope; pointers elsewhere get "/data" added in front."""
     return ("body", *loc[1:]) if loc[:1] == ("data",) else ("body", *loc)
-
-
-def _queue_resend(session: Session, user: User, identifier: str) -> str:
-    """Look up, check access, then status: nothing about an order leaks to an outsider but 403."""
-    order = find_order(session, identifier)
-    require_coorganizer(session, user, order.event_id, pointer="/data/order")
-    if not is_resendable(order.status):
-        raise InvalidTransition(NOT_RESENDABLE, pointer="/data/order")
-    enqueue_job(session, RESEND_TASK, [order.identifier, user.email], ORDERS_QUEUE)
-    record(session, order, "resend-requested", actor=user.email)
-    commit_and_publish(session)
-    log.info("order %s: confirmation resend requested by %s", order.identifier, user.email)
-    return order.identifier

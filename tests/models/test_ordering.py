@@ -100,7 +100,7 @@ def test_the_buyer_cannot_update_a_settled_order(db: sessionmaker[Session], sett
         submit_order(session, load_order(session, order.identifier), payment_mode="bank", buyer=BUYER,
                      attendees=[BUYER])
     assert refused.value.detail == "You cannot update a non-initialized or non-pending order"
-    assert refused.value.http_status == 403
+    assert refused.value.code == "forbidden"
 
 
 def test_an_organizer_marks_pending_and_placed_orders_paid(any_db: sessionmaker[Session]) -> None:

@@ -1,0 +1,82 @@
+"""Sending jobs to the broker from a process that runs none (the API): a Celery producer configured
+from celeryconfig that includes no task module, so a producer never imports the worker."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from celery import Celery
+
+log = logging.getLogger("ticketq.broker")
+
+# After a failed send, the next ones skip the broker for this long (the outbox relay sends what is
+# left), so a dead or hanging Redis costs one request a short timeout, not every request.
+BACKOFF_SECONDS = 2.0
+# A request waits at most this long on a broker that does not answer.
+SOCKET_TIMEOUT = 1.0
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a producer needs of an outbox row: its id (the task id names it), task, args and queue."""
+
+    id: int
+    task: str
+    args: list[Any]
+    queue: str
+
+
+@lru_cache(maxsize=1)
+def producer_app() -> Celery:
+    """The Celery app of a producer: celeryconfig's broker and routes, no task modules, no retries."""
+    app = Celery("ticketq-producer")
+    app.config_from_object("celeryconfig")
+    options = dict(app.conf.broker_transport_options or {})
+    # Connecting fails at once instead of kombu's retry loop; a slow broker is cut short.
+    options.update(max_retries=0, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT)
+    app.conf.broker_transport_options = options
+    return app
+
+
+class _Backoff:
+    def __init__(self) -> None:
+        self._until = 0.0
+        self._lock = threading.Lock()
+
+    def active(self) -> bool:
+        return time.monotonic() < self._until
+
+    def trip(self) -> None:
+        with self._lock:
+            self._until = time.monotonic() + BACKOFF_SECONDS
+
+
+_backoff = _Backoff()
+
+
+def send_jobs(jobs: Sequence[Job]) -> list[int]:
+    """Send each job with task id `outbox-<id>`; returns the ids sent. A broker error is logged and
+    the rest is left to the relay (the rows are committed: nothing is lost)."""
+    from models.outbox import task_id_of
+
+    if not jobs or _backoff.active():
+        return []
+    app = producer_app()
+    sent: list[int] = []
+    try:
+        with app.producer_or_acquire() as producer:
+            for job in jobs:
+                app.send_task(job.task, args=job.args, queue=job.queue, task_id=task_id_of(job.id),
+                              producer=producer, retry=False, ignore_result=True)
+                sent.append(job.id)
+    except Exception as exc:  # kombu raises many kinds for a dead broker; the relay sends the rest
+        _backoff.trip()
+        log.warning("broker unreachable: %d of %d job(s) left for the relay: %s", len(jobs) - len(sent),
+                    len(jobs), exc)
+    return sent
