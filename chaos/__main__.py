@@ -6,11 +6,12 @@ import sys
 
 from bench.report import Scenario, run_scenarios
 from bench.servers import ROOT
-from chaos import r1_worker_kill, r2_redis_outage, r3_smtp_outage, r4_races
+from chaos import r1_worker_kill, r2_redis_outage, r2b_redis_empty, r3_smtp_outage, r4_races
 
 SCENARIOS: dict[str, Scenario] = {
     "r1": r1_worker_kill.run,
     "r2": r2_redis_outage.run,
+    "r2b": r2b_redis_empty.run,
     "r3": r3_smtp_outage.run,
     "r4": r4_races.run,
 }
