@@ -20,7 +20,7 @@ from weasyprint.urls import URLFetcher, URLFetcherResponse
 
 import templates
 from models.deliveries import DocumentKind
-from worker.fonts import font_configuration, text_direction
+from worker.fonts import drop_unused_fonts, font_configuration, text_direction
 from worker.storage import DocumentKey
 
 log = logging.getLogger("ticketq.documents")
@@ -147,6 +147,8 @@ def split_pages(reader: PdfReader, pages: Sequence[int]) -> bytes:
 def order_documents(rendered: RenderedOrder) -> dict[DocumentKey, bytes]:
     """The tickets PDF, one PDF per attendee and the invoice, cut from the one layout with pypdf."""
     reader = PdfReader(io.BytesIO(rendered.pdf))
+    for page in reader.pages:
+        drop_unused_fonts(page)  # else every PDF of the order carries every font of the order (a CJK one: 100 kB)
     all_tickets = sorted(p for pages in rendered.ticket_pages.values() for p in pages)
     result: dict[DocumentKey, bytes] = {
         (DocumentKind.TICKETS, None): split_pages(reader, all_tickets),

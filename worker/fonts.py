@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
@@ -11,6 +12,8 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 from fontTools.ttLib import TTCollection
+from pypdf import PageObject
+from pypdf.generic import DictionaryObject, NameObject
 from weasyprint.text.ffi import ffi, fontconfig, pangoft2
 from weasyprint.text.fonts import FontConfiguration
 
@@ -94,3 +97,29 @@ def text_direction(text: object) -> str:
         if kind == "L":
             return "ltr"
     return "ltr"
+
+
+SET_FONT = re.compile(rb"/([^\s/\[\]<>(){}%]+)\s+[-+]?[\d.]+\s+Tf\b")
+
+
+def drop_unused_fonts(page: PageObject) -> None:
+    """Keep in the page's resources only the fonts its text uses.
+
+    WeasyPrint gives every page of a layout the same font dictionary, so a ticket cut from an order
+    with one Chinese name would carry the CJK subset (60-100 kB) on every other attendee's ticket and
+    on the invoice; pypdf copies only what a page refers to, so this leaves each PDF its own fonts.
+    """
+    resources = page.get("/Resources")
+    resources = resources.get_object() if resources is not None else None
+    fonts = resources.get("/Font") if isinstance(resources, DictionaryObject) else None
+    fonts = fonts.get_object() if fonts is not None else None
+    if not isinstance(resources, DictionaryObject) or not isinstance(fonts, DictionaryObject):
+        return
+    if resources.get("/XObject"):  # a form could set text with the page's fonts: keep them all
+        return
+    contents = page.get_contents()
+    used = {match.decode() for match in SET_FONT.findall(contents.get_data() if contents is not None else b"")}
+    own = DictionaryObject({NameObject(key): resources.raw_get(key) for key in resources})  # shared by all pages
+    own[NameObject("/Font")] = DictionaryObject(
+        {NameObject(name): fonts.raw_get(name) for name in fonts if name.lstrip("/") in used})
+    page[NameObject("/Resources")] = own

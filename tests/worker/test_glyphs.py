@@ -198,11 +198,28 @@ def test_every_script_prints_with_the_packaged_fonts_and_rtl_names_read_from_the
     assert labels and {g.family for g in labels} == {"ticketq Sans"}  # the DATE/TIME labels: packaged bold
 
 
-def test_pdfs_embed_only_the_glyphs_they_use() -> None:
+def fonts_in(pdf: bytes) -> set[str]:
+    return {g.family for run in drawn_runs(pdf) for g in run}
+
+
+def test_pdfs_embed_only_the_fonts_and_glyphs_they_use() -> None:
     latin, cjk = ticket(["Ada Lovelace"]), ticket(["李小龙"])
     # The whole packaged fonts are 0.9 MB (Noto Sans) and 19 MB (Noto Sans CJK).
     assert len(latin) < 40_000, len(latin)
     assert len(cjk) < 200_000, len(cjk)
+    documents = order_documents(render_order(sample(["Ada Lovelace", "李小龙"]), [1, 2]))
+    ada, bruce = documents[(DocumentKind.ATTENDEE_TICKET, 1)], documents[(DocumentKind.ATTENDEE_TICKET, 2)]
+    assert "ticketq CJK" in fonts_in(bruce) and len(PdfReader(io.BytesIO(bruce)).pages) == 1
+    # the other attendee's ticket and the invoice do not carry the CJK font they do not show
+    for pdf in (ada, documents[(DocumentKind.INVOICE, None)]):
+        assert "CJK" not in str(pdf_fonts(pdf)) and len(pdf) < 40_000, (pdf_fonts(pdf), len(pdf))
+
+
+def pdf_fonts(pdf: bytes) -> set[str]:
+    """Every font object in the file, used or not."""
+    reader = PdfReader(io.BytesIO(pdf))
+    return {str(font.get_object()["/BaseFont"]) for page in reader.pages
+            for font in page["/Resources"]["/Font"].values()}
 
 
 def test_a_right_to_left_name_keeps_its_direction_beside_latin_letters() -> None:
