@@ -212,6 +212,13 @@ def parked(h: Harness) -> int:
         client.close()
 
 
+def last_error(proc: Proc) -> str:
+    """The last line of a process's log that names an error: why it exited, as far as it said."""
+    lines = [line.strip() for line in proc.logfile.read_text(errors="replace").splitlines()
+             if "Error" in line or "error:" in line or "Unrecoverable" in line] if proc.logfile.exists() else []
+    return lines[-1][-200:] if lines else "its log names no error"
+
+
 def judge(h: Harness, case: str, calls: list[Call], expected: Counter[tuple[str, str]], accepted: list,
           seen: Outage, missing_at_deadline: int, kills: list[tuple[float, int]], alive: dict[str, bool],
           restarts: list[tuple[float, str, int | None]], procs: list[Proc], elapsed: float,
@@ -235,7 +242,7 @@ def judge(h: Harness, case: str, calls: list[Call], expected: Counter[tuple[str,
     back = "from its append-only file" if not seen.wiped else "empty"
     rows = [
         Row(case, f"emails missing {wait:.0f} s after Redis came back {back} ({jobs} expected, "
-            f"{len(kills)} child SIGKILLs, {elapsed:.0f} s)", str(missing), "0", missing == 0),
+            f"{len(kills)} child SIGKILLs, run of {elapsed:.0f} s)", str(missing), "0", missing == 0),
         Row(case, "seconds from Redis back to the last email", f"{last:.1f} s" if missing == 0 else
             f"> {wait:.0f} s ({missing} missing)", f"<= {GOAL_SECONDS:.0f} s", missing == 0 and last <= GOAL_SECONDS),
         Row(case, f"duplicates per 100 kills ({got.duplicates} by order+kind+recipient+batch; "
@@ -250,6 +257,7 @@ def judge(h: Harness, case: str, calls: list[Call], expected: Counter[tuple[str,
         Row(case, "slowest API answer during the outage", f"{slowest:.2f} s", "< 5 s", slowest < 5),
     ]
     rejects = log_count(procs[:1], "Couldn't reject")
+    why = {n: last_error(next(p for p in procs if p.name == n)) for _, n, _ in restarts}
     notes = [f"{case}: Redis (the script's own Valkey, append-only file on) stopped with SIGTERM "
              f"{seen.down_at - (calls[0].at if calls else seen.down_at):.0f} s into the load for "
              f"{seen.up_at - seen.down_at:.0f} s, then restarted on the same port "
@@ -265,7 +273,8 @@ def judge(h: Harness, case: str, calls: list[Call], expected: Counter[tuple[str,
              f"Redis came back: +{max(backlog, default=seen.up_at) - seen.up_at:.1f} s; the load went on for "
              f"{max(0.0, (calls[-1].at if calls else seen.up_at) - seen.up_at):.0f} s after it. Processes at the "
              "end: " + ", ".join(f"{n} {'alive' if ok else 'DEAD'}" for n, ok in alive.items()) + "; restarted: "
-             + (", ".join(f"{n} exit {code} at +{at - seen.down_at:.1f} s" for at, n, code in restarts) or "none")
+             + (", ".join(f"{n} exit {code} at +{at - seen.down_at:.1f} s after Redis went down ({why[n]})"
+                          for at, n, code in restarts) or "none")
              + f". Worker log lines \"Couldn't reject\": {rejects}; messages left in Redis's `unacked` hash at the "
              f"end: {parked(h)}. 'Clear' API answers are a JSON:API error object or the documented success body, "
              "never a hang, a dropped connection or a 500."]
