@@ -19,6 +19,10 @@ def flat(text: str) -> str:
     return " ".join(text.split())
 
 
+def bare(text: str) -> str:
+    return "".join(text.split())
+
+
 def body(message: EmailMessage, subtype: str) -> str:
     part = message.get_body((subtype,))
     assert part is not None
@@ -49,9 +53,10 @@ def test_hostile_names_come_out_as_literal_text(
     assert "&lt;img src=&#34;file:///etc/passwd&#34;&gt;" in html and '<img src="file' not in html
     assert "<link" not in html and "<style>@import" not in html
 
-    tickets = flat(pdf_text(attachments(buyer)["tickets.pdf"]))
+    # A long name wraps wherever the font's widths put it, even inside a word: compare without whitespace.
+    tickets = bare(pdf_text(attachments(buyer)["tickets.pdf"]))
     for name in names:
-        assert flat(name) in tickets
+        assert bare(name) in tickets
     family = attachments(mails[("confirmation-attendee", SHARED)])
     assert set(family) == {f"ticket-{n}.pdf" for n in range(2, 7)} | {"event.ics"}
-    assert flat(names[3]) in flat(pdf_text(family["ticket-4.pdf"]))
+    assert bare(names[3]) in bare(pdf_text(family["ticket-4.pdf"]))
