@@ -29,6 +29,8 @@ def create_engine(url: str, **kwargs: Any) -> sa.Engine:
         # SQLAlchemy 2.1 defaults to psycopg 3; ticketq ships psycopg2.
         parsed = parsed.set(drivername="postgresql+psycopg2")
     kwargs.setdefault("pool_pre_ping", True)
+    if _asynchronous_commit:
+        kwargs.setdefault("connect_args", {"options": "-c synchronous_commit=off"})
     return sa.create_engine(parsed, **kwargs)
 
 
@@ -50,6 +52,18 @@ def _serialize_sqlite_writers(engine: sa.Engine) -> None:
 
 
 _engines: dict[str, sa.Engine] = {}
+_asynchronous_commit = False
+
+
+def use_asynchronous_commit() -> None:
+    """Engines made from now on commit without waiting for the WAL flush (worker processes).
+
+    Everything a worker writes can be written again: a crash of PostgreSQL that loses its last
+    commits costs a job run again or, at worst, an email sent twice with the same Message-ID. The
+    API's commits (orders, payments) stay synchronous.
+    """
+    global _asynchronous_commit
+    _asynchronous_commit = True
 _sessionmakers: dict[str, sessionmaker[Session]] = {}
 
 

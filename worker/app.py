@@ -7,7 +7,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_process_init
 
-from models.db import reset_engines
+from models.db import reset_engines, use_asynchronous_commit
 from worker import tasklog as _tasklog  # noqa: F401  (task id + order on every log line)
 
 app = Celery("ticketq")
@@ -19,3 +19,4 @@ app.conf.include = ["tasks.expiry", "tasks.outbox", "tasks.orders", "tasks.docum
 def _fresh_connections(**_: Any) -> None:
     # A prefork child must not reuse the parent's database sockets.
     reset_engines()
+    use_asynchronous_commit()

@@ -5,9 +5,9 @@ A PostgreSQL advisory lock per delivery, held on the one connection that does th
 tells a live duplicate job (skip) from a job redelivered after its worker died mid-send (send
 again). Several deliveries of an order go out in one pass over the order the job loaded once.
 
-The connection commits asynchronously (no wait for the WAL flush): the commit of 'sent' right
-after the server's acceptance is the window in which a kill sends an email twice, and a database
-crash that loses such a commit costs at most the same duplicate.
+In a worker the connection commits asynchronously (models.db.use_asynchronous_commit): the commit
+of 'sent' right after the server's acceptance is the window in which a kill sends an email twice,
+and a database crash that loses such a commit costs at most the same duplicate.
 """
 
 from __future__ import annotations
@@ -137,7 +137,6 @@ def claimed(factory: sessionmaker[Session], ids: Sequence[int]) -> Iterator[tupl
             ours = sorted(conn.scalars(sa.text(
                 "SELECT id FROM unnest(CAST(:ids AS integer[])) AS id WHERE pg_try_advisory_lock(:class, id)"
             ), {"ids": ours, "class": ADVISORY_CLASS}))
-            conn.execute(sa.text("SET synchronous_commit TO off"))
             conn.commit()
         try:
             with Session(bind=conn, expire_on_commit=False) as session:
@@ -152,7 +151,6 @@ def _unlock(conn: sa.Connection, ids: list[int]) -> None:
         conn.rollback()
         conn.execute(sa.text("SELECT pg_advisory_unlock(:class, id) FROM unnest(CAST(:ids AS integer[])) AS id"),
                      {"ids": ids, "class": ADVISORY_CLASS})
-        conn.execute(sa.text("RESET synchronous_commit"))
         conn.commit()
     except Exception:  # never hand a connection that may still hold a lock back to the pool
         log.exception("could not release the locks of deliveries %s; dropping the connection", ids)
