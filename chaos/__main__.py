@@ -6,7 +6,7 @@ import sys
 
 from bench.report import Scenario, run_scenarios
 from bench.servers import ROOT
-from chaos import r1_worker_kill, r2_redis_outage, r2b_redis_empty, r3_smtp_outage, r4_races
+from chaos import r1_worker_kill, r2_redis_outage, r2b_redis_empty, r3_smtp_outage, r4_races, r5_scale_out
 
 SCENARIOS: dict[str, Scenario] = {
     "r1": r1_worker_kill.run,
@@ -14,6 +14,7 @@ SCENARIOS: dict[str, Scenario] = {
     "r2b": r2b_redis_empty.run,
     "r3": r3_smtp_outage.run,
     "r4": r4_races.run,
+    "r5": r5_scale_out.run,
 }
 
 INTRO = """How ticketq behaves when things break, measured by `chaos/` (scripts, not unit tests). Every
