@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -18,8 +17,6 @@ from weasyprint.text.ffi import ffi, fontconfig, pangoft2
 from weasyprint.text.fonts import FontConfiguration
 
 import templates
-
-log = logging.getLogger("ticketq.fonts")
 
 FONTS_DIR = Path(templates.__file__).resolve().parent / "fonts"
 CJK_FACE = "Noto Sans CJK SC"  # Han in Chinese forms by default; kana and hangul are in every face
@@ -43,6 +40,7 @@ def cjk_collection() -> Path:
 
 @lru_cache(maxsize=1)
 def packaged_faces() -> tuple[Face, ...]:
+    """Noto Sans, Arabic and Hebrew (regular and bold, in templates/fonts) and the CJK face to use."""
     faces = [Face(f"ticketq {family}", FONTS_DIR / f"NotoSans{script}-{style}.ttf")
              for family, script in (("Sans", ""), ("Arabic", "Arabic"), ("Hebrew", "Hebrew"))
              for style in ("Regular", "Bold")]
