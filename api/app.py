@@ -55,6 +55,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(sqlalchemy.exc.IntegrityError, _integrity_error)
     app.add_exception_handler(sqlalchemy.exc.OperationalError, _database_down)
+    app.add_exception_handler(sqlalchemy.exc.TimeoutError, _database_down)  # no pooled connection came free
 
 
 async def _order_error(request: Request, exc: Exception) -> JSONResponse:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Annotated
 
@@ -20,29 +21,35 @@ from models.users import Caller
 from ticketq.settings import settings
 
 MAX_TOKEN_LENGTH = 256
-# Pooled connections kept open per process and engine (an overflow one is closed on return, and
-# opening one costs more than a whole request); anyio runs at most 40 request threads at once.
-POOL_SIZE, MAX_OVERFLOW = 10, 20
+# Connections per process (an overflow one is closed on return, and opening one costs more than a
+# whole request): reads 5 kept, 10 at most; writes 10 kept, 15 at most. Two API processes hold at
+# most 50 of PostgreSQL's default 100 however many requests wait (bench P6: 64 buyers at once on one
+# ticket type queue on its row lock; more connections would only queue there, not in the pool).
+READ_POOL, WRITE_POOL = (5, 5), (10, 5)
 
 
 @lru_cache(maxsize=4)
 def _engines(url: str) -> tuple[sa.Engine, sa.Engine]:
-    """(reads, writes) for the API. No pre-ping round trip per checkout: a connection found dropped
-    is retried instead (`checked_lookup`). On PostgreSQL the reads run in autocommit: one statement,
-    one round trip, no BEGIN/ROLLBACK around it."""
-    writes = create_engine(url, pool_pre_ping=False, **_pool_options(url))
+    """(reads, writes) for the API. No pre-ping round trip per checkout: a connection found dropped is
+    retried instead (`checked_lookup`). On PostgreSQL the reads' connections are in autocommit from
+    the start (switching a pooled connection per checkout would cost a round trip each way): one
+    statement, one round trip, no BEGIN or ROLLBACK around it, and a single statement is its own
+    transaction."""
     if make_url(url).get_backend_name() != "postgresql":
-        return writes, writes
-    return create_engine(url, pool_pre_ping=False, isolation_level="AUTOCOMMIT", **_pool_options(url)), writes
+        engine = create_engine(url, pool_pre_ping=False)
+        return engine, engine
+    (read_size, read_overflow), (write_size, write_overflow) = READ_POOL, WRITE_POOL
+    reads = create_engine(url, pool_pre_ping=False, isolation_level="AUTOCOMMIT", pool_size=read_size,
+                          max_overflow=read_overflow)
+    writes = create_engine(url, pool_pre_ping=False, pool_size=write_size, max_overflow=write_overflow)
+    return reads, writes
 
 
-def _pool_options(url: str) -> dict[str, int]:
-    return {} if make_url(url).get_backend_name() == "sqlite" else {"pool_size": POOL_SIZE,
-                                                                    "max_overflow": MAX_OVERFLOW}
-
-
-def read_engine() -> sa.Engine:
-    return _engines(settings.database_url)[0]
+@contextmanager
+def read_connection() -> Iterator[sa.Connection]:
+    """A connection for one-statement reads and single-statement writes (autocommit on PostgreSQL)."""
+    with _engines(settings.database_url)[0].connect() as conn:
+        yield conn
 
 
 @lru_cache(maxsize=4)
@@ -76,12 +83,13 @@ def checked_lookup(token: str, *, identifier: str | None = None, event_id: int |
     tried once more on a new connection."""
     for attempt in (1, 2):
         try:
-            with read_engine().connect() as conn:
+            with read_connection() as conn:
                 found = lookup(conn, token, identifier=identifier, event_id=event_id)
             break
         except sa.exc.DBAPIError as exc:
             if attempt == 2 or not exc.connection_invalidated:
                 raise
+            _engines(settings.database_url)[1].dispose()  # the writes' idle connections died with it
     if found is None:
         raise Unauthorized("Invalid or revoked token")
     return found

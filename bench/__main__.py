@@ -1,10 +1,10 @@
-"""`make bench`: P1-P5 on local services in one run; prints the table and rewrites docs/PERFORMANCE.md."""
+"""`make bench`: P1-P6 on local services in one run; prints the table and rewrites docs/PERFORMANCE.md."""
 
 from __future__ import annotations
 
 import sys
 
-from bench import p1_throughput, p2_resend, p3_expiry, p4_latency, p5_memory
+from bench import p1_throughput, p2_resend, p3_expiry, p4_latency, p5_memory, p6_rush
 from bench.report import Scenario, run_scenarios
 from bench.servers import ROOT
 
@@ -14,6 +14,7 @@ SCENARIOS: dict[str, Scenario] = {
     "p3": p3_expiry.run,
     "p4": p4_latency.run,
     "p5": p5_memory.run,
+    "p6": p6_rush.run,
 }
 
 INTRO = """What ticketq sustains on one machine, measured by `bench/` (scripts, not timed unit tests):

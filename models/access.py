@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from models.events import Event, EventRole
+from models.base import Base
+from models.events import EventRole
 from models.orders import Order
 from models.status import OrderStatus
 from models.users import ApiToken, Caller, User, hash_token
@@ -31,15 +32,17 @@ class Lookup:
     runs_event: bool  # an admin, or a role on the order's (or the given) event: the contract's co-organizer
 
 
-_ROLE = sa.exists().where(EventRole.event_id == sa.func.coalesce(Order.event_id, sa.bindparam("event_id")),
-                          EventRole.user_id == User.id)
+# Plain Core on the tables (no ORM compile step), built once: executing it only binds parameters.
+_users, _tokens, _orders, _roles = (Base.metadata.tables[m.__tablename__] for m in (User, ApiToken, Order, EventRole))
+_ROLE = sa.exists().where(
+    _roles.c.event_id == sa.func.coalesce(_orders.c.event_id, sa.bindparam("event_id", type_=sa.Integer)),
+    _roles.c.user_id == _users.c.id)
 _LOOKUP = (
-    sa.select(User.id, User.email, User.is_admin, Order.id.label("order_id"), Order.identifier,
-              Order.event_id, Order.user_id.label("buyer_id"), Order.status, _ROLE.label("has_role"))
-    .select_from(ApiToken)
-    .join(User, User.id == ApiToken.user_id)
-    .outerjoin(Order, Order.identifier == sa.bindparam("identifier"))
-    .where(ApiToken.token_hash == sa.bindparam("token_hash"))
+    sa.select(_users.c.id, _users.c.email, _users.c.is_admin, _orders.c.id.label("order_id"), _orders.c.identifier,
+              _orders.c.event_id, _orders.c.user_id.label("buyer_id"), _orders.c.status, _ROLE.label("has_role"))
+    .select_from(_tokens.join(_users, _users.c.id == _tokens.c.user_id)
+                 .outerjoin(_orders, _orders.c.identifier == sa.bindparam("identifier", type_=sa.String)))
+    .where(_tokens.c.token_hash == sa.bindparam("token_hash", type_=sa.String))
     .limit(1)
 )
 
@@ -60,5 +63,3 @@ def lookup(conn: sa.Connection, token: str, *, identifier: str | None = None,
     return Lookup(caller, order, caller.is_admin or bool(row.has_role))
 
 
-def event_exists(conn: sa.Connection, event_id: int) -> bool:
-    return conn.scalar(sa.select(Event.id).where(Event.id == event_id)) is not None

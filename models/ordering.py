@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.base import utcnow
+from models.base import Base, utcnow
 from models.errors import Conflict, InvalidInput, InvalidTransition, NotFound, SoldOut
 from models.events import Event, TicketType
 from models.orders import Attendee, Order, OrderEvent
@@ -135,6 +135,25 @@ class QueuedJob:
     queue: str
 
 
+def _resend_statements() -> tuple[sa.Insert, sa.Insert]:
+    """Built once: plain Core statements with bound parameters compile once and are only bound after."""
+    jobs, audit = (Base.metadata.tables[m.__tablename__] for m in (OutboxJob, OrderEvent))
+
+    def param(table: sa.Table, name: str) -> sa.BindParameter[Any]:
+        return sa.bindparam(name, type_=table.c[name].type)
+
+    job = sa.insert(jobs).values({**{name: param(jobs, name) for name in ("task", "args", "queue", "created_at")},
+                                  "attempts": 0})
+    event = sa.insert(audit).values(
+        {name: param(audit, name) for name in ("order_id", "kind", "actor", "detail", "created_at")})
+    return job, event
+
+
+_RESEND_JOB, _RESEND_AUDIT = _resend_statements()
+_RESEND_JOB_ID = _RESEND_JOB.returning(_RESEND_JOB.table.c.id)
+_RESEND_BOTH = sa.select(_RESEND_JOB_ID.cte("job").c.id).add_cte(_RESEND_AUDIT.cte("audit"))
+
+
 def request_resend(conn: sa.Connection, order_id: int, identifier: str, *, by: str) -> QueuedJob:
     """Queue the confirmation resend and its audit row atomically; the caller checked access and status.
 
@@ -145,16 +164,14 @@ def request_resend(conn: sa.Connection, order_id: int, identifier: str, *, by: s
     now = utcnow()
     args: list[Any] = [identifier, by]
     queue = QUEUE_OF[RESEND_TASK]
-    job = sa.insert(OutboxJob).values(task=RESEND_TASK, args=args, queue=queue, created_at=now, attempts=0)
-    audit = sa.insert(OrderEvent).values(order_id=order_id, kind="resend-requested", actor=by, detail={},
-                                         created_at=now)
+    params = {"task": RESEND_TASK, "args": args, "queue": queue, "created_at": now, "order_id": order_id,
+              "kind": "resend-requested", "actor": by, "detail": {}}
     if conn.dialect.name == "postgresql":
-        queued = job.returning(OutboxJob.id).cte("job")
-        job_id = conn.scalar(sa.select(queued.c.id).add_cte(audit.cte("audit")))
+        job_id = conn.scalar(_RESEND_BOTH, params)
     else:
         with conn.begin():
-            job_id = conn.scalar(job.returning(OutboxJob.id))
-            conn.execute(audit)
+            job_id = conn.scalar(_RESEND_JOB_ID, params)
+            conn.execute(_RESEND_AUDIT, params)
     assert job_id is not None
     return QueuedJob(int(job_id), RESEND_TASK, args, queue)
 

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from api.access import COORGANIZER_REQUIRED, valid_identifier
-from api.deps import bearer_token, checked_lookup, client_ip, ip_limit_key, read_engine
+from api.deps import bearer_token, checked_lookup, client_ip, ip_limit_key, read_connection
 from api.errors import ApiError
 from api.publish import publish
 from api.ratelimit import ResendLimits
@@ -71,7 +71,7 @@ def _resend(request: Request, raw: bytes) -> JSONResponse:
         raise Forbidden(COORGANIZER_REQUIRED, pointer="/data/order")
     if not is_resendable(order.status):
         raise InvalidTransition(NOT_RESENDABLE, pointer="/data/order")
-    with read_engine().connect() as conn:
+    with read_connection() as conn:
         job = request_resend(conn, order.id, order.identifier, by=found.caller.email)
     publish([Job(job.id, job.task, job.args, job.queue)])
     log.info("order %s: confirmation resend requested by %s", order.identifier, found.caller.email)

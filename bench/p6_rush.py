@@ -1,0 +1,174 @@
+"""P6 on-sale rush: 2,000 buyers at once through `ticketq api --workers 2` for 1,000 tickets of one
+type; each creates an order and, when it got tickets, submits the form (free and bank mixed). A
+worker and beat run throughout; every winner's confirmation must arrive, and nothing is oversold."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from bench.harness import Harness
+from bench.monitor import load_average
+from bench.p2_resend import tree_cpu_seconds
+from bench.report import Row, fmt
+
+BUYERS, QUICK_BUYERS = 2_000, 200
+TICKETS, QUICK_TICKETS = 1_000, 100
+IN_FLIGHT = 64  # buyers with a request open at once (a browser each)
+API_WORKERS = 2
+DRAIN_TIMEOUT, QUICK_DRAIN_TIMEOUT = 420.0, 120.0
+EMAILS_PER_ORDER = 2  # the buyer attends alone: confirmation-buyer + organizer-notification
+REQUEST_TIMEOUT = 30.0
+
+
+@dataclass
+class Rush:
+    codes: Counter[tuple[str, int]] = field(default_factory=Counter)
+    create_ms: list[float] = field(default_factory=list)
+    submit_ms: list[float] = field(default_factory=list)
+    submitted_at: dict[str, float] = field(default_factory=dict)  # winning order -> when its form was accepted
+    seconds: float = 0.0
+
+
+def seed(db: Any, buyers: int, tickets: int) -> tuple[int, int, list[str]]:
+    """An event with one free ticket type of `tickets` seats, and a token for each buyer."""
+    from datetime import UTC, datetime, timedelta
+
+    from bench.workload import ORGANIZER
+    from models import Event, EventRole, Role, TicketType
+    from models.users import create_user_token
+
+    tokens: list[str] = []
+    with db() as session, session.begin():
+        owner, _ = create_user_token(session, ORGANIZER, name="Rush Owner")
+        start = datetime(2027, 6, 1, 18, 0, tzinfo=UTC)
+        event = Event(name="Rush Night", starts_at=start, ends_at=start + timedelta(hours=5),
+                      timezone="Europe/Berlin", location="Berlin", currency="EUR")
+        event.ticket_types.append(TicketType(name="Entry", price=Decimal("0.00"), quantity=tickets))
+        session.add(event)
+        session.flush()
+        session.add(EventRole(event_id=event.id, user_id=owner.id, role=Role.OWNER))
+        event_id, ticket_id = event.id, event.ticket_types[0].id
+    for first in range(0, buyers, 500):
+        with db() as session, session.begin():
+            tokens += [create_user_token(session, f"fan{n}@rush.example", name=f"Fan {n}")[1]
+                       for n in range(first, min(buyers, first + 500))]
+    return event_id, ticket_id, tokens
+
+
+async def rush(url: str, event_id: int, ticket_id: int, tokens: list[str]) -> Rush:
+    """Every buyer at once (IN_FLIGHT at a time): create an order for one ticket, submit it if it got one."""
+    import httpx
+
+    result = Rush()
+    gate = asyncio.Semaphore(IN_FLIGHT)
+    limits = httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=IN_FLIGHT)
+
+    async with httpx.AsyncClient(base_url=url, timeout=REQUEST_TIMEOUT, limits=limits) as client:
+        async def call(kind: str, method: str, path: str, token: str, body: dict[str, Any]) -> httpx.Response | None:
+            began = time.perf_counter()
+            try:
+                response = await client.request(method, path, json=body, headers={"Authorization": f"Bearer {token}"})
+            except httpx.HTTPError:
+                result.codes[(kind, 0)] += 1
+                return None
+            (result.create_ms if kind == "create" else result.submit_ms).append((time.perf_counter() - began) * 1000)
+            result.codes[(kind, response.status_code)] += 1
+            return response
+
+        async def buyer(n: int, token: str) -> None:
+            async with gate:
+                created = await call("create", "POST", "/v1/orders", token,
+                                     {"event": event_id, "tickets": [{"ticket": ticket_id, "quantity": 1}]})
+                if created is None or created.status_code != 201:
+                    return
+                identifier = created.json()["identifier"]
+                person = {"name": f"Fan {n}", "email": f"fan{n}@rush.example"}
+                submitted = await call("submit", "PATCH", f"/v1/orders/{identifier}", token, {
+                    "payment_mode": "free" if n % 2 else "bank", "buyer": person, "attendees": [person]})
+                if submitted is not None and submitted.status_code == 200:
+                    result.submitted_at[identifier] = time.time()
+
+        started = time.perf_counter()
+        await asyncio.gather(*(buyer(n, token) for n, token in enumerate(tokens)))
+        result.seconds = time.perf_counter() - started
+    return result
+
+
+def held_tickets(db: Any, ticket_id: int) -> int:
+    """Tickets held by orders that still hold them (not expired, not cancelled)."""
+    from models.base import utcnow
+    from models.events import TicketType
+    from models.ordering import available
+
+    with db() as session:
+        ticket = session.get(TicketType, ticket_id)
+        assert ticket is not None
+        return ticket.quantity - available(session, ticket, utcnow())
+
+
+def run(h: Harness, quick: bool) -> tuple[list[Row], list[str]]:
+    from bench.workload import complete_orders, duplicates, factory, percentile
+
+    assert h.sink is not None
+    buyers, tickets = (QUICK_BUYERS, QUICK_TICKETS) if quick else (BUYERS, TICKETS)
+    h.reset()
+    db = factory(h.database_url)
+    event_id, ticket_id, tokens = seed(db, buyers, tickets)
+    worker = h.worker("p6-worker", concurrency=2)
+    beat = h.beat("p6-beat")
+    api, url = h.api("p6-api", workers=API_WORKERS)
+    try:
+        cpu_before = tree_cpu_seconds(api)
+        result = asyncio.run(rush(url, event_id, ticket_id, tokens))
+        rush_end = time.time()
+        api_cpu = tree_cpu_seconds(api) - cpu_before
+        winners = set(result.submitted_at)
+        deadline = time.monotonic() + (QUICK_DRAIN_TIMEOUT if quick else DRAIN_TIMEOUT)
+        while time.monotonic() < deadline:
+            if len(complete_orders(h.sink.snapshot(), winners, EMAILS_PER_ORDER)) >= len(winners):
+                break
+            time.sleep(0.5)
+        accepted = h.sink.snapshot()
+    finally:
+        h.stop(api)
+        h.stop(beat)
+        h.stop(worker)
+    delivered = complete_orders(accepted, winners, EMAILS_PER_ORDER)
+    last_needed = max((a.at for a in accepted if a.order in winners), default=rush_end)
+    drained = last_needed - rush_end
+    held = held_tickets(db, ticket_id)
+    oversold = max(0, held - tickets)
+    server_errors = sum(n for (_, code), n in result.codes.items() if code >= 500 or code == 0)
+    requests = sum(result.codes.values())
+    create_ms, submit_ms = sorted(result.create_ms), sorted(result.submit_ms)
+    by_id, by_logical = duplicates(a for a in accepted if a.order in winners)
+    rows = [
+        Row("P6", f"on-sale rush: {buyers:,} buyers, {tickets:,} tickets, {IN_FLIGHT} in flight, "
+            f"`ticketq api --workers {API_WORKERS}`", f"{len(winners):,} orders in {result.seconds:.1f} s"),
+        Row("P6", "orders created and submitted per second", fmt(len(winners) / result.seconds, "orders/s", 1)),
+        Row("P6", "requests per second (create, sold out, submit)", fmt(requests / result.seconds, "req/s", 0)),
+        Row("P6", "create order: p50 / p99", f"{percentile(create_ms, 50):.0f} / {percentile(create_ms, 99):.0f} ms"),
+        Row("P6", "submit form: p50 / p99", f"{percentile(submit_ms, 50):.0f} / {percentile(submit_ms, 99):.0f} ms"),
+        Row("P6", "API CPU per request", fmt(api_cpu * 1000 / max(requests, 1), "ms", 2)),
+        Row("P6", "oversold (tickets held beyond the quantity)", str(oversold), "0", oversold == 0),
+        Row("P6", "winners (orders that got a ticket)", f"{len(winners):,}", f"{tickets:,}", len(winners) == tickets),
+        Row("P6", "server errors (5xx or no answer)", str(server_errors), "0", server_errors == 0),
+        Row("P6", "winners whose confirmation was delivered", f"{len(delivered):,} / {len(winners):,}",
+            "all", len(delivered) == len(winners) > 0),
+        Row("P6", "backlog drained after the rush ended", fmt(drained, "s", 1)),
+    ]
+    codes = ", ".join(f"{kind} {code}: {n}" for (kind, code), n in sorted(result.codes.items()))
+    notes = [f"P6: {buyers:,} buyers with a token each, {IN_FLIGHT} at a time, against `ticketq api --workers "
+             f"{API_WORKERS}`; one ticket type of {tickets:,} free seats; every buyer asks for one ticket and, if it "
+             "got one, submits the form with payment mode `free` or `bank` (alternating: completed or placed, both "
+             "queue the confirmation). One `celery worker -c 2` (every queue) and beat (the outbox relay) run during "
+             f"and after the rush on the same 2 cores. Answers: {codes}. Emails counted per winner: "
+             f"confirmation-buyer and organizer-notification; repeats by Message-ID {by_id}, by order+kind+recipient "
+             f"{by_logical}. Held tickets at the end: {held:,} of {tickets:,}. Load average at the end: "
+             f"{load_average()}."]
+    return rows, notes
