@@ -24,6 +24,8 @@ from worker.fonts import drop_unused_fonts, font_configuration, text_direction
 from worker.storage import DocumentKey
 
 log = logging.getLogger("ticketq.documents")
+# WeasyPrint narrates every step of every layout at INFO: eight lines per order, in every worker log.
+logging.getLogger("weasyprint.progress").setLevel(logging.WARNING)
 
 TEMPLATES_DIR = Path(templates.__file__).resolve().parent
 ASSET_SCHEME = "ticketq-asset:"
