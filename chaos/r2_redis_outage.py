@@ -11,6 +11,8 @@ worker, beat or API that exits, and reports it.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import threading
 import time
@@ -163,6 +165,11 @@ def outage_under_kills(h: Harness, quick: bool, *, case: str, wipe: bool) -> tup
         alive = {p.name: p.process is not None and p.process.poll() is None for p in procs}
         restarts = supervisor.stop()
         accepted = h.sink.snapshot()
+        if os.environ.get("BENCH_KEEP_LOGS") == "1":  # debugging a run: every acceptance and kill, with times
+            with (h.root / "accepted.txt").open("w") as out:
+                for a in accepted:
+                    out.write(f"{a.at:.3f} {a.message_id} {a.order} {a.kind}\n")
+                out.write(f"kills {killer.kills}\n")
     finally:
         killer.halt.set()
         supervisor.halt.set()
@@ -212,6 +219,30 @@ def parked(h: Harness) -> int:
         client.close()
 
 
+def relay_lines(worker: Proc) -> list[tuple[float, str]]:
+    """(when, what) of each outbox relay run that did something, from the worker's log (UTC timestamps)."""
+    import datetime as dt
+
+    found = []
+    text = worker.logfile.read_text(errors="replace") if worker.logfile.exists() else ""
+    for line in text.splitlines():
+        if "outbox relay: " not in line:
+            continue
+        with contextlib.suppress(ValueError):
+            at = dt.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").replace(tzinfo=dt.UTC).timestamp()
+            found.append((at, line.split("outbox relay: ", 1)[1].strip()))
+    return found
+
+
+def relay_summary(worker: Proc, seen: Outage) -> str:
+    runs = [(at - seen.up_at, what) for at, what in relay_lines(worker) if at >= seen.up_at]
+    if not runs:
+        return "no relay run logged after Redis came back"
+    first = next(((t, w) for t, w in runs if "empty" in w), runs[0])
+    return f"first relay run after Redis came back{' that saw it empty' if 'empty' in first[1] else ''}: " \
+           f"+{first[0]:.1f} s, '{first[1]}'"
+
+
 def last_error(proc: Proc) -> str:
     """The last line of a process's log that names an error: why it exited, as far as it said."""
     lines = [line.strip() for line in proc.logfile.read_text(errors="replace").splitlines()
@@ -233,6 +264,11 @@ def judge(h: Harness, case: str, calls: list[Call], expected: Counter[tuple[str,
     early = {c.order for c in calls if c.at < seen.up_at}  # jobs accepted before Redis was back
     backlog = [times[0] for (order, kind, _, _), times in got.copies.items()
                if (order, kind) in wanted and order in early]
+    owed = sum(n for (order, _), n in expected.items() if order in early) - sum(
+        1 for (order, kind, _, _), times in got.copies.items() if (order, kind) in wanted and order in early
+        and times[0] < seen.up_at)
+    after_up = sorted(t for t in firsts if t >= seen.up_at)
+    pace = len(after_up) / (after_up[-1] - seen.up_at) if len(after_up) > 1 else float("nan")
     during = [c for c in calls if seen.down_at <= c.at <= seen.up_at]
     codes = Counter(f"{c.kind} {c.status}" for c in during)
     slowest = max((c.seconds for c in during), default=0.0)
@@ -271,7 +307,10 @@ def judge(h: Harness, case: str, calls: list[Call], expected: Counter[tuple[str,
              f"({got.unattributed} messages named none). Missing emails were still missing {wait:.0f} s after "
              f"Redis came back (the wait ended with {missing_at_deadline}). Last email of a job accepted before "
              f"Redis came back: +{max(backlog, default=seen.up_at) - seen.up_at:.1f} s; the load went on for "
-             f"{max(0.0, (calls[-1].at if calls else seen.up_at) - seen.up_at):.0f} s after it. Processes at the "
+             f"{max(0.0, (calls[-1].at if calls else seen.up_at) - seen.up_at):.0f} s after it. When Redis came back, "
+             f"{owed} emails of jobs accepted before were owed; from then on the sink accepted {pace:.1f} emails/s "
+             "(the worker's pace under the kills: when it is below what is owed and still arriving, the wait is "
+             f"throughput, not loss); {relay_summary(procs[0], seen)}. Processes at the "
              "end: " + ", ".join(f"{n} {'alive' if ok else 'DEAD'}" for n, ok in alive.items()) + "; restarted: "
              + (", ".join(f"{n} exit {code} at +{at - seen.down_at:.1f} s after Redis went down ({why[n]})"
                           for at, n, code in restarts) or "none")
