@@ -75,6 +75,7 @@ def beats(services: Services, tmp_path: Path) -> Iterator[list[Beat]]:
     yield started
     for beat in started:
         beat.stop()
+    client.delete(LOCK_KEY)  # a beat killed mid-test must not make the next test's beat stand by
     client.close()
 
 
