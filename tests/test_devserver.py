@@ -113,3 +113,25 @@ def test_ticketq_up_restarts_a_worker_killed_whole_and_it_serves_again(tmp_path:
         assert sup.leftovers() == []
     finally:
         os.environ.update({k: v for k, v in saved.items() if v is not None})
+
+
+def test_under_ticketq_up_a_redis_that_dies_comes_back_and_the_worker_reconnects(tmp_path: Path) -> None:
+    """SIGKILL the embedded Redis: the supervisor starts it again on its port; the worker and beat wait
+    for it and reconnect (they are not restarted), and the API's health answers 200 again."""
+    from ticketq.stack import healthz_ok, start_stack
+
+    saved = {key: os.environ.pop(key, None) for key in ("REDIS_URL", "SMTP_URL", "DATABASE_URL")}
+    try:
+        with Supervisor(tmp_path) as sup:
+            stack = start_stack(sup, demo=True)
+            redis_child = next(c for c in sup.children if c.name == "redis")
+            worker_log = tmp_path / "log" / "worker.log"
+            connected = worker_log.read_text().count("Connected to redis://")
+            os.killpg(redis_child.pid, signal.SIGKILL)
+            wait_checking(sup, lambda: redis_child.restarts == 1, timeout=30)
+            wait_checking(sup, lambda: worker_log.read_text().count("Connected to redis://") > connected, timeout=90)
+            wait_checking(sup, lambda: healthz_ok(stack.api_url), timeout=30)
+            assert sup.restarts() == {"redis": 1}, sup.restarts()
+        assert sup.leftovers() == []
+    finally:
+        os.environ.update({k: v for k, v in saved.items() if v is not None})

