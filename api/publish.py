@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from sqlalchemy.orm import Session
 
 from models.db import get_sessionmaker
-from models.outbox import OutboxJob, mark_published, pending_job_ids
+from models.outbox import forget_pending_jobs, mark_published, pending_jobs
 from ticketq.broker import Job, send_jobs
 
 log = logging.getLogger("ticketq.api.publish")
@@ -99,9 +99,7 @@ def publish(jobs: Sequence[Job]) -> int:
 
 def commit_and_publish(session: Session) -> int:
     """The order change and its jobs commit together; sending is best effort afterwards."""
-    job_ids = set(pending_job_ids(session))
-    jobs = [Job(o.id, o.task, list(o.args), o.queue) for o in session.identity_map.values()
-            if isinstance(o, OutboxJob) and o.id in job_ids]
+    jobs = [Job(o.id, o.task, list(o.args), o.queue) for o in pending_jobs(session)]
     session.commit()
-    session.info.pop("outbox_job_ids", None)
+    forget_pending_jobs(session)
     return publish(sorted(jobs, key=lambda job: job.id))

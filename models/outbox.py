@@ -79,14 +79,23 @@ def enqueue_job(session: Session, task: str, args: list[Any], queue: str | None 
     session.add(job)
     session.flush()
     if run_after is None:
-        jobs: list[int] = session.info.setdefault("outbox_job_ids", [])
-        jobs.append(job.id)
+        # Held here, not found later in the identity map: it keeps clean objects only weakly.
+        jobs: list[OutboxJob] = session.info.setdefault("outbox_jobs", [])
+        jobs.append(job)
     return job
 
 
-def pending_job_ids(session: Session) -> list[int]:
+def pending_jobs(session: Session) -> list[OutboxJob]:
     """The jobs this session wrote, to publish right after its commit."""
-    return list(session.info.get("outbox_job_ids", []))
+    return list(session.info.get("outbox_jobs", []))
+
+
+def pending_job_ids(session: Session) -> list[int]:
+    return [job.id for job in pending_jobs(session)]
+
+
+def forget_pending_jobs(session: Session) -> None:
+    session.info.pop("outbox_jobs", None)
 
 
 def task_id_of(job_id: int) -> str:

@@ -1,0 +1,30 @@
+"""A request's jobs reach the broker right after its commit, and are then marked sent off the request path."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.outbox import CONFIRM_TASK, OutboxJob
+from tests.api.test_orders import FORM, new_order
+
+
+def test_submitting_an_order_sends_its_confirmation_job_at_once(
+    client: TestClient, world: dict[str, Any], db: sessionmaker[Session]
+) -> None:
+    identifier = new_order(client, world).json()["identifier"]
+    assert client.patch(f"/v1/orders/{identifier}", json=FORM, headers=world["headers"]["buyer"]).status_code == 200
+    deadline = time.monotonic() + 10
+    while True:  # the API's marker thread notes what it sent (a job the relay sent would be 5 s older)
+        with db() as session:
+            jobs = session.scalars(sa.select(OutboxJob).where(OutboxJob.task == CONFIRM_TASK)).all()
+            job = next((j for j in jobs if j.args == [identifier]), None)
+        if job is not None and job.published_at is not None:
+            break
+        assert time.monotonic() < deadline, "the API did not send the order's confirmation job"
+        time.sleep(0.05)
+    assert job.queue == "documents" and (job.published_at - job.created_at).total_seconds() < 2
