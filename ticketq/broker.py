@@ -78,14 +78,15 @@ class _Backoff:
 _backoff = _Backoff()
 
 
-def send_jobs(jobs: Sequence[Job]) -> list[int]:
-    """Send each job with task id `outbox-<id>`; returns the ids sent. A broker error is logged and
-    the rest is left to the relay (the rows are committed: nothing is lost)."""
+def send_jobs(jobs: Sequence[Job], app: Celery | None = None) -> list[int]:
+    """Send each job with task id `outbox-<id>` (through `app`, default the producer's); returns the
+    ids sent. A broker error is logged and the rest is left to the relay (the rows are committed:
+    nothing is lost)."""
     from models.outbox import task_id_of
 
     if not jobs or _backoff.active():
         return []
-    app = producer_app()
+    app = app or producer_app()
     sent: list[int] = []
     try:
         with app.producer_or_acquire() as producer:

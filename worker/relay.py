@@ -39,9 +39,9 @@ from models.outbox import (
     take_back_expired_leases,
     take_back_leases,
     take_back_published_before,
-    task_id_of,
     unfinished,
 )
+from ticketq.broker import Job, send_jobs
 
 log = logging.getLogger("ticketq.relay")
 
@@ -114,24 +114,21 @@ def relay_outbox(factory: sessionmaker[Session], app: Celery) -> RelayReport:
             for queue in empty_queues:
                 report.taken_back += take_back_published_before(session, now - STALE, now, queue)
             purge_done(session, now - KEEP_DONE, 10 * BATCH)
-        report.published, report.left = publish_due(factory, app, producer)
+    report.published, report.left = publish_due(factory, app)
     if report.broker_emptied or report.taken_back or report.published:
         log.info("outbox relay: %s", report)
     return report
 
 
-def publish_due(factory: sessionmaker[Session], app: Celery, producer: Any) -> tuple[int, bool]:
-    """Send due jobs over one connection, a locked batch per transaction, within the time budget."""
+def publish_due(factory: sessionmaker[Session], app: Celery) -> tuple[int, bool]:
+    """Send due jobs, a locked batch per transaction, within the time budget; (sent, more left)."""
     sent, started = 0, time.monotonic()
     while time.monotonic() - started < TIME_BUDGET:
         with factory() as session, session.begin():
             jobs = due_jobs(session, utcnow(), GRACE, BATCH)
-            for job in jobs:
-                app.send_task(job.task, args=job.args, queue=job.queue, task_id=task_id_of(job.id),
-                              producer=producer, retry=False, ignore_result=True)
-                job.published_at = utcnow()
-                sent += 1
-        if len(jobs) < BATCH:
+            batch = _send(jobs, app)
+        sent += batch
+        if len(jobs) < BATCH or batch < len(jobs):  # all sent, or the broker stopped answering
             return sent, False
     return sent, True
 
@@ -140,18 +137,18 @@ def publish_jobs(factory: sessionmaker[Session], app: Celery, job_ids: list[int]
     """Send these jobs now (those not sent yet) and mark them; a broker error leaves them to the relay."""
     if not job_ids:
         return 0
-    sent = 0
     with factory() as session, session.begin():
         jobs = session.scalars(sa.select(OutboxJob).where(unfinished(OutboxJob.id.in_(job_ids),
                                                                      OutboxJob.published_at.is_(None)))
                                .order_by(OutboxJob.id).with_for_update(skip_locked=True)).all()
-        try:
-            with app.producer_or_acquire() as producer:
-                for job in jobs:
-                    app.send_task(job.task, args=job.args, queue=job.queue, task_id=task_id_of(job.id),
-                                  producer=producer, retry=False, ignore_result=True)
-                    job.published_at = utcnow()
-                    sent += 1
-        except Exception as exc:  # broker down: kombu raises many kinds; the relay sends the rest
-            log.warning("%d of %d jobs not published: %s", len(jobs) - sent, len(jobs), exc)
-    return sent
+        return _send(list(jobs), app)
+
+
+def _send(jobs: list[OutboxJob], app: Celery) -> int:
+    """Send locked rows and mark those that reached the broker (the caller's transaction commits)."""
+    sent = set(send_jobs([Job(j.id, j.task, list(j.args), j.queue) for j in jobs], app))
+    now = utcnow()
+    for job in jobs:
+        if job.id in sent:
+            job.published_at = now
+    return len(sent)
