@@ -109,7 +109,10 @@ class Harness:
             if self._embedded is not None:
                 self._embedded.stop()
         finally:
-            shutil.rmtree(self.root, ignore_errors=True)
+            if os.environ.get("BENCH_KEEP_LOGS") == "1":  # a run to debug: its processes' logs stay
+                print(f"logs kept under {self.root}", file=sys.stderr)
+            else:
+                shutil.rmtree(self.root, ignore_errors=True)
 
     # --- processes -------------------------------------------------------------------------
     def spawn(self, name: str, args: list[str], ready: bytes | None, extra_env: dict[str, str] | None = None,
