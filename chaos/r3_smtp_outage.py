@@ -27,7 +27,8 @@ def run(h: Harness, quick: bool) -> tuple[list[Row], list[str]]:
     seed = seed_event(db)
     refused_order = make_pending(db, seed, 1, guest=REFUSED)
     orders = refused_order + make_pending(db, seed, count - 1, first=1)
-    worker = h.worker("r3-worker", concurrency=2, extra_env={"OUTBOX_RELAY_SECONDS": "3600"})
+    # Retries are jobs in PostgreSQL with a later run_after: beat's outbox relay sends them when due.
+    worker, beat = h.worker("r3-worker", concurrency=2), h.beat("r3-beat")
     try:
         sink.go_down()
         went_down = time.time()
@@ -48,6 +49,7 @@ def run(h: Harness, quick: bool) -> tuple[list[Row], list[str]]:
         accepted = sink.snapshot()
     finally:
         h.stop(worker)
+        h.stop(beat)
     return judge(h, orders, accepted, went_down, recovered, attempts_while_down, temp, down)
 
 
