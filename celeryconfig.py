@@ -13,6 +13,7 @@ from models.outbox import (
     QUEUE_OF,
     RELAY_TASK,
 )
+from ticketq import broker_transport as broker_transport_fix
 from ticketq import redis_urls
 from ticketq.settings import settings
 
@@ -20,6 +21,7 @@ _redis = settings.broker_url()
 
 # REDIS_URL in Celery's own form (Sentinel: a `;` chain plus master_name; rediss: certificate checked).
 broker_url, _broker_options = redis_urls.celery_broker(_redis)
+broker_transport_fix.register()  # kombu's Redis transports, minus a worker crash on losing Redis
 result_backend, _backend_options = redis_urls.celery_backend(_redis)
 broker_connection_retry_on_startup = True
 # A worker never gives up on the broker: it waits out an outage and reconnects (chaos R2).
