@@ -30,14 +30,13 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from models.base import utcnow
 from models.deliveries import DeliveryState, EmailDelivery, EmailKind
-from models.events import organizer_emails
 from models.ordering import record
 from models.orders import Order
 from models.outbox import SEND_DELIVERY_TASK, enqueue_job
 from models.status import is_resendable
 from models.users import normalize_email
 from ticketq.settings import settings
-from worker.messages import DocumentsMissing, build_message, compose, message_id_for
+from worker.messages import WITH_DOCUMENTS, DocumentsMissing, build_message, compose, event_ics, message_id_for
 from worker.presenters import buyer_of, order_context
 from worker.smtp import DeliveryError, smtp_client
 from worker.storage import DocumentKey
@@ -70,7 +69,8 @@ def confirmation_recipients(session: Session, order: Order, *, organizers: bool)
             seen.add(address)
             plan.append((EmailKind.CONFIRMATION_ATTENDEE, address))
     if organizers:
-        for address in dict.fromkeys(normalize_email(e) for e in organizer_emails(session, order.event_id)):
+        # The order was loaded with its event's roles and their users (load_full_order): no query here.
+        for address in dict.fromkeys(sorted(normalize_email(r.user.email) for r in order.event.roles)):
             plan.append((EmailKind.ORGANIZER_NOTIFICATION, address))
     return plan
 
@@ -246,9 +246,10 @@ def _prepare_all(session: Session, order: Order, ids: list[int], documents: Mapp
                            .order_by(EmailDelivery.id).with_for_update()).all() if ids else []
     outcomes.update({i: Outcome.DONE for i in ids})  # unknown ids (a truncated table) are done too
     context = order_context(order)
+    ics = event_ics(order) if any(r.kind in WITH_DOCUMENTS for r in rows) else b""  # one per order
     prepared = []
     for delivery in rows:
-        result = _prepare(session, delivery, order, documents, context)
+        result = _prepare(session, delivery, order, documents, context, ics)
         if isinstance(result, Outcome):
             outcomes[delivery.id] = result
         else:
@@ -257,7 +258,7 @@ def _prepare_all(session: Session, order: Order, ids: list[int], documents: Mapp
 
 
 def _prepare(session: Session, delivery: EmailDelivery, order: Order, documents: Mapping[DocumentKey, bytes],
-             context: dict[str, Any]) -> Outcome | Prepared:
+             context: dict[str, Any], ics: bytes) -> Outcome | Prepared:
     if delivery.state in (DeliveryState.SENT, DeliveryState.FAILED):
         return Outcome.DONE
     now = utcnow()
@@ -269,7 +270,7 @@ def _prepare(session: Session, delivery: EmailDelivery, order: Order, documents:
         return Outcome.FAILED
     message_id = delivery.message_id or message_id_for(order.identifier, delivery.id, settings.mail_from)
     try:
-        message = build_message(compose(order, delivery, message_id, documents, context))
+        message = build_message(compose(order, delivery, message_id, documents, context, ics))
     except DocumentsMissing:
         return Outcome.NEEDS_DOCUMENTS
     except DeliveryError as exc:  # an unusable address: nothing will ever send it

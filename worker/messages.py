@@ -163,11 +163,11 @@ def _pdf(documents: Mapping[DocumentKey, bytes], filename: str, kind: DocumentKi
     return Attachment(filename, content)
 
 
-def attachments_for(order: Order, delivery: EmailDelivery, documents: Mapping[DocumentKey, bytes]
-                    ) -> tuple[Attachment, ...]:
+def attachments_for(order: Order, delivery: EmailDelivery, documents: Mapping[DocumentKey, bytes],
+                    calendar: bytes | None = None) -> tuple[Attachment, ...]:
     if delivery.kind not in WITH_DOCUMENTS:
         return ()
-    ics = Attachment("event.ics", event_ics(order), "text", "calendar")
+    ics = Attachment("event.ics", calendar or event_ics(order), "text", "calendar")
     if delivery.kind is EmailKind.CONFIRMATION_BUYER:
         return (_pdf(documents, "tickets.pdf", DocumentKind.TICKETS),
                 _pdf(documents, "invoice.pdf", DocumentKind.INVOICE), ics)
@@ -182,10 +182,12 @@ def email_templates() -> jinja2.Environment:
 
 
 def compose(order: Order, delivery: EmailDelivery, message_id: str, documents: Mapping[DocumentKey, bytes],
-            context: dict[str, Any] | None = None) -> Mail:
-    """The whole email for one delivery row; raises DocumentsMissing when its PDFs are not among `documents`."""
+            context: dict[str, Any] | None = None, calendar: bytes | None = None) -> Mail:
+    """The whole email for one delivery row; raises DocumentsMissing when its PDFs are not among `documents`.
+
+    `context` and `calendar` (event.ics) may be passed in when one order sends several emails."""
     context = dict(context or order_context(order))
-    attachments = attachments_for(order, delivery, documents)
+    attachments = attachments_for(order, delivery, documents, calendar)
     context["recipient"] = delivery.recipient
     context["own_tickets"] = [a for a in context["attendees"] if normalize_email(a["email"]) == delivery.recipient]
     env = email_templates()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import smtplib
 import ssl
 import threading
 import time
 from dataclasses import dataclass
+from email.generator import NLCRE, BytesGenerator  # type: ignore[attr-defined]
 from email.message import Message
 from email.policy import compat32
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -33,9 +35,20 @@ class DeliveryError(Exception):
         self.unreachable = unreachable
 
 
+class _WireGenerator(BytesGenerator):
+    """The standard generator, writing each part's lines in one call instead of one call per line
+    (a confirmation's base64 PDFs are thousands of lines: this was most of its serialization)."""
+
+    def _write_lines(self, lines: str) -> None:
+        if lines:
+            self.write(NLCRE.sub(self._NL, lines))  # type: ignore[attr-defined]  # the generator's own
+
+
 def message_bytes(message: Message) -> bytes:
     """The message as SMTP wants it: CRLF line ends."""
-    return message.as_bytes(policy=WIRE_POLICY)
+    buffer = io.BytesIO()
+    _WireGenerator(buffer, mangle_from_=False, policy=WIRE_POLICY).flatten(message, unixfrom=False)
+    return buffer.getvalue()
 
 
 @dataclass(frozen=True)

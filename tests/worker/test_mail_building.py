@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import smtplib
 from email import message_from_bytes, policy
+from email.policy import compat32
 
 import pytest
 
@@ -98,3 +99,12 @@ def test_failures_are_classified_by_reply_code(exc: Exception, temporary: bool, 
 def test_non_ascii_headers_are_encoded_and_read_back() -> None:
     sent = wire(mail(subject="Zoë’s order – Köln " * 6))
     assert sent["Subject"] == ("Zoë’s order – Köln " * 6).strip()  # type: ignore[index]
+
+
+def test_the_wire_form_is_the_standard_generators_with_crlf_line_ends() -> None:
+    files = (Attachment("tickets.pdf", bytes(range(256)) * 300),
+             Attachment("event.ics", b"BEGIN:VCALENDAR\n", "text", "calendar"))
+    message = build_message(mail(text="line one\nline two\r\nline three", attachments=files))
+    data = message_bytes(message)
+    assert data == message.as_bytes(policy=compat32.clone(linesep="\r\n"))
+    assert b"\n" not in data.replace(b"\r\n", b"")
