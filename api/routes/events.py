@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Path, Query
 
 from api.access import COORGANIZER_REQUIRED, find_event, require_coorganizer, require_granter
-from api.deps import CurrentUser, DbSession, EventLookup
+from api.deps import CurrentUser, DbSession, EventLookup, closes_session
 from api.schemas import (
     DB_INT_MAX,
     MAX_PAGE,
@@ -33,6 +33,7 @@ EventId = Annotated[int, Path(ge=1, le=DB_INT_MAX)]
 
 
 @router.post("", status_code=201, response_model=EventPublic)
+@closes_session
 def create_event(body: EventCreate, user: CurrentUser, session: DbSession) -> EventPublic:
     """Create an event; the caller becomes its owner."""
     if body.ends_at < body.starts_at:
@@ -48,6 +49,7 @@ def create_event(body: EventCreate, user: CurrentUser, session: DbSession) -> Ev
 
 
 @router.post("/{event_id}/tickets", status_code=201, response_model=TicketPublic)
+@closes_session
 def create_ticket_type(event_id: EventId, body: TicketCreate, user: CurrentUser, session: DbSession) -> TicketPublic:
     """Add a ticket type (co-organizers)."""
     find_event(session, event_id)
@@ -60,6 +62,7 @@ def create_ticket_type(event_id: EventId, body: TicketCreate, user: CurrentUser,
 
 
 @router.post("/{event_id}/roles", status_code=201, response_model=RolePublic)
+@closes_session
 def grant_role(event_id: EventId, body: RoleCreate, user: CurrentUser, session: DbSession) -> RolePublic:
     """Make someone organizer or coorganizer (owner and organizers); unknown emails get a user."""
     find_event(session, event_id)
@@ -77,6 +80,7 @@ def grant_role(event_id: EventId, body: RoleCreate, user: CurrentUser, session: 
 
 
 @router.get("/{event_id}/orders", response_model=EventOrders)
+@closes_session
 def event_orders(
     event_id: EventId,
     found: EventLookup,

@@ -9,7 +9,7 @@ from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
 from api.access import COORGANIZER_REQUIRED, is_buyer, require_access, require_coorganizer
-from api.deps import CurrentUser, DbSession, OrderLookup
+from api.deps import CurrentUser, DbSession, OrderLookup, closes_session
 from api.publish import commit_and_publish
 from api.schemas import OrderCreate, OrderPublic, OrderUpdate, PersonIn
 from api.views import order_public
@@ -28,6 +28,7 @@ PDF_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {"application/
 
 
 @router.post("", status_code=201, response_model=OrderPublic)
+@closes_session
 def create(body: OrderCreate, user: CurrentUser, session: DbSession) -> OrderPublic:
     """Reserve tickets; a co-organizer may create the order directly in a given status."""
     status = OrderStatus.INITIALIZING
@@ -41,6 +42,7 @@ def create(body: OrderCreate, user: CurrentUser, session: DbSession) -> OrderPub
 
 
 @router.patch("/{identifier}", response_model=OrderPublic)
+@closes_session
 def update(identifier: str, body: OrderUpdate, found: OrderLookup, session: DbSession) -> OrderPublic:
     """The buyer submits the form; a co-organizer changes the status (paid, cancelled)."""
     require_access(found)
@@ -77,18 +79,21 @@ def _person(person: PersonIn) -> Person:
 
 
 @router.get("/{identifier}", response_model=OrderPublic)
+@closes_session
 def read(identifier: str, found: OrderLookup, session: DbSession) -> OrderPublic:
     require_access(found)
     return order_public(session, load_order(session, identifier))
 
 
 @router.get("/{identifier}/tickets.pdf", response_class=FileResponse, responses=PDF_RESPONSE)
+@closes_session
 def download_tickets(identifier: str, found: OrderLookup, session: DbSession) -> FileResponse:
     """Every ticket of the order, one page each (buyer or co-organizer)."""
     return _download(session, found, identifier, DocumentKind.TICKETS, "tickets")
 
 
 @router.get("/{identifier}/invoice.pdf", response_class=FileResponse, responses=PDF_RESPONSE)
+@closes_session
 def download_invoice(identifier: str, found: OrderLookup, session: DbSession) -> FileResponse:
     return _download(session, found, identifier, DocumentKind.INVOICE, "invoice")
 
