@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
+import time
 from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
@@ -32,15 +32,18 @@ class PublishedMarker:
     """One daemon thread per process: collects sent job ids and marks them in batches."""
 
     def __init__(self) -> None:
-        self._ids: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._pending: list[int] = []
+        self._lock = threading.Lock()  # guards _pending; requests only hold it to append
+        self._marking = threading.Lock()  # one batch written at a time; flush() waits for the thread's
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = 0
-        self._lock = threading.Lock()
         self.marked = 0
 
     def add(self, job_ids: Sequence[int]) -> None:
-        for job_id in job_ids:
-            self._ids.put(job_id)
+        with self._lock:
+            self._pending.extend(job_ids)
+            self._wake.set()
         self._ensure_running()
 
     def _ensure_running(self) -> None:
@@ -54,23 +57,19 @@ class PublishedMarker:
 
     def _run(self) -> None:
         while True:
-            batch = [self._ids.get()]
-            threading.Event().wait(MARK_INTERVAL)  # let a batch gather
-            self._drain_into(batch)
-            self._mark(batch)
-
-    def _drain_into(self, batch: list[int]) -> None:
-        while len(batch) < MARK_BATCH:
-            try:
-                batch.append(self._ids.get_nowait())
-            except queue.Empty:
-                return
+            self._wake.wait()
+            time.sleep(MARK_INTERVAL)  # let a batch gather
+            self.flush()
 
     def flush(self) -> None:
-        """Mark whatever is waiting now, in the caller's thread (app shutdown, tests)."""
-        batch: list[int] = []
-        self._drain_into(batch)
-        self._mark(batch)
+        """Mark whatever waits now, after any batch being written (app shutdown calls it, so nothing
+        is marked after the process stopped serving)."""
+        with self._marking:
+            with self._lock:
+                batch, self._pending = self._pending, []
+                self._wake.clear()
+            for start in range(0, len(batch), MARK_BATCH):
+                self._mark(batch[start:start + MARK_BATCH])
 
     def _mark(self, batch: list[int]) -> None:
         if not batch:
