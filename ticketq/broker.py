@@ -84,7 +84,8 @@ def send_jobs(jobs: Sequence[Job], app: Celery | None = None) -> list[int]:
     nothing is lost)."""
     from models.outbox import task_id_of
 
-    if not jobs or _backoff.active():
+    own = app is None  # the backoff guards requests; the relay keeps its own schedule
+    if not jobs or (own and _backoff.active()):
         return []
     app = app or producer_app()
     sent: list[int] = []
@@ -99,7 +100,8 @@ def send_jobs(jobs: Sequence[Job], app: Celery | None = None) -> list[int]:
                               argsrepr=repr(job.args)[:REPR_MAX], kwargsrepr="{}")
                 sent.append(job.id)
     except Exception as exc:  # kombu raises many kinds for a dead broker; the relay sends the rest
-        _backoff.trip()
+        if own:
+            _backoff.trip()
         log.warning("broker unreachable: %d of %d job(s) left for the relay: %s", len(jobs) - len(sent),
                     len(jobs), exc)
     return sent
