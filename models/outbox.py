@@ -159,7 +159,7 @@ def adopt_job(session: Session, external_id: str, task: str, args: list[Any], qu
     return job.id
 
 
-def finish_job(session: Session, job_id: int, holder: str) -> None:
+def finish_job(session: Session, job_id: int) -> None:
     """The work is done: the row leaves the unfinished set (a holder that lost its lease finishes too)."""
     session.execute(sa.update(OutboxJob).where(OutboxJob.id == job_id, OutboxJob.done_at.is_(None))
                     .values(done_at=utcnow(), lease_until=None, last_error=None)
@@ -244,7 +244,3 @@ def purge_done(session: Session, before: datetime, limit: int) -> int:
     result = session.execute(sa.delete(OutboxJob).where(OutboxJob.id.in_(old))
                              .execution_options(synchronize_session=False))
     return int(getattr(result, "rowcount", 0) or 0)
-
-
-def unfinished_count(session: Session) -> int:
-    return int(session.scalar(sa.select(sa.func.count()).select_from(OutboxJob).where(unfinished())) or 0)

@@ -74,7 +74,7 @@ class JobTask(Task):  # type: ignore[misc]
         holder = holder_name()
         with get_sessionmaker()() as session, session.begin():
             if status == "SUCCESS":
-                finish_job(session, job_id, holder)
+                finish_job(session, job_id)
                 return
             error = einfo.exception if einfo is not None else None
             permanent = isinstance(error, OrderError)
