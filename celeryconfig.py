@@ -27,6 +27,9 @@ broker_connection_retry_on_startup = True
 # A worker never gives up on the broker: it waits out an outage and reconnects (chaos R2).
 broker_connection_retry = True
 broker_connection_max_retries = None
+# A job running when Redis goes away goes on: it needs PostgreSQL and SMTP, not Redis, and records
+# its end in its row (the default, to become True in Celery 6, would cancel it for nothing).
+worker_cancel_long_running_tasks_on_connection_loss = False
 # Publishing from the API must fail fast when Redis is down: the outbox relay retries later.
 broker_transport_options = {
     # Redis hands out again a message unacknowledged for this long. No message waits in a worker

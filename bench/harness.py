@@ -128,9 +128,9 @@ class Harness:
                 "--without-mingle", "--without-heartbeat", *extra_args]
         return self.spawn(name, args, b" ready.", {"LOG_LEVEL": "INFO", **(extra_env or {})})
 
-    def beat(self, name: str = "beat", extra_env: dict[str, str] | None = None) -> Proc:
+    def beat(self, name: str = "beat", extra_env: dict[str, str] | None = None, scheduler: str | None = None) -> Proc:
         args = [sys.executable, "-m", "celery", "-A", "worker", "beat", "-l", "info",
-                "-s", str(self.root / f"{name}-schedule")]
+                "-s", str(self.root / f"{name}-schedule"), *(["--scheduler", scheduler] if scheduler else [])]
         return self.spawn(name, args, b"beat: Starting", {"LOG_LEVEL": "INFO", **(extra_env or {})})
 
     def api(self, name: str = "api", port: int | None = None, extra_env: dict[str, str] | None = None,
