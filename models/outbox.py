@@ -213,7 +213,7 @@ def take_back_leases(session: Session, held: list[tuple[int, str]]) -> int:
 
 
 def take_back_published_before(session: Session, moment: datetime, now: datetime,
-                               queue: str | None = None) -> int:
+                               queue: str | None = None, since: datetime | None = None) -> int:
     """Jobs sent to the broker before `moment` that nobody holds: the broker lost them (emptied,
     failed over to a replica that never had them, or a dead host's unacknowledged ones), so they
     are sent again — each once, since sending moves `published_at` past `moment`."""
@@ -221,6 +221,8 @@ def take_back_published_before(session: Session, moment: datetime, now: datetime
                        sa.or_(OutboxJob.lease_until.is_(None), OutboxJob.lease_until < now))
     if queue is not None:
         where = sa.and_(where, OutboxJob.queue == queue)
+    if since is not None:
+        where = sa.and_(where, OutboxJob.published_at >= since)
     result = session.execute(sa.update(OutboxJob).where(where).values(published_at=None)
                              .execution_options(synchronize_session=False))
     return int(getattr(result, "rowcount", 0) or 0)

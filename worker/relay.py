@@ -2,7 +2,8 @@
 
 PostgreSQL is the truth, Redis the transport. Each run:
 1. If the broker's marker key is gone, Redis came back empty (a restart without persistence,
-   eviction, a flush): every unfinished job nobody holds is sent again.
+   eviction, a flush): every unfinished job nobody holds is sent again. If another server answers
+   with the data (Sentinel promoted a replica), the jobs of the last minute nobody holds are.
 2. A job whose lease ran out lost its worker (the lease outlasts the hard time limit); a lease
    held by a process of this host that is gone (a killed pool child) is void at once.
 3. A queue that is empty while jobs sent to it long ago never started has lost them (a host that
@@ -51,6 +52,9 @@ QUEUES = (ORDERS_QUEUE, DOCUMENTS_QUEUE, MAIL_QUEUE)
 GRACE = timedelta(seconds=5)
 # A job sent this long ago to a queue that is now empty, and never started, was lost on the way.
 STALE = timedelta(seconds=60)
+# After a failover, jobs sent this long before the relay noticed are sent again (each once): a
+# replica lags by far less, and the relay notices within a run or two.
+REPLICATION_WINDOW = timedelta(seconds=60)
 BATCH = 1000
 KEEP_DONE = timedelta(days=7)  # finished jobs are kept this long for inspection, then purged
 TIME_BUDGET = 20.0  # seconds of publishing per run; the next run goes on where this one stopped
@@ -59,13 +63,15 @@ TIME_BUDGET = 20.0  # seconds of publishing per run; the next run goes on where 
 @dataclass
 class RelayReport:
     broker_emptied: bool = False
+    broker_replaced: bool = False  # another server answers with the data (a failover, a restart)
     taken_back: int = 0
     published: int = 0
     left: bool = False  # more were due than one run publishes
 
     def __str__(self) -> str:
-        return (f"{'broker came back empty; ' if self.broker_emptied else ''}{self.taken_back} taken back, "
-                f"{self.published} published{', more due' if self.left else ''}")
+        said = ("broker came back empty; " if self.broker_emptied else
+                "broker replaced (failover or restart); " if self.broker_replaced else "")
+        return f"{said}{self.taken_back} taken back, {self.published} published{', more due' if self.left else ''}"
 
 
 def dead_local_holder(holder: str | None) -> bool:
@@ -89,13 +95,22 @@ def broker_client(producer: Any) -> Any:
     return producer.connection.default_channel.client
 
 
-def broker_was_emptied(client: Any) -> bool:
-    """Set the marker if it is missing; True when it was missing (the broker lost its data).
+def broker_check(client: Any) -> tuple[bool, bool]:
+    """(emptied, replaced): the marker key holds the replication id of the server that wrote it.
 
-    The very first run on a new broker also finds no marker: sending every unfinished job again
-    then is what a new broker needs too.
+    Missing: the broker lost its data (the very first run on a new broker finds none either, and
+    sending every unfinished job then is what a new broker needs too). Present with another id: a
+    different server answers with the data, e.g. a replica promoted by Sentinel, which may lack the
+    last writes the old master acknowledged. Only the relay that swaps the marker acts on either.
     """
-    return bool(client.set(MARKER_KEY, uuid.uuid4().hex, nx=True))
+    replid = str(client.info("replication").get("master_replid") or uuid.uuid4().hex)
+    marker = client.get(MARKER_KEY)
+    if marker is None:
+        return bool(client.set(MARKER_KEY, replid, nx=True)), False
+    seen = marker.decode() if isinstance(marker, bytes) else str(marker)
+    if seen == replid:
+        return False, False
+    return False, client.getset(MARKER_KEY, replid) == marker
 
 
 def relay_outbox(factory: sessionmaker[Session], app: Celery) -> RelayReport:
@@ -103,11 +118,13 @@ def relay_outbox(factory: sessionmaker[Session], app: Celery) -> RelayReport:
     with app.producer_or_acquire() as producer:
         client = broker_client(producer)
         now = utcnow()
-        report.broker_emptied = broker_was_emptied(client)
+        report.broker_emptied, report.broker_replaced = broker_check(client)
         empty_queues = [q for q in QUEUES if not client.llen(q)]
         with factory() as session, session.begin():
             if report.broker_emptied:
                 report.taken_back += take_back_published_before(session, now, now)
+            elif report.broker_replaced:  # what the old server took last may not have reached the new one
+                report.taken_back += take_back_published_before(session, now, now, since=now - REPLICATION_WINDOW)
             report.taken_back += take_back_expired_leases(session, now)
             dead = [(i, h) for i, h in leases_held_on(session, socket.gethostname(), now) if dead_local_holder(h)]
             report.taken_back += take_back_leases(session, dead)
@@ -115,7 +132,7 @@ def relay_outbox(factory: sessionmaker[Session], app: Celery) -> RelayReport:
                 report.taken_back += take_back_published_before(session, now - STALE, now, queue)
             purge_done(session, now - KEEP_DONE, 10 * BATCH)
     report.published, report.left = publish_due(factory, app)
-    if report.broker_emptied or report.taken_back or report.published:
+    if report.broker_emptied or report.broker_replaced or report.taken_back or report.published:
         log.info("outbox relay: %s", report)
     return report
 

@@ -164,3 +164,21 @@ def test_finished_jobs_are_kept_a_week_then_purged(quiet: tuple[sessionmaker[Ses
     with factory() as session:
         kept = session.scalars(sa.select(OutboxJob).order_by(OutboxJob.id)).all()
     assert [j.args for j in kept] == [["0" * 32], ["1" * 32]] and kept[0].done_at is not None
+
+
+def test_after_a_failover_the_jobs_of_the_last_minute_nobody_holds_are_sent_again_once(
+    quiet: tuple[sessionmaker[Session], Celery, Any]
+) -> None:
+    factory, relay_app, broker = quiet
+    relay_outbox(factory, relay_app)  # the marker names this server
+    now = utcnow()
+    with factory() as session, session.begin():
+        for age in (timedelta(seconds=10), timedelta(minutes=5)):
+            job = enqueue_job(session, CONFIRM_TASK, [f"{int(age.total_seconds()):032x}"], PARKED)
+            job.published_at, job.created_at = now - age, now - age
+    broker.set(MARKER_KEY, "a-replica-that-was-promoted")  # Sentinel promoted another server
+    replaced = relay_outbox(factory, relay_app)
+    assert (replaced.broker_emptied, replaced.broker_replaced, replaced.taken_back) == (False, True, 1)
+    assert broker.llen(PARKED) == 1  # the recent job; the old one had long been taken from Redis
+    again = relay_outbox(factory, relay_app)
+    assert (again.broker_replaced, again.taken_back, again.published) == (False, 0, 0)
