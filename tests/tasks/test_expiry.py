@@ -40,14 +40,22 @@ def test_beat_expires_an_order_soon_after_its_deadline(
     sweep = 1.0
     with db() as session, session.begin():
         order = make_order(session, make_event(session), make_user(session))
-        deadline = utcnow() + timedelta(seconds=2)
-        session.execute(sa.update(Order).where(Order.id == order.id).values(expires_at=deadline))
     env = {**os.environ, "EXPIRY_SWEEP_SECONDS": str(sweep)}
-    beat = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "worker", "beat", "-l", "info", "-s", str(tmp_path / "beat-schedule")],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    log = tmp_path / "beat.log"
+    with log.open("wb") as out:
+        beat = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "worker", "beat", "-l", "info", "-s", str(tmp_path / "schedule")],
+            env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
     try:
+        # The deadline is set once this beat schedules (it may first wait for another's lock to lapse).
+        limit = time.monotonic() + 60
+        while b"beat: this beat now schedules" not in log.read_bytes():
+            assert beat.poll() is None and time.monotonic() < limit, log.read_text()[-2000:]
+            time.sleep(0.1)
+        deadline = utcnow() + timedelta(seconds=2)
+        with db() as session, session.begin():
+            session.execute(sa.update(Order).where(Order.id == order.id).values(expires_at=deadline))
         expired_at = None
         limit = time.monotonic() + 20
         while expired_at is None and time.monotonic() < limit:
