@@ -12,6 +12,9 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> int:
     settings.require_redis_url()  # a clear message here, not a traceback in every worker process
     # proxy_headers off: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1;
     # TRUSTED_PROXIES (api.deps.client_ip) is the one place that decides whom to believe.
+    # Idle keep-alive connections stay open 75 s (uvicorn's default is 5 s), longer than a load
+    # balancer's or client pool's idle timeout, so the client side closes them first: a server that
+    # closes a connection while a client sends its next request on it loses that request (bench P6).
     uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, proxy_headers=False,
-                log_level=settings.log_level.lower(), timeout_graceful_shutdown=10)
+                log_level=settings.log_level.lower(), timeout_graceful_shutdown=10, timeout_keep_alive=75)
     return 0
