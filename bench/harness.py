@@ -149,11 +149,15 @@ class Harness:
 
     # --- state between scenarios -----------------------------------------------------------
     def reset(self) -> None:
-        """Empty every table, the broker and the sink, so scenarios sharing a harness start equal."""
+        """Stop what an earlier scenario left running, empty every table, the broker and the sink, so
+        scenarios sharing a harness start equal (a beat left alive would keep redbeat's lock)."""
         import redis
 
         from models import Base
         from models.db import get_engine
+
+        for proc in list(reversed(self.procs)):
+            self.stop(proc)
 
         with get_engine(self.database_url).begin() as conn:
             tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
