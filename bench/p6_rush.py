@@ -8,7 +8,6 @@ import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 from bench.harness import Harness
@@ -36,23 +35,12 @@ class Rush:
 
 def seed(db: Any, buyers: int, tickets: int) -> tuple[int, int, list[str]]:
     """An event with one free ticket type of `tickets` seats, and a token for each buyer."""
-    from datetime import UTC, datetime, timedelta
-
-    from bench.workload import ORGANIZER
-    from models import Event, EventRole, Role, TicketType
+    from bench.workload import seed_event
     from models.users import create_user_token
 
+    event = seed_event(db, tickets, price="0.00", name="Rush Night")
+    event_id, ticket_id = event.event_id, event.ticket_id
     tokens: list[str] = []
-    with db() as session, session.begin():
-        owner, _ = create_user_token(session, ORGANIZER, name="Rush Owner")
-        start = datetime(2027, 6, 1, 18, 0, tzinfo=UTC)
-        event = Event(name="Rush Night", starts_at=start, ends_at=start + timedelta(hours=5),
-                      timezone="Europe/Berlin", location="Berlin", currency="EUR")
-        event.ticket_types.append(TicketType(name="Entry", price=Decimal("0.00"), quantity=tickets))
-        session.add(event)
-        session.flush()
-        session.add(EventRole(event_id=event.id, user_id=owner.id, role=Role.OWNER))
-        event_id, ticket_id = event.id, event.ticket_types[0].id
     for first in range(0, buyers, 500):
         with db() as session, session.begin():
             tokens += [create_user_token(session, f"fan{n}@rush.example", name=f"Fan {n}")[1]

@@ -36,15 +36,16 @@ def factory(url: str) -> sessionmaker[Session]:
     return get_sessionmaker(url)
 
 
-def seed_event(db: sessionmaker[Session], quantity: int = 1_000_000) -> Seed:
+def seed_event(db: sessionmaker[Session], quantity: int = 1_000_000, *, price: str = "25.00",
+               name: str = "Bench Conf") -> Seed:
     from datetime import UTC, datetime, timedelta
 
     with db() as session, session.begin():
         owner, token = create_user_token(session, ORGANIZER, name="Bench Owner")
         start = datetime(2027, 5, 1, 9, 0, tzinfo=UTC)
-        event = Event(name="Bench Conf", starts_at=start, ends_at=start + timedelta(hours=8),
+        event = Event(name=name, starts_at=start, ends_at=start + timedelta(hours=8),
                       timezone="Europe/Berlin", location="Berlin", currency="EUR")
-        event.ticket_types.append(TicketType(name="Standard", price=Decimal("25.00"), quantity=quantity))
+        event.ticket_types.append(TicketType(name="Standard", price=Decimal(price), quantity=quantity))
         session.add(event)
         session.flush()
         session.add(EventRole(event_id=event.id, user_id=owner.id, role=Role.OWNER))
