@@ -46,12 +46,17 @@ def start_world(h: Harness) -> World:
     replica = EmbeddedRedis(h.root / "replica", persistent=True, replica_of=h.redis.port).start()
     sentinel = EmbeddedSentinel(h.root / "sentinel", h.redis.port).start()
     world = World(h, sentinel, replica, sentinel.url(db=0))
-    wait_for(lambda: b"master_link_status:up" in _info(replica.port, "replication"), 30, "replica never synced")
-    env = {"REDIS_URL": world.url, "EXPIRY_SWEEP_SECONDS": "1", "OUTBOX_RELAY_SECONDS": "2"}
-    world.workers = [h.worker(f"r5-w{n}", concurrency=CONCURRENCY, extra_env=env) for n in (1, 2, 3)]
-    world.beats = [h.beat(f"r5-beat-{n}", extra_env=env) for n in ("a", "b")]
-    _, world.api_url = h.api("r5-api", extra_env={**env, "RESEND_LIMIT_PER_USER": "1000000/minute"})
-    wait_for(lambda: active_beat(world) is not None, 60, "no beat took the lock")
+    try:
+        wait_for(lambda: b"master_link_status:up" in _info(replica.port, "replication"), 30, "replica never synced")
+        env = {"REDIS_URL": world.url, "EXPIRY_SWEEP_SECONDS": "1", "OUTBOX_RELAY_SECONDS": "2"}
+        world.workers = [h.worker(f"r5-w{n}", concurrency=CONCURRENCY, extra_env=env) for n in (1, 2, 3)]
+        world.beats = [h.beat(f"r5-beat-{n}", extra_env=env) for n in ("a", "b")]
+        _, world.api_url = h.api("r5-api", extra_env={**env, "RESEND_LIMIT_PER_USER": "1000000/minute"})
+        wait_for(lambda: active_beat(world) is not None, 60, "no beat took the lock")
+    except BaseException:  # a world that did not come up leaves no sentinel or replica running
+        sentinel.stop()
+        replica.stop()
+        raise
     return world
 
 
