@@ -146,7 +146,7 @@ def ensure_documents(factory: sessionmaker[Session], order: Order) -> tuple[dict
     fingerprint = fingerprint_of(context)
     with factory() as session, session.begin():
         if documents_ready(session, order, fingerprint):
-            stored = stored_documents(order)
+            stored = stored_documents(order, fingerprint)
             if len(stored) == len(order.attendees) + 2:
                 return stored, False
     documents = order_documents(render_order(context, [a.id for a in order.attendees]))

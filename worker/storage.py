@@ -89,9 +89,10 @@ def store_documents(
     log.info("order %s: stored %d documents for revision %d", order.identifier, len(rendered), revision)
 
 
-def stored_documents(order: Order) -> dict[DocumentKey, bytes]:
-    """The stored PDFs of the order's current content, read from disk; missing files are left out."""
-    fingerprint = content_fingerprint(order)
+def stored_documents(order: Order, fingerprint: str | None = None) -> dict[DocumentKey, bytes]:
+    """The stored PDFs of the order's current content (its fingerprint, when the caller has it),
+    read from disk; missing files are left out."""
+    fingerprint = fingerprint or content_fingerprint(order)
     found: dict[DocumentKey, bytes] = {}
     for key in expected_keys(order):
         try:
