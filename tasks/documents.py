@@ -11,7 +11,7 @@ from models.outbox import DELIVER_BATCH_TASK
 from tasks.jobs import JobTask, finish
 from worker import pipeline
 from worker.app import app
-from worker.documents import warm_up
+from worker.documents import freeze_heap, warm_up
 
 
 @app.task(name=DELIVER_BATCH_TASK, base=JobTask)
@@ -21,5 +21,7 @@ def deliver_batch(identifier: str, batch: str) -> str:
 
 @worker_process_init.connect
 def _warm_renderer(**_: Any) -> None:
-    # Font discovery, CSS parsing and a sample layout once per child, before the first order waits.
+    # Font discovery, CSS parsing and a sample layout once per child, before the first order waits;
+    # then what is alive now is left out of every garbage collection.
     warm_up()
+    freeze_heap()
