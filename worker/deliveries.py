@@ -20,8 +20,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from email.message import Message
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -36,9 +35,9 @@ from models.outbox import SEND_DELIVERY_TASK, enqueue_job
 from models.status import is_resendable
 from models.users import normalize_email
 from ticketq.settings import settings
-from worker.messages import WITH_DOCUMENTS, DocumentsMissing, build_message, compose, event_ics, message_id_for
+from worker.messages import WITH_DOCUMENTS, DocumentsMissing, compose, event_ics, message_id_for, wire_message
 from worker.presenters import buyer_of, order_context
-from worker.smtp import DeliveryError, smtp_client
+from worker.smtp import DeliveryError, Outgoing, smtp_client
 from worker.storage import DocumentKey
 
 log = logging.getLogger("ticketq.delivery")
@@ -115,7 +114,8 @@ class Prepared:
 
     delivery: EmailDelivery
     order: Order
-    message: Message
+    message: Outgoing
+    message_id: str
 
     @property
     def delivery_id(self) -> int:
@@ -268,7 +268,24 @@ def _prepare_all(session: Session, order: Order, ids: list[int], documents: Mapp
             outcomes[delivery.id] = result
         else:
             prepared.append(result)
+    _mark_sending(session, prepared)
     return prepared
+
+
+def _mark_sending(session: Session, prepared: list[Prepared]) -> None:
+    """ONE statement marks every prepared delivery 'sending' with its Message-ID (no unit of work)."""
+    if not prepared:
+        return
+    now, table = utcnow(), cast(sa.Table, EmailDelivery.__table__)
+    ids = {item.delivery.id: item.message_id for item in prepared}
+    session.execute(table.update().where(table.c.id.in_(list(ids))).values(
+        state=DeliveryState.SENDING, updated_at=now, attempts=table.c.attempts + 1,
+        message_id=sa.case(ids, value=table.c.id)))
+    for item in prepared:  # what the statement wrote, without a reload
+        d = item.delivery
+        for name, value in (("state", DeliveryState.SENDING), ("message_id", item.message_id), ("updated_at", now),
+                            ("attempts", d.attempts + 1)):
+            set_committed_value(d, name, value)
 
 
 def _prepare(session: Session, delivery: EmailDelivery, order: Order, documents: Mapping[DocumentKey, bytes],
@@ -284,15 +301,13 @@ def _prepare(session: Session, delivery: EmailDelivery, order: Order, documents:
         return Outcome.FAILED
     message_id = delivery.message_id or message_id_for(order.identifier, delivery.id, settings.mail_from)
     try:
-        message = build_message(compose(order, delivery, message_id, documents, context, ics))
+        message = wire_message(compose(order, delivery, message_id, documents, context, ics))
     except DocumentsMissing:
         return Outcome.NEEDS_DOCUMENTS
     except DeliveryError as exc:  # an unusable address: nothing will ever send it
         _fail(session, delivery, order, exc.reply)
         return Outcome.FAILED
-    delivery.state, delivery.message_id, delivery.updated_at = DeliveryState.SENDING, message_id, now
-    delivery.attempts += 1
-    return Prepared(delivery, order, message)
+    return Prepared(delivery, order, message, message_id)
 
 
 def _finish(session: Session, item: Prepared, error: DeliveryError, result: Sent) -> None:

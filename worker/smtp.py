@@ -52,6 +52,15 @@ def message_bytes(message: Message) -> bytes:
 
 
 @dataclass(frozen=True)
+class Outgoing:
+    """A message in its wire form (CRLF line ends), with the envelope SMTP needs (worker/messages.py)."""
+
+    sender: str
+    recipient: str
+    data: bytes
+
+
+@dataclass(frozen=True)
 class SmtpConfig:
     host: str
     port: int
@@ -141,11 +150,13 @@ class SmtpClient:
                 self.connection.close()
             self.connection = None
 
-    def send(self, message: Message) -> None:
+    def send(self, message: Message | Outgoing) -> None:
         """Send or raise DeliveryError; a kept-alive connection the server dropped is retried once on a
         fresh one (a dropped connection fails at MAIL FROM, before any message was accepted)."""
-        sender, recipient = str(message["From"]), str(message["To"])
-        data = message_bytes(message)
+        if isinstance(message, Outgoing):
+            sender, recipient, data = message.sender, message.recipient, message.data
+        else:
+            sender, recipient, data = str(message["From"]), str(message["To"]), message_bytes(message)
         with self.lock:
             for attempt in (1, 2):
                 reused = self._usable_connection()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import smtplib
 from email import message_from_bytes, policy
 from email.policy import compat32
 
 import pytest
 
-from worker.messages import Attachment, Mail, build_message, checked_address
+from worker.messages import Attachment, Mail, build_message, checked_address, wire_message
 from worker.smtp import DeliveryError, SmtpConfig, classify, message_bytes, parse_smtp_url
 
 
@@ -108,3 +109,17 @@ def test_the_wire_form_is_the_standard_generators_with_crlf_line_ends() -> None:
     data = message_bytes(message)
     assert data == message.as_bytes(policy=compat32.clone(linesep="\r\n"))
     assert b"\n" not in data.replace(b"\r\n", b"")
+
+
+@pytest.mark.parametrize("attachments", [(), (Attachment("tickets.pdf", bytes(range(256)) * 300),
+                                              Attachment("event.ics", b"BEGIN:VCALENDAR\n", "text", "calendar"))])
+def test_the_direct_wire_form_is_the_standard_one_but_for_boundaries(attachments: tuple[Attachment, ...]) -> None:
+    m = mail(subject="Zoë’s order – Köln " * 6, text="line one\nline two ë", attachments=attachments)
+
+    def same(data: bytes) -> bytes:  # boundaries are random; the two may straddle a second
+        return re.sub(rb"={15}\d{19}==", b"BOUNDARY", re.sub(rb"\r\nDate: [^\r]+", b"", data))
+
+    outgoing = wire_message(m)
+    assert (outgoing.sender, outgoing.recipient) == ("tickets@example.org", "buyer@example.org")
+    assert same(outgoing.data) == same(message_bytes(build_message(m)))
+    assert b"\n" not in outgoing.data.replace(b"\r\n", b"")
