@@ -95,7 +95,7 @@ def run(orders: int, cprofile: str | None, statements: bool, freeze: bool) -> No
     worker.pipeline.order_documents = _timed(worker.pipeline.order_documents, render)  # type: ignore[assignment]
     counted: list[str] = []
     if statements:
-        sa.event.listen(get_engine(), "before_cursor_execute", lambda *a: counted.append(a[2].split()[0]))
+        sa.event.listen(get_engine(), "before_cursor_execute", lambda *a: counted.append(" ".join(a[2].split()[:3])))
 
     def confirm(identifier: str) -> None:
         result = tasks.orders.confirm.apply(args=[identifier], task_id=f"outbox-{jobs[identifier]}")

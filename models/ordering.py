@@ -73,6 +73,11 @@ def load_order(session: Session, identifier: str, *, lock: bool = False) -> Orde
     return order
 
 
+def lock_order(session: Session, order_id: int) -> None:
+    """Hold the order's row lock until the transaction ends (without loading the order again)."""
+    session.execute(sa.select(Order.id).where(Order.id == order_id).with_for_update())
+
+
 def record(session: Session, order: Order, kind: str, *, actor: str | None = None, **detail: Any) -> None:
     session.add(OrderEvent(order_id=order.id, kind=kind, actor=actor, detail=detail))
 

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.deliveries import EmailDelivery, EmailKind
-from models.ordering import load_order, record
+from models.ordering import load_order, lock_order, record
 from models.orders import Order, OrderEvent
 from models.outbox import DELIVER_BATCH_TASK, enqueue_job
 from models.status import is_resendable
@@ -151,7 +151,7 @@ def ensure_documents(factory: sessionmaker[Session], order: Order) -> tuple[dict
                 return stored, False
     documents = order_documents(render_order(context, [a.id for a in order.attendees]))
     with factory() as session, session.begin():
-        load_order(session, order.identifier, lock=True)
+        lock_order(session, order.id)
         store_documents(session, order, order.revision, documents, fingerprint)
     return documents, True
 

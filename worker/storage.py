@@ -10,6 +10,7 @@ import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -72,20 +73,20 @@ def store_documents(
     The caller holds the order row lock, so two renderings of one order record one set of rows.
     """
     fingerprint = fingerprint or content_fingerprint(order)
-    old = list(session.scalars(sa.select(Document).where(Document.order_id == order.id)))
-    keep: set[str] = set()
+    rows = []
     for (kind, attendee_id), data in rendered.items():
         relative = document_name(order.identifier, kind, attendee_id, fingerprint)
         write_file(relative, data)
-        keep.add(relative)
-        session.add(Document(order_id=order.id, kind=kind, attendee_id=attendee_id, path=relative,
-                             revision=revision, size=len(data)))
-    for row in old:
-        if row.revision <= revision:
-            session.delete(row)
-            if row.path not in keep:
-                absolute(row.path).unlink(missing_ok=True)
-    session.flush()
+        rows.append({"order_id": order.id, "kind": kind, "attendee_id": attendee_id, "path": relative,
+                     "revision": revision, "size": len(data)})
+    # Two statements (no ORM unit of work): the rows this rendering replaces, then its own.
+    replaced = session.scalars(sa.delete(Document).where(Document.order_id == order.id, Document.revision <= revision)
+                               .returning(Document.path).execution_options(synchronize_session=False)).all()
+    if rows:
+        session.execute(sa.insert(cast(sa.Table, Document.__table__)), rows)  # one multi-row INSERT
+    keep = {row["path"] for row in rows}
+    for path in set(replaced) - keep:
+        absolute(path).unlink(missing_ok=True)
     log.info("order %s: stored %d documents for revision %d", order.identifier, len(rendered), revision)
 
 
