@@ -51,7 +51,12 @@ class CountingSink(SmtpSink):
             self.data_attempts += 1
             if self.replies:
                 return self.replies.popleft()
-        headers = BytesHeaderParser(policy=policy.default).parsebytes(envelope.content)
+        # Only the header block: parsing the whole content walks every line of the PDFs (0.3 ms of an
+        # 80 kB message) before the 250, and that time is the window in which a client's death after its
+        # final dot means a duplicate (RFC 1047), so a slow sink would inflate chaos' duplicate counts.
+        content = envelope.content
+        end = content.find(b"\r\n\r\n")
+        headers = BytesHeaderParser(policy=policy.default).parsebytes(content[:end + 4] if end >= 0 else content)
         record = Accepted(time.time(), str(headers.get("Message-ID", "")), str(headers.get("X-Order-Identifier", "")),
                           str(headers.get("X-Email-Kind", "")), tuple(envelope.rcpt_tos))
         with self._lock:
