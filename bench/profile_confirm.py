@@ -64,7 +64,8 @@ def _timed(fn: Callable[..., Any], spent: list[float]) -> Callable[..., Any]:
     return wrapper
 
 
-def run(orders: int, cprofile: str | None, statements: bool, freeze: bool) -> None:
+def run(orders: int, cprofile: str | None, statements: bool, freeze: bool,
+        threshold: tuple[int, ...] = ()) -> None:
     from models.db import get_engine, get_sessionmaker, use_asynchronous_commit
 
     use_asynchronous_commit()
@@ -115,6 +116,8 @@ def run(orders: int, cprofile: str | None, statements: bool, freeze: bool) -> No
     gc.callbacks.append(on_gc)
     if freeze:
         freeze_heap()  # as the worker's children do after their warm-up (tasks/documents.py)
+    if threshold:
+        gc.set_threshold(*threshold)
     profiler = cProfile.Profile() if cprofile else None
     began, wall = time.process_time(), time.perf_counter()
     if profiler:
@@ -145,6 +148,7 @@ def main() -> None:
     parser.add_argument("--statements", action="store_true", help="count the SQL statements per order")
     parser.add_argument("--no-freeze", dest="freeze", action="store_false",
                         help="leave the heap to the garbage collector (the worker freezes it after its warm-up)")
+    parser.add_argument("--gc-threshold", help="gc.set_threshold() after the warm-up, e.g. 700,10,10")
     args = parser.parse_args()
     name = f"ticketq_p1helper_{secrets.token_hex(3)}"
     port = _free_port()
@@ -159,7 +163,8 @@ def main() -> None:
                 "FILES_DIR": files, "SECRET_KEY": secrets.token_urlsafe(32), "ENVIRONMENT": "development",
             })
             _wait_for_port(port)
-            run(args.orders, args.cprofile, args.statements, args.freeze)
+            run(args.orders, args.cprofile, args.statements, args.freeze,
+                tuple(int(n) for n in args.gc_threshold.split(",")) if args.gc_threshold else ())
     finally:
         sink.terminate()
         sink.wait()

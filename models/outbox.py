@@ -136,7 +136,7 @@ def claim_job(session: Session, job_id: int, holder: str, lease: timedelta = LEA
         sa.update(OutboxJob).where(OutboxJob.id == job_id, OutboxJob.done_at.is_(None), free)
         .values(claimed_by=holder, started_at=now, lease_until=now + lease, attempts=OutboxJob.attempts + 1,
                 published_at=sa.func.coalesce(OutboxJob.published_at, now))
-        .returning(OutboxJob.attempts)
+        .returning(OutboxJob.attempts).execution_options(synchronize_session=False)
     ).first()
     if taken:
         return Claim.CLAIMED, holder, int(taken[0])
