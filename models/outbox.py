@@ -122,7 +122,7 @@ class Claim(enum.StrEnum):
     UNKNOWN = "unknown"  # no such row (a table emptied under it)
 
 
-def claim_job(session: Session, job_id: int, holder: str, lease: timedelta = LEASE, *,
+def claim_job(session: Session | sa.Connection, job_id: int, holder: str, lease: timedelta = LEASE, *,
               steal_from: str | None = None) -> tuple[Claim, str | None, int]:
     """Take the job's lease unless it is done or a live holder has it: (outcome, holder, attempts).
 
@@ -159,14 +159,15 @@ def adopt_job(session: Session, external_id: str, task: str, args: list[Any], qu
     return job.id
 
 
-def finish_job(session: Session, job_id: int) -> None:
+def finish_job(session: Session | sa.Connection, job_id: int) -> None:
     """The work is done: the row leaves the unfinished set (a holder that lost its lease finishes too)."""
     session.execute(sa.update(OutboxJob).where(OutboxJob.id == job_id, OutboxJob.done_at.is_(None))
                     .values(done_at=utcnow(), lease_until=None, last_error=None)
                     .execution_options(synchronize_session=False))
 
 
-def give_back_job(session: Session, job_id: int, holder: str, error: str, retry_in: float | None) -> None:
+def give_back_job(session: Session | sa.Connection, job_id: int, holder: str, error: str,
+                  retry_in: float | None) -> None:
     """A failed run: try again after `retry_in` seconds (the relay sends it then), or give up (None)."""
     now = utcnow()
     values: dict[str, Any] = {"lease_until": None, "claimed_by": None, "last_error": error[:2000]}

@@ -13,12 +13,16 @@ import logging
 import os
 import random
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import sqlalchemy as sa
 from celery import Task
 from celery.exceptions import Ignore
+from sqlalchemy.orm import Session
 
-from models.db import get_sessionmaker
+from models.db import get_engine, get_sessionmaker
 from models.errors import OrderError
 from models.outbox import QUEUE_OF, Claim, adopt_job, claim_job, finish_job, give_back_job, job_id_of
 from worker.app import app
@@ -42,6 +46,18 @@ def holder_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+@contextmanager
+def _job_transaction(*, adopting: bool = False) -> Iterator[Session | sa.Connection]:
+    """One short transaction on the job's row: a plain connection (the marks are single Core
+    statements, no unit of work to pay for), or a session when a job row is to be adopted."""
+    if adopting:
+        with get_sessionmaker()() as session, session.begin():
+            yield session
+    else:
+        with get_engine().begin() as conn:
+            yield conn
+
+
 class JobTask(Task):  # type: ignore[misc]
     """A task whose run is recorded in its outbox row (see the module docstring)."""
 
@@ -53,8 +69,9 @@ class JobTask(Task):  # type: ignore[misc]
     def before_start(self, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         job_id = job_id_of(task_id)
         holder = holder_name()
-        with get_sessionmaker()() as session, session.begin():
+        with _job_transaction(adopting=job_id is None) as session:
             if job_id is None:
+                assert isinstance(session, Session)
                 job_id = adopt_job(session, task_id, self.name, list(args), QUEUE_OF.get(self.name, "orders"))
             claim, current, attempts = claim_job(session, job_id, holder)
             if claim is Claim.HELD and dead_local_holder(current):
@@ -72,7 +89,7 @@ class JobTask(Task):  # type: ignore[misc]
         if job_id is None:
             return
         holder = holder_name()
-        with get_sessionmaker()() as session, session.begin():
+        with _job_transaction() as session:
             if status == "SUCCESS":
                 finish_job(session, job_id)
                 return
