@@ -57,10 +57,11 @@ def end_to_end(h: Harness, seed: Any, db: Any, count: int, first: int,
 def _render_loop(job: tuple[dict[str, Any], list[int], int, float]) -> tuple[float, float, float]:
     """(wall start, wall end, CPU seconds of this process) over `count` renders after a warm-up."""
     context, attendee_ids, count, start_at = job
-    from worker.documents import order_documents, render_order, warm_up
+    from worker.documents import freeze_heap, order_documents, render_order, warm_up
 
     warm_up()
     order_documents(render_order(context, attendee_ids))
+    freeze_heap()  # as a worker child does after its warm-up: the limit gets the same GC treatment
     time.sleep(max(0.0, start_at - time.time()))
     began, cpu = time.time(), time.process_time()
     for _ in range(count):
