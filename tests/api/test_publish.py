@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.outbox import CONFIRM_TASK, OutboxJob
+from models.outbox import CONFIRM_TASK, RESEND_TASK, OutboxJob
 from tests.api.test_orders import FORM, new_order
 
 
@@ -28,3 +28,22 @@ def test_submitting_an_order_sends_its_confirmation_job_at_once(
         assert time.monotonic() < deadline, "the API did not send the order's confirmation job"
         time.sleep(0.05)
     assert job.queue == "documents" and (job.published_at - job.created_at).total_seconds() < 2
+
+
+def test_a_job_is_the_message_celery_send_task_would_put_on_the_broker(broker: Any) -> None:
+    """The producer builds its messages with Celery's own builder but skips send_task's per-message extras;
+    what lands in Redis is the same message as `send_task` gives (but the random delivery tag)."""
+    import json
+
+    from ticketq.broker import Job, _send_task, producer_app, send_jobs
+
+    app = producer_app()
+    job = Job(7, RESEND_TASK, ["ABC123", "org@example.com"], "orders")
+    assert send_jobs([job]) == [7]
+    with app.producer_or_acquire() as producer:
+        _send_task(app, producer, job, "outbox-7")
+    ours, celerys = (json.loads(m) for m in reversed(broker.lrange("orders", 0, -1)))
+    for message in (ours, celerys):
+        assert message["properties"].pop("delivery_tag")
+    assert ours == celerys
+    assert ours["headers"]["id"] == "outbox-7" and ours["headers"]["task"] == RESEND_TASK
