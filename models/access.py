@@ -4,8 +4,11 @@ order named in the request, its status and whether the caller runs the order's e
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from models.base import Base
 from models.events import EventRole
@@ -47,12 +50,39 @@ _LOOKUP = (
 )
 
 
+@dataclass(frozen=True)
+class DriverStatement:
+    """A Core statement compiled once for a dialect: its SQL text and the values of its literal
+    parameters (LIMIT 1, a constant). `conn.exec_driver_sql` runs it with no per-call compile-cache key
+    (a walk of the whole statement), parameter construction or bind processing: the caller passes
+    values the driver takes as they are. Errors are still SQLAlchemy's (a dropped connection is
+    invalidated and raised as DBAPIError), the connection and its pool the same."""
+
+    sql: str
+    literals: dict[str, Any]
+
+    def execute(self, conn: sa.Connection, params: dict[str, Any]) -> sa.CursorResult[Any]:
+        return conn.exec_driver_sql(self.sql, {**self.literals, **params})
+
+
+@lru_cache(maxsize=16)
+def driver_statement(statement: sa.ClauseElement, dialect: sa.Dialect) -> DriverStatement:
+    compiled = statement.compile(dialect=dialect)
+    assert isinstance(compiled, SQLCompiler)
+    assert dialect.paramstyle == "pyformat", "driver statements are built for psycopg2"
+    literals = {name: bind.value for bind, name in compiled.bind_names.items() if bind.value is not None}
+    return DriverStatement(compiled.string, literals)
+
+
 def lookup(conn: sa.Connection, token: str, *, identifier: str | None = None,
            event_id: int | None = None) -> Lookup | None:
     """The token's user, the order `identifier` (if any) and whether the user runs its event (or
     `event_id` when no order is named); None for an unknown or revoked token. One round trip."""
-    row = conn.execute(_LOOKUP, {"token_hash": hash_token(token), "identifier": identifier,
-                                 "event_id": event_id}).first()
+    params = {"token_hash": hash_token(token), "identifier": identifier, "event_id": event_id}
+    if conn.dialect.name == "postgresql":  # plain str / int / None parameters: the driver takes them as they are
+        row = driver_statement(_LOOKUP, conn.dialect).execute(conn, params).first()
+    else:
+        row = conn.execute(_LOOKUP, params).first()
     if row is None:
         return None
     caller = Caller(id=row.id, email=row.email, is_admin=bool(row.is_admin))

@@ -4,6 +4,7 @@ exactly one winner."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from models.access import driver_statement
 from models.base import Base, utcnow
 from models.errors import Conflict, InvalidInput, InvalidTransition, NotFound, SoldOut
 from models.events import Event, TicketType
@@ -171,8 +173,9 @@ def request_resend(conn: sa.Connection, order_id: int, identifier: str, *, by: s
     queue = QUEUE_OF[RESEND_TASK]
     params = {"task": RESEND_TASK, "args": args, "queue": queue, "created_at": now, "order_id": order_id,
               "kind": "resend-requested", "actor": by, "detail": {}}
-    if conn.dialect.name == "postgresql":
-        job_id = conn.scalar(_RESEND_BOTH, params)
+    if conn.dialect.name == "postgresql":  # the JSON values serialised here, as the JSON type's bind does
+        job_id = driver_statement(_RESEND_BOTH, conn.dialect).execute(
+            conn, {**params, "args": json.dumps(args), "detail": "{}"}).scalar()
     else:
         with conn.begin():
             job_id = conn.scalar(_RESEND_JOB_ID, params)
