@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -114,3 +115,44 @@ def test_user_field_is_accepted_and_ignored(client: TestClient, world: dict[str,
     for user in (1, "someone-else", {"id": 3}, None):
         response = resend(client, world["orders"]["placed"], world["headers"]["coorg"], user=user)
         assert response.status_code == 202
+
+
+def test_the_guards_direct_answer_is_the_routes_answer(app_with_limits: Any, world: dict[str, Any]) -> None:
+    """The guard answers this route itself (api/routes/resend.py `answer`); the FastAPI route behind it gives
+    the same status, body and headers for every row of the check order."""
+    from starlette.middleware import Middleware
+
+    from api.guard import GuardMiddleware
+
+    direct, routed = app_with_limits("10000/minute", "10000/minute"), app_with_limits("10000/minute", "10000/minute")
+    guard = next(m for m in routed.user_middleware if isinstance(m, Middleware) and m.cls is GuardMiddleware)
+    guard.kwargs["direct"] = {}  # before the first request builds the middleware stack
+    h = world["headers"]
+    cases: list[tuple[dict[str, str], bytes]] = [
+        ({}, b'{"data": {"order": "x"}}'),
+        ({"Authorization": "Token abc"}, b'{"data": {"order": "x"}}'),
+        ({"Authorization": "Bearer nope"}, b'{"data": {"order": "x"}}'),
+        (h["coorg"], b'{"data": '),
+        (h["coorg"], b'{"data": {"order": ""}}'),
+        (h["coorg"], b'{"data": {"order": 5, "extra": 1}}'),
+        (h["coorg"], b'{"data": {"order": "NOSUCHORDER"}}'),
+        (h["stranger"], json.dumps({"data": {"order": world["orders"]["completed"]}}).encode()),
+        (h["coorg"], json.dumps({"data": {"order": world["orders"]["pending"]}}).encode()),
+        (h["coorg"], json.dumps({"data": {"order": world["orders"]["completed"]}}).encode()),
+    ]
+    with TestClient(direct) as one, TestClient(routed) as other:
+        for headers, body in cases:
+            headers = {**headers, "Content-Type": "application/json"}
+            a, b = one.post(URL, content=body, headers=headers), other.post(URL, content=body, headers=headers)
+            assert (a.status_code, a.content) == (b.status_code, b.content), (headers, body)
+            assert a.headers == b.headers
+    assert [g.direct != {} for g in map(_guard_of, (direct, routed))] == [True, False]
+
+
+def _guard_of(app: Any) -> Any:
+    from api.guard import GuardMiddleware
+
+    layer = app.middleware_stack
+    while not isinstance(layer, GuardMiddleware):
+        layer = layer.app
+    return layer
