@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 
 log = logging.getLogger("ticketq.broker")
 
@@ -72,8 +72,8 @@ def _publish(app: Celery, producer: Any, job: Job, task_id: str) -> None:
     """What `app.send_task(name, args, queue=..., task_id=..., ignore_result=True, retry=False)` puts on
     the broker, built by Celery's own `create_task_message` and published on its `Producer` with the
     options its `send_task_message` gives a message for a named queue, without the work a producer
-    of plain jobs does not need per message (routing by task name, the publish signals nobody in the
-    API connects to, an AsyncResult nobody reads: about a third of a send, bench P2). The same
+    of plain jobs does not need per message (routing by task name, the publish signals when nobody
+    connects to them, an AsyncResult nobody reads: about a third of a send, bench P2). The same
     headers, properties and body: a worker runs it unchanged (tests/api/test_publish.py compares)."""
     fixed = _fixed_options(app)
     # argsrepr: Celery's saferepr of the args costs more than the rest of the message; a job's args
@@ -147,7 +147,10 @@ def send_jobs(jobs: Sequence[Job], app: Celery | None = None) -> list[int]:
     try:
         with app.producer_or_acquire() as producer:
             _reuse_client(producer.channel)
-            direct = not app.conf.task_send_sent_event  # a task-sent event (Flower) needs Celery's own path
+            # A task-sent event (Flower), a parent task whose ids send_task would inherit (a send from
+            # inside a running task), or a receiver of the publish signals takes Celery's own path.
+            direct = not (app.conf.task_send_sent_event or app.current_worker_task is not None
+                          or signals.before_task_publish.receivers or signals.after_task_publish.receivers)
             for job in jobs:
                 if direct:
                     _publish(app, producer, job, task_id_of(job.id))
