@@ -15,8 +15,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.access import driver_statement
 from models.base import Base, utcnow
+from models.db import driver_statement
 from models.errors import Conflict, InvalidInput, InvalidTransition, NotFound, SoldOut
 from models.events import Event, TicketType
 from models.orders import Attendee, Order, OrderEvent

@@ -150,13 +150,10 @@ class SmtpClient:
                 self.connection.close()
             self.connection = None
 
-    def send(self, message: Message | Outgoing) -> None:
+    def send(self, message: Outgoing) -> None:
         """Send or raise DeliveryError; a kept-alive connection the server dropped is retried once on a
         fresh one (a dropped connection fails at MAIL FROM, before any message was accepted)."""
-        if isinstance(message, Outgoing):
-            sender, recipient, data = message.sender, message.recipient, message.data
-        else:
-            sender, recipient, data = str(message["From"]), str(message["To"]), message_bytes(message)
+        sender, recipient, data = message.sender, message.recipient, message.data
         with self.lock:
             for attempt in (1, 2):
                 reused = self._usable_connection()
