@@ -22,11 +22,14 @@ from models.users import Caller
 from ticketq.settings import settings
 
 MAX_TOKEN_LENGTH = 256
-# Connections per process (an overflow one is closed on return, and opening one costs more than a
-# whole request): reads 5 kept, 10 at most; writes 10 kept, 15 at most. Two API processes hold at
-# most 50 of PostgreSQL's default 100 however many requests wait (bench P6: 64 buyers at once on one
-# ticket type queue on its row lock; more connections would only queue there, not in the pool).
-READ_POOL, WRITE_POOL = (5, 5), (10, 5)
+# Connections per process, all kept open: reads 10, writes 15, and no overflow. An overflow connection
+# is closed on return, so a burst above the pool size opened and closed one per request, and opening
+# one (a backend forked and torn down) costs PostgreSQL more than a whole request (bench P2: 738
+# connections for 4,000 requests at 16 clients, 1.5 ms of PostgreSQL CPU per request; 0.6 without).
+# A request beyond them waits for a connection instead. Two API processes hold at most 50 of
+# PostgreSQL's default 100 however many requests wait (bench P6: 64 buyers at once on one ticket type
+# queue on its row lock; more connections would only queue there, not in the pool).
+READ_POOL, WRITE_POOL = (10, 0), (15, 0)
 
 
 @lru_cache(maxsize=4)
