@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -99,25 +101,50 @@ def reset_engines() -> None:
     _sessionmakers.clear()
 
 
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+PREPARED = "ticketq_prepared"  # key in a pooled connection's info: names this connection has prepared
+
+
 @dataclass(frozen=True)
 class DriverStatement:
-    """A Core statement compiled once for a dialect: its SQL text and the values of its literal
-    parameters (LIMIT 1, a constant). `conn.exec_driver_sql` runs it with no per-call compile-cache key
-    (a walk of the whole statement), parameter construction or bind processing: the caller passes
-    values the driver takes as they are. Errors are still SQLAlchemy's (a dropped connection is
-    invalidated and raised as DBAPIError), the connection and its pool the same."""
+    """A Core statement compiled once for a dialect and prepared on the server once per connection.
 
-    sql: str
-    literals: dict[str, Any]
+    `execute` runs `EXECUTE name(...)` through `conn.exec_driver_sql`: no per-call compile-cache key (a
+    walk of the whole statement), parameter construction or bind processing on our side, and no parse
+    or plan on PostgreSQL's (bench P2: the lookup's joins cost the backend 0.22 ms of CPU as plain SQL,
+    0.06 ms prepared). psycopg2 never prepares by itself, so the first execute on a connection sends
+    `PREPARE name AS ...` first; the names live in the pooled connection's `info`, which goes with the
+    connection when it is dropped or replaced. The caller passes values the driver takes as they are.
+    Errors are still SQLAlchemy's (a dropped connection is invalidated and raised as DBAPIError).
+    (Behind a pooler in transaction mode, such as PgBouncer's, session-level PREPARE does not hold.)"""
+
+    name: str
+    prepare: str  # PREPARE name AS <the statement with $1..$n>
+    run: str  # EXECUTE name(%(a)s, ...), in the driver's paramstyle
+    literals: dict[str, Any]  # the values of its literal parameters (LIMIT 1, a constant)
 
     def execute(self, conn: sa.Connection, params: dict[str, Any]) -> sa.CursorResult[Any]:
-        return conn.exec_driver_sql(self.sql, {**self.literals, **params})
+        prepared = conn.connection.info.setdefault(PREPARED, set())
+        if self.name not in prepared:
+            conn.exec_driver_sql(self.prepare, execution_options={"no_parameters": True})
+            prepared.add(self.name)
+        return conn.exec_driver_sql(self.run, {**self.literals, **params})
 
 
 @lru_cache(maxsize=16)
 def driver_statement(statement: sa.ClauseElement, dialect: sa.Dialect) -> DriverStatement:
     compiled = statement.compile(dialect=dialect)
     assert isinstance(compiled, SQLCompiler)
-    assert dialect.paramstyle == "pyformat", "driver statements are built for psycopg2"
+    assert dialect.name == "postgresql" and dialect.paramstyle == "pyformat", "built for psycopg2"
     literals = {name: bind.value for bind, name in compiled.bind_names.items() if bind.value is not None}
-    return DriverStatement(compiled.string, literals)
+    names: list[str] = []
+
+    def numbered(match: re.Match[str]) -> str:
+        if match.group(1) not in names:
+            names.append(match.group(1))
+        return f"${names.index(match.group(1)) + 1}"
+
+    body = _PLACEHOLDER.sub(numbered, compiled.string).replace("%%", "%")
+    name = "ticketq_" + hashlib.sha1(body.encode()).hexdigest()[:16]
+    run = f"EXECUTE {name}({', '.join(f'%({n})s' for n in names)})" if names else f"EXECUTE {name}"
+    return DriverStatement(name, f"PREPARE {name} AS {body}", run, literals)
