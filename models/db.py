@@ -145,6 +145,6 @@ def driver_statement(statement: sa.ClauseElement, dialect: sa.Dialect) -> Driver
         return f"${names.index(match.group(1)) + 1}"
 
     body = _PLACEHOLDER.sub(numbered, compiled.string).replace("%%", "%")
-    name = "ticketq_" + hashlib.sha1(body.encode()).hexdigest()[:16]
+    name = "ticketq_" + hashlib.sha256(body.encode()).hexdigest()[:16]
     run = f"EXECUTE {name}({', '.join(f'%({n})s' for n in names)})" if names else f"EXECUTE {name}"
     return DriverStatement(name, f"PREPARE {name} AS {body}", run, literals)
