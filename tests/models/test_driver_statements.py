@@ -29,7 +29,7 @@ def test_a_driver_statement_returns_what_its_core_statement_returns(db: sessionm
         expected = conn.execute(BY_IDENTIFIER, {"identifier": identifier}).all()
         got = driver_statement(BY_IDENTIFIER, conn.dialect).execute(conn, {"identifier": identifier}).all()
         none = driver_statement(BY_IDENTIFIER, conn.dialect).execute(conn, {"identifier": "nope"}).all()
-    assert got == expected and len(got) == 1
+    assert list(got) == list(expected) and len(got) == 1
     assert none == []
 
 
