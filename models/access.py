@@ -54,7 +54,8 @@ def lookup(conn: sa.Connection, token: str, *, identifier: str | None = None,
     `event_id` when no order is named); None for an unknown or revoked token. One round trip."""
     params = {"token_hash": hash_token(token), "identifier": identifier, "event_id": event_id}
     if conn.dialect.name == "postgresql":  # plain str / int / None parameters: the driver takes them as they are
-        row = driver_statement(_LOOKUP, conn.dialect).execute(conn, params).first()
+        rows = driver_statement(_LOOKUP, conn.dialect).rows(conn, params)
+        row = rows[0] if rows else None
     else:
         row = conn.execute(_LOOKUP, params).first()
     if row is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import namedtuple
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -109,30 +110,57 @@ PREPARED = "ticketq_prepared"  # key in a pooled connection's info: names this c
 class DriverStatement:
     """A Core statement compiled once for a dialect and prepared on the server once per connection.
 
-    `execute` runs `EXECUTE name(...)` through `conn.exec_driver_sql`: no per-call compile-cache key (a
-    walk of the whole statement), parameter construction or bind processing on our side, and no parse
-    or plan on PostgreSQL's (bench P2: the lookup's joins cost the backend 0.22 ms of CPU as plain SQL,
-    0.06 ms prepared). psycopg2 never prepares by itself, so the first execute on a connection sends
-    `PREPARE name AS ...` first; the names live in the pooled connection's `info`, which goes with the
-    connection when it is dropped or replaced. The caller passes values the driver takes as they are.
-    Errors are still SQLAlchemy's (a dropped connection is invalidated and raised as DBAPIError).
-    (Behind a pooler in transaction mode, such as PgBouncer's, session-level PREPARE does not hold.)"""
+    `rows` runs `EXECUTE name(...)` on the connection's DBAPI cursor: no per-call compile-cache key (a
+    walk of the whole statement), parameter construction, bind processing, execution context or
+    result metadata on our side (bench P2: 0.155 -> 0.068 ms of API CPU for the lookup), and no parse
+    or plan on PostgreSQL's (the lookup's joins cost the backend 0.22 ms of CPU as plain SQL, 0.06 ms
+    prepared). psycopg2 never prepares by itself, so the first run on a connection sends `PREPARE name
+    AS ...` first; the names live in the pooled connection's `info`, which goes with the connection
+    when it is dropped or replaced. The caller passes values the driver takes as they are.
+
+    Only on an autocommit connection (the API's reads), where each statement is its own transaction;
+    on any other the statement goes through SQLAlchemy, which tracks the transaction it begins.
+    Errors are SQLAlchemy's either way: a dropped connection is invalidated and raised as DBAPIError
+    with `connection_invalidated` set. (Behind a pooler in transaction mode, such as PgBouncer's,
+    session-level PREPARE does not hold.)"""
 
     name: str
     prepare: str  # PREPARE name AS <the statement with $1..$n>
     run: str  # EXECUTE name(%(a)s, ...), in the driver's paramstyle
     literals: dict[str, Any]  # the values of its literal parameters (LIMIT 1, a constant)
+    row: Any  # a named tuple of the statement's columns
 
-    def execute(self, conn: sa.Connection, params: dict[str, Any]) -> sa.CursorResult[Any]:
+    def rows(self, conn: sa.Connection, params: dict[str, Any]) -> list[Any]:
+        values = {**self.literals, **params}
         prepared = conn.connection.info.setdefault(PREPARED, set())
-        if self.name not in prepared:
-            conn.exec_driver_sql(self.prepare, execution_options={"no_parameters": True})
-            prepared.add(self.name)
-        return conn.exec_driver_sql(self.run, {**self.literals, **params})
+        dbapi_connection = conn.connection.dbapi_connection
+        assert dbapi_connection is not None  # a live checkout
+        if not getattr(dbapi_connection, "autocommit", False):
+            if self.name not in prepared:
+                conn.exec_driver_sql(self.prepare, execution_options={"no_parameters": True})
+                prepared.add(self.name)
+            return [self.row(*r) for r in conn.exec_driver_sql(self.run, values)]
+        cursor = dbapi_connection.cursor()
+        try:
+            if self.name not in prepared:
+                cursor.execute(self.prepare)
+                prepared.add(self.name)
+            cursor.execute(self.run, values)
+            return [self.row(*r) for r in cursor.fetchall()] if cursor.description else []
+        except conn.dialect.loaded_dbapi.Error as exc:
+            invalidated = conn.dialect.is_disconnect(exc, dbapi_connection, cursor)
+            if invalidated:  # as SQLAlchemy does: the connection, and the pool's others made before it
+                conn.invalidate(exc)
+                conn.engine.dispose()
+            raise sa.exc.DBAPIError.instance(self.run, values, exc, conn.dialect.loaded_dbapi.Error,
+                                             connection_invalidated=invalidated) from exc
+        finally:
+            if not cursor.closed:
+                cursor.close()
 
 
 @lru_cache(maxsize=16)
-def driver_statement(statement: sa.ClauseElement, dialect: sa.Dialect) -> DriverStatement:
+def driver_statement(statement: sa.Select[Any], dialect: sa.Dialect) -> DriverStatement:
     compiled = statement.compile(dialect=dialect)
     assert isinstance(compiled, SQLCompiler)
     assert dialect.name == "postgresql" and dialect.paramstyle == "pyformat", "built for psycopg2"
@@ -147,4 +175,5 @@ def driver_statement(statement: sa.ClauseElement, dialect: sa.Dialect) -> Driver
     body = _PLACEHOLDER.sub(numbered, compiled.string).replace("%%", "%")
     name = "ticketq_" + hashlib.sha256(body.encode()).hexdigest()[:16]
     run = f"EXECUTE {name}({', '.join(f'%({n})s' for n in names)})" if names else f"EXECUTE {name}"
-    return DriverStatement(name, f"PREPARE {name} AS {body}", run, literals)
+    row = namedtuple("row", list(statement.selected_columns.keys()), rename=True)  # type: ignore[misc]
+    return DriverStatement(name, f"PREPARE {name} AS {body}", run, literals, row)

@@ -174,8 +174,8 @@ def request_resend(conn: sa.Connection, order_id: int, identifier: str, *, by: s
     params = {"task": RESEND_TASK, "args": args, "queue": queue, "created_at": now, "order_id": order_id,
               "kind": "resend-requested", "actor": by, "detail": {}}
     if conn.dialect.name == "postgresql":  # the JSON values serialised here, as the JSON type's bind does
-        job_id = driver_statement(_RESEND_BOTH, conn.dialect).execute(
-            conn, {**params, "args": json.dumps(args), "detail": "{}"}).scalar()
+        [(job_id,)] = driver_statement(_RESEND_BOTH, conn.dialect).rows(
+            conn, {**params, "args": json.dumps(args), "detail": "{}"})
     else:
         with conn.begin():
             job_id = conn.scalar(_RESEND_JOB_ID, params)
