@@ -116,15 +116,17 @@ class DriverStatement:
     or plan on PostgreSQL's (the lookup's joins cost the backend 0.22 ms of CPU as plain SQL, 0.06 ms
     prepared). psycopg2 never prepares by itself, so the first run on a connection sends `PREPARE name
     AS ...` first; the names live in the pooled connection's `info`, which goes with the connection
-    when it is dropped or replaced. The caller passes values the driver takes as they are.
+    when it is dropped or replaced. DATABASE_PREPARED_STATEMENTS=false (behind PgBouncer in
+    transaction mode, where a session's prepared statements do not follow it) runs the statement
+    itself. The caller passes values the driver takes as they are.
 
-    Only on an autocommit connection (the API's reads), where each statement is its own transaction;
+    The driver's cursor only on an autocommit connection (the API's reads), where each statement is its own transaction;
     on any other the statement goes through SQLAlchemy, which tracks the transaction it begins.
     Errors are SQLAlchemy's either way: a dropped connection is invalidated and raised as DBAPIError
-    with `connection_invalidated` set. (Behind a pooler in transaction mode, such as PgBouncer's,
-    session-level PREPARE does not hold.)"""
+    with `connection_invalidated` set."""
 
     name: str
+    sql: str  # the statement itself, in the driver's paramstyle (DATABASE_PREPARED_STATEMENTS=false)
     prepare: str  # PREPARE name AS <the statement with $1..$n>
     run: str  # EXECUTE name(%(a)s, ...), in the driver's paramstyle
     literals: dict[str, Any]  # the values of its literal parameters (LIMIT 1, a constant)
@@ -132,20 +134,21 @@ class DriverStatement:
 
     def rows(self, conn: sa.Connection, params: dict[str, Any]) -> list[Any]:
         values = {**self.literals, **params}
+        use_prepared = settings.database_prepared_statements
         prepared = conn.connection.info.setdefault(PREPARED, set())
         dbapi_connection = conn.connection.dbapi_connection
         assert dbapi_connection is not None  # a live checkout
         if not getattr(dbapi_connection, "autocommit", False):
-            if self.name not in prepared:
+            if use_prepared and self.name not in prepared:
                 conn.exec_driver_sql(self.prepare, execution_options={"no_parameters": True})
                 prepared.add(self.name)
-            return [self.row(*r) for r in conn.exec_driver_sql(self.run, values)]
+            return [self.row(*r) for r in conn.exec_driver_sql(self.run if use_prepared else self.sql, values)]
         cursor = dbapi_connection.cursor()
         try:
-            if self.name not in prepared:
+            if use_prepared and self.name not in prepared:
                 cursor.execute(self.prepare)
                 prepared.add(self.name)
-            cursor.execute(self.run, values)
+            cursor.execute(self.run if use_prepared else self.sql, values)
             return [self.row(*r) for r in cursor.fetchall()] if cursor.description else []
         except conn.dialect.loaded_dbapi.Error as exc:
             invalidated = conn.dialect.is_disconnect(exc, dbapi_connection, cursor)
@@ -176,4 +179,4 @@ def driver_statement(statement: sa.Select[Any], dialect: sa.Dialect) -> DriverSt
     name = "ticketq_" + hashlib.sha256(body.encode()).hexdigest()[:16]
     run = f"EXECUTE {name}({', '.join(f'%({n})s' for n in names)})" if names else f"EXECUTE {name}"
     row = namedtuple("row", list(statement.selected_columns.keys()), rename=True)  # type: ignore[misc]
-    return DriverStatement(name, f"PREPARE {name} AS {body}", run, literals, row)
+    return DriverStatement(name, compiled.string, f"PREPARE {name} AS {body}", run, literals, row)

@@ -109,3 +109,17 @@ def test_a_connection_the_server_dropped_fails_as_invalidated(autocommit: sa.Eng
         assert conn.invalidated
     with autocommit.connect() as conn:  # the pool hands out a working connection again
         assert statement.rows(conn, {"identifier": "x"}) == []
+
+
+def test_with_prepared_statements_off_nothing_is_prepared(
+        db: sessionmaker[Session], autocommit: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ticketq.settings import settings
+
+    monkeypatch.setattr(settings, "database_prepared_statements", False)  # behind PgBouncer, transaction mode
+    order_id, identifier = an_order(db)
+    for engine in (autocommit, get_engine()):
+        with engine.connect() as conn:
+            before = prepared_here(conn)  # a pooled connection may hold what earlier tests prepared
+            got = driver_statement(BY_IDENTIFIER, conn.dialect).rows(conn, {"identifier": identifier})
+            assert [r.id for r in got] == [order_id]
+            assert prepared_here(conn) == before
