@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.base import Base, UTCDateTime, utcnow
+from models.db import driver_statement
 
 # Task names and queues (contract section 7); the tasks register under the same names.
 CONFIRM_TASK = "orders.confirm"
@@ -122,6 +123,42 @@ class Claim(enum.StrEnum):
     UNKNOWN = "unknown"  # no such row (a table emptied under it)
 
 
+# The marks every job run makes, as Core statements on the table built once (bound parameters only).
+# On PostgreSQL each is the SELECT of a data-modifying CTE (`WITH m AS (UPDATE ... RETURNING ...)
+# SELECT ... FROM m`: the same UPDATE, one statement) run as a driver statement (models.db: compiled
+# once, prepared on the server once per connection); elsewhere the plain UPDATE. A NULL `steal_from`
+# matches no holder, so one statement serves both kinds of claim.
+_outbox = cast(sa.Table, OutboxJob.__table__)
+_NOW = sa.bindparam("now", type_=UTCDateTime)
+_CLAIM = (
+    sa.update(_outbox)
+    .where(_outbox.c.id == sa.bindparam("job_id", type_=sa.Integer), _outbox.c.done_at.is_(None),
+           sa.or_(_outbox.c.lease_until.is_(None), _outbox.c.lease_until < _NOW,
+                  _outbox.c.claimed_by == sa.bindparam("holder", type_=sa.String),
+                  _outbox.c.claimed_by == sa.bindparam("steal_from", type_=sa.String)))
+    .values(claimed_by=sa.bindparam("holder", type_=sa.String), started_at=_NOW,
+            lease_until=sa.bindparam("lease_until", type_=UTCDateTime), attempts=_outbox.c.attempts + 1,
+            published_at=sa.func.coalesce(_outbox.c.published_at, _NOW))
+    .returning(_outbox.c.attempts)
+)
+_FINISH = (
+    sa.update(_outbox)
+    .where(_outbox.c.id == sa.bindparam("job_id", type_=sa.Integer), _outbox.c.done_at.is_(None))
+    .values(done_at=_NOW, lease_until=sa.null(), last_error=sa.null())
+    .returning(_outbox.c.id)
+)
+_AS_SELECT: dict[sa.Update, sa.Select[Any]] = {
+    _CLAIM: sa.select(*_CLAIM.cte("claimed").c), _FINISH: sa.select(*_FINISH.cte("finished").c)}
+
+
+def _run_mark(session: Session | sa.Connection, statement: sa.Update, params: dict[str, Any]) -> list[Any]:
+    """The rows the mark returned. The values are int / str / aware UTC datetimes / None, which
+    psycopg2 takes as they are (UTCDateTime's binding only converts to UTC: utcnow() already is)."""
+    if isinstance(session, sa.Connection) and session.dialect.name == "postgresql":
+        return driver_statement(_AS_SELECT[statement], session.dialect).rows(session, params)
+    return list(session.execute(statement, params))
+
+
 def claim_job(session: Session | sa.Connection, job_id: int, holder: str, lease: timedelta = LEASE, *,
               steal_from: str | None = None) -> tuple[Claim, str | None, int]:
     """Take the job's lease unless it is done or a live holder has it: (outcome, holder, attempts).
@@ -129,17 +166,10 @@ def claim_job(session: Session | sa.Connection, job_id: int, holder: str, lease:
     `steal_from` names a holder known to be dead (a killed child on this host): its lease is void.
     """
     now = utcnow()
-    free = sa.or_(OutboxJob.lease_until.is_(None), OutboxJob.lease_until < now, OutboxJob.claimed_by == holder)
-    if steal_from:
-        free = sa.or_(free, OutboxJob.claimed_by == steal_from)
-    taken = session.execute(
-        sa.update(OutboxJob).where(OutboxJob.id == job_id, OutboxJob.done_at.is_(None), free)
-        .values(claimed_by=holder, started_at=now, lease_until=now + lease, attempts=OutboxJob.attempts + 1,
-                published_at=sa.func.coalesce(OutboxJob.published_at, now))
-        .returning(OutboxJob.attempts).execution_options(synchronize_session=False)
-    ).first()
+    taken = _run_mark(session, _CLAIM, {"job_id": job_id, "holder": holder, "steal_from": steal_from, "now": now,
+                                        "lease_until": now + lease})
     if taken:
-        return Claim.CLAIMED, holder, int(taken[0])
+        return Claim.CLAIMED, holder, int(taken[0][0])
     row = session.execute(sa.select(OutboxJob.done_at, OutboxJob.claimed_by, OutboxJob.attempts)
                           .where(OutboxJob.id == job_id)).first()
     if row is None:
@@ -161,9 +191,7 @@ def adopt_job(session: Session, external_id: str, task: str, args: list[Any], qu
 
 def finish_job(session: Session | sa.Connection, job_id: int) -> None:
     """The work is done: the row leaves the unfinished set (a holder that lost its lease finishes too)."""
-    session.execute(sa.update(OutboxJob).where(OutboxJob.id == job_id, OutboxJob.done_at.is_(None))
-                    .values(done_at=utcnow(), lease_until=None, last_error=None)
-                    .execution_options(synchronize_session=False))
+    _run_mark(session, _FINISH, {"job_id": job_id, "now": utcnow()})
 
 
 def give_back_job(session: Session | sa.Connection, job_id: int, holder: str, error: str,
