@@ -137,24 +137,49 @@ def _folded(name: str, value: str | Header) -> bytes:
     return WIRE_POLICY.fold_binary(name, value)  # type: ignore[arg-type]  # compat32 folds a Header too
 
 
+# Folding a header is a pure function of its name and value, and the email package's folding is
+# most of what writing a message costs: the headers every message repeats (a part's type, an
+# attachment's disposition, From, the email kind) are folded once per process.
+_folded_once = lru_cache(maxsize=256)(_folded)
+
+
+@lru_cache(maxsize=16)
+def _checked_sender(value: str) -> str:
+    return checked_address(value)
+
+
+# A boundary is always "=" * 15 + 19 digits + "==": one folded with a placeholder of that shape
+# (digits fold like digits) is the template every multipart's Content-Type is cut from.
+_BOUNDARY_PLACEHOLDER = "0" * 19
+
+
+@lru_cache(maxsize=4)
+def _multipart_type(subtype: str) -> tuple[bytes, bytes]:
+    folded = _folded("Content-Type", f'multipart/{subtype}; boundary="==============={_BOUNDARY_PLACEHOLDER}=="')
+    before, placeholder, after = folded.partition(_BOUNDARY_PLACEHOLDER.encode())
+    assert placeholder, folded
+    return before, after
+
+
 def _base64(content: bytes) -> bytes:
     """Lines of 76 characters, as the MIME encoders write them."""
     return base64.encodebytes(content).replace(b"\n", _CRLF)
 
 
 def _part(content_type: str, content: bytes, disposition: str | None = None) -> bytes:
-    head = _folded("Content-Type", content_type) + b"MIME-Version: 1.0\r\nContent-Transfer-Encoding: base64\r\n"
+    head = _folded_once("Content-Type", content_type) + b"MIME-Version: 1.0\r\nContent-Transfer-Encoding: base64\r\n"
     if disposition:
-        head += _folded("Content-Disposition", disposition)
+        head += _folded_once("Content-Disposition", disposition)
     return head + _CRLF + _base64(content)
 
 
 def _multipart(subtype: str, parts: list[bytes], head: bytes = b"") -> bytes:
     # Every part is base64, which never holds a run of '=' like the boundary: no need to look for it.
-    boundary = f"==============={random.randrange(sys.maxsize):019d}=="
-    delimiter = f"--{boundary}".encode()
+    digits = f"{random.randrange(sys.maxsize):019d}"
+    delimiter = f"--==============={digits}==".encode()
     body = b"".join(delimiter + _CRLF + part + _CRLF for part in parts)
-    return (_folded("Content-Type", f'multipart/{subtype}; boundary="{boundary}"') + b"MIME-Version: 1.0\r\n"
+    before, after = _multipart_type(subtype)
+    return (before + digits.encode() + after + b"MIME-Version: 1.0\r\n"
             + head + _CRLF + body + delimiter + b"--" + _CRLF)
 
 
@@ -167,6 +192,13 @@ def _disposition(filename: str) -> str:
     return str(part["Content-Disposition"])
 
 
+_REPEATED = frozenset({"From", "X-Email-Kind"})  # the same value in every message of a kind
+
+
+def _folded_header(name: str, value: str | Header) -> bytes:
+    return _folded_once(name, value) if name in _REPEATED and isinstance(value, str) else _folded(name, value)
+
+
 def wire_message(mail: Mail) -> Outgoing:
     """The same message as `build_message`, written straight to its wire form.
 
@@ -174,13 +206,13 @@ def wire_message(mail: Mail) -> Outgoing:
     tests/worker/test_mail_building.py), without building and walking a tree of Message objects,
     which was most of the CPU a confirmation spent on its emails apart from the SMTP dialogue.
     """
-    sender, recipient = checked_address(mail.sender), checked_address(mail.recipient)
+    sender, recipient = _checked_sender(mail.sender), checked_address(mail.recipient)
     headers = {
         "From": sender, "To": recipient, "Subject": mail.subject, "Date": format_datetime(utcnow()),
         "Message-ID": mail.message_id or new_message_id(mail.sender),
         "X-Order-Identifier": mail.identifier, "X-Email-Kind": mail.kind, **mail.extra_headers,
     }
-    head = b"".join(_folded(clean_header(name), _header(value)) for name, value in headers.items())
+    head = b"".join(_folded_header(clean_header(name), _header(value)) for name, value in headers.items())
     alternative = [_part('text/plain; charset="utf-8"', mail.text.encode()),
                    _part('text/html; charset="utf-8"', mail.html.encode())]
     if not mail.attachments:
@@ -197,15 +229,34 @@ def vtimezone(tzid: str, first_year: int, last_year: int) -> icalendar.Timezone:
     return icalendar.Timezone.from_tzid(tzid, first_date=date(first_year, 1, 1), last_date=date(last_year + 1, 1, 1))
 
 
-def event_ics(order: Order) -> bytes:
-    """A calendar entry in the event's own timezone; the UID is stable per order so a resend updates it."""
-    event = order.event
-    zone = ZoneInfo(event.timezone)
+@lru_cache(maxsize=64)
+def _vtimezone_ical(tzid: str, first_year: int, last_year: int) -> bytes:
+    return bytes(vtimezone(tzid, first_year, last_year).to_ical())
+
+
+_CALENDAR_END = b"END:VCALENDAR\r\n"
+
+
+@lru_cache(maxsize=1)
+def _calendar_head() -> bytes:
+    """The calendar's own lines (the same for every order), as icalendar writes them."""
     calendar = icalendar.Calendar()
     calendar.add("prodid", "-//ticketq//tickets//EN")
     calendar.add("version", "2.0")
     calendar.add("method", "PUBLISH")
-    calendar.add_component(vtimezone(event.timezone, event.starts_at.year, event.ends_at.year))
+    ical = bytes(calendar.to_ical())
+    assert ical.endswith(_CALENDAR_END)
+    return ical.removesuffix(_CALENDAR_END)
+
+
+def event_ics(order: Order) -> bytes:
+    """A calendar entry in the event's own timezone; the UID is stable per order so a resend updates it.
+
+    What icalendar writes for the calendar holding the zone and the entry (each component's lines in
+    turn, tests/worker/test_mail_building.py compares): the calendar's lines and the zone's, the same
+    for every order of the event, are written once per process."""
+    event = order.event
+    zone = ZoneInfo(event.timezone)
     entry = icalendar.Event()
     entry.add("uid", f"{order.identifier}@ticketq")
     entry.add("dtstamp", utcnow())
@@ -215,8 +266,8 @@ def event_ics(order: Order) -> bytes:
     if event.location:
         entry.add("location", event.location)
     entry.add("description", f"Order {order.identifier}")
-    calendar.add_component(entry)
-    return bytes(calendar.to_ical())
+    return (_calendar_head() + _vtimezone_ical(event.timezone, event.starts_at.year, event.ends_at.year)
+            + bytes(entry.to_ical()) + _CALENDAR_END)
 
 
 def _pdf(documents: Mapping[DocumentKey, bytes], filename: str, kind: DocumentKind,

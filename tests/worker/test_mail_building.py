@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import re
 import smtplib
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.policy import compat32
+from types import SimpleNamespace
+from typing import Any
+from zoneinfo import ZoneInfo
 
+import icalendar
 import pytest
 
+from worker import messages
 from worker.messages import Attachment, Mail, build_message, checked_address, wire_message
 from worker.smtp import DeliveryError, SmtpConfig, classify, message_bytes, parse_smtp_url
 
@@ -123,3 +129,65 @@ def test_the_direct_wire_form_is_the_standard_one_but_for_boundaries(attachments
     assert (outgoing.sender, outgoing.recipient) == ("tickets@example.org", "buyer@example.org")
     assert same(outgoing.data) == same(message_bytes(build_message(m)))
     assert b"\n" not in outgoing.data.replace(b"\r\n", b"")
+
+
+@pytest.mark.parametrize("number", [0, 1, 10**18, 9_223_372_036_854_775_806, 1234567890123456789])
+@pytest.mark.parametrize("subtype", ["mixed", "alternative"])
+def test_a_multipart_type_is_the_email_packages_folding_of_its_boundary(
+        monkeypatch: pytest.MonkeyPatch, subtype: str, number: int) -> None:
+    """The Content-Type of a multipart is cut from one folded template: the same bytes as folding it."""
+    monkeypatch.setattr(messages.random, "randrange", lambda _: number)
+    boundary = f"==============={number:019d}=="
+    written = messages._multipart(subtype, [b"part"])
+    expected = compat32.clone(linesep="\r\n").fold_binary("Content-Type", f'multipart/{subtype}; boundary="{boundary}"')
+    assert written.startswith(expected + b"MIME-Version: 1.0\r\n\r\n--" + boundary.encode() + b"\r\npart\r\n")
+
+
+def test_repeated_headers_folded_once_are_the_same_bytes() -> None:
+    m = mail(attachments=(Attachment("tickets.pdf", b"%PDF"), Attachment("ticket-2.pdf", b"%PDF")))
+
+    def same(data: bytes) -> bytes:
+        return re.sub(rb"={15}\d{19}==", b"BOUNDARY", re.sub(rb"\r\nDate: [^\r]+", b"", data))
+
+    messages._folded_once.cache_clear()
+    first = wire_message(m).data
+    assert same(wire_message(m).data) == same(first) == same(message_bytes(build_message(m)))
+
+
+def _calendar_by_icalendar(order: Any, dtstamp: datetime) -> bytes:
+    """The whole calendar built and written by icalendar in one go, as event_ics did before."""
+    event = order.event
+    zone = ZoneInfo(event.timezone)
+    calendar = icalendar.Calendar()
+    calendar.add("prodid", "-//ticketq//tickets//EN")
+    calendar.add("version", "2.0")
+    calendar.add("method", "PUBLISH")
+    calendar.add_component(messages.vtimezone(event.timezone, event.starts_at.year, event.ends_at.year))
+    entry = icalendar.Event()
+    entry.add("uid", f"{order.identifier}@ticketq")
+    entry.add("dtstamp", dtstamp)
+    entry.add("dtstart", event.starts_at.astimezone(zone))
+    entry.add("dtend", event.ends_at.astimezone(zone))
+    entry.add("summary", event.name)
+    if event.location:
+        entry.add("location", event.location)
+    entry.add("description", f"Order {order.identifier}")
+    calendar.add_component(entry)
+    return bytes(calendar.to_ical())
+
+
+@pytest.mark.parametrize(("tz", "starts", "days", "location"), [
+    ("Europe/Berlin", datetime(2029, 3, 25, 9, tzinfo=UTC), 0, "Berlin"),
+    ("America/New_York", datetime(2029, 12, 31, 20, tzinfo=UTC), 2, ""),
+    ("UTC", datetime(2030, 6, 1, 8, tzinfo=UTC), 400, "Zoë's café, a very long location " * 4),
+    ("Asia/Kolkata", datetime(2029, 1, 1, 0, tzinfo=UTC), 1, "Mumbai"),
+])
+def test_event_ics_is_what_icalendar_writes_for_the_whole_calendar(
+        monkeypatch: pytest.MonkeyPatch, tz: str, starts: datetime, days: int, location: str) -> None:
+    stamp = datetime(2026, 12, 3, 13, 5, 7, tzinfo=UTC)
+    monkeypatch.setattr(messages, "utcnow", lambda: stamp)
+    event = SimpleNamespace(timezone=tz, starts_at=starts, ends_at=starts + timedelta(days=days, hours=3),
+                            name="Zoë’s conference: " + "talks " * 12, location=location)
+    order = SimpleNamespace(identifier="ab" * 16, event=event)
+    for _ in range(2):  # cold and cached
+        assert messages.event_ics(order) == _calendar_by_icalendar(order, stamp)  # type: ignore[arg-type]
