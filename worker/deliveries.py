@@ -23,11 +23,12 @@ from datetime import timedelta
 from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
 
 from models.base import utcnow
+from models.db import driver_statement
 from models.deliveries import DeliveryState, EmailDelivery, EmailKind
 from models.ordering import record
 from models.orders import Order
@@ -77,13 +78,16 @@ def ensure_deliveries(
     session: Session, order: Order, batch: str, plan: list[tuple[EmailKind, str]], *, requested_by: str | None = None
 ) -> list[EmailDelivery]:
     """Insert-if-absent on (order, batch, kind, recipient): a job that runs twice records each email once."""
-    if plan:
+    if plan and session.get_bind().dialect.name == "postgresql":  # ids in the plan's order, as VALUES gives them
+        _driver_rows(session.connection(), _RECORD, {
+            "order_id": order.id, "batch": batch, "requested_by": requested_by, "now": utcnow(),
+            "kinds": [kind.value for kind, _ in plan], "recipients": [recipient for _, recipient in plan]})
+    elif plan:
         now = utcnow()
         rows = [{"order_id": order.id, "batch": batch, "kind": kind, "recipient": recipient,
                  "state": DeliveryState.QUEUED, "attempts": 0, "requested_by": requested_by,
                  "created_at": now, "updated_at": now} for kind, recipient in plan]
-        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-        session.execute(dialect.insert(EmailDelivery).values(rows).on_conflict_do_nothing())
+        session.execute(sqlite.insert(EmailDelivery).values(rows).on_conflict_do_nothing())
     return batch_deliveries(session, order, batch)
 
 def batch_deliveries(session: Session, order: Order, batch: str) -> list[EmailDelivery]:
@@ -128,6 +132,38 @@ class Prepared:
         return {"id": d.id, "detail": json.dumps(detail)}
 
 
+# The statements every send makes, as SQL compiled once and prepared on the server once per
+# connection (models.db.driver_statement); DML as the SELECT of a data-modifying CTE, arrays through
+# unnest. PostgreSQL only: SQLite (no advisory locks) keeps the Core statements.
+_TRY_LOCKS = sa.text(
+    "SELECT id FROM unnest(CAST(:ids AS integer[])) AS id WHERE pg_try_advisory_lock(CAST(:class AS integer), id)"
+).columns(id=sa.Integer)
+_UNLOCK = sa.text(
+    "SELECT pg_advisory_unlock(CAST(:class AS integer), id) AS unlocked FROM unnest(CAST(:ids AS integer[])) AS id"
+).columns(unlocked=sa.Boolean)
+_MARK_SENDING = sa.text("""
+WITH marked AS (
+    UPDATE email_deliveries AS d SET state = 'sending', updated_at = CAST(:now AS timestamptz),
+        attempts = d.attempts + 1, message_id = m.message_id
+    FROM unnest(CAST(:ids AS integer[]), CAST(:message_ids AS varchar[])) AS m(id, message_id)
+    WHERE d.id = m.id RETURNING d.id
+) SELECT id FROM marked""").columns(id=sa.Integer)
+_RECORD = sa.text("""
+WITH recorded AS (
+    INSERT INTO email_deliveries (order_id, batch, kind, recipient, state, attempts, requested_by, created_at,
+                                  updated_at)
+    SELECT CAST(:order_id AS integer), CAST(:batch AS varchar), p.kind, p.recipient, 'queued', 0,
+           CAST(:requested_by AS varchar), CAST(:now AS timestamptz), CAST(:now AS timestamptz)
+    FROM unnest(CAST(:kinds AS varchar[]), CAST(:recipients AS varchar[])) WITH ORDINALITY AS p(kind, recipient, n)
+    ORDER BY p.n
+    ON CONFLICT DO NOTHING RETURNING id
+) SELECT id FROM recorded""").columns(id=sa.Integer)
+
+
+def _driver_rows(conn: sa.Connection, statement: sa.TextualSelect, params: dict[str, Any]) -> list[Any]:
+    return driver_statement(statement, conn.dialect).rows(conn, params)
+
+
 @contextmanager
 def claimed(factory: sessionmaker[Session], ids: Sequence[int]) -> Iterator[tuple[Session, list[int]]]:
     """A session on ONE connection holding the advisory locks of the deliveries it could claim.
@@ -140,9 +176,7 @@ def claimed(factory: sessionmaker[Session], ids: Sequence[int]) -> Iterator[tupl
     with engine.connect() as conn:
         ours = sorted(set(ids))
         if postgres and ours:
-            ours = sorted(conn.scalars(sa.text(
-                "SELECT id FROM unnest(CAST(:ids AS integer[])) AS id WHERE pg_try_advisory_lock(:class, id)"
-            ), {"ids": ours, "class": ADVISORY_CLASS}))
+            ours = sorted(row.id for row in _driver_rows(conn, _TRY_LOCKS, {"ids": ours, "class": ADVISORY_CLASS}))
             conn.commit()
         try:
             with Session(bind=conn, expire_on_commit=False) as session:
@@ -155,8 +189,7 @@ def claimed(factory: sessionmaker[Session], ids: Sequence[int]) -> Iterator[tupl
 def _unlock(conn: sa.Connection, ids: list[int]) -> None:
     try:
         conn.rollback()
-        conn.execute(sa.text("SELECT pg_advisory_unlock(:class, id) FROM unnest(CAST(:ids AS integer[])) AS id"),
-                     {"ids": ids, "class": ADVISORY_CLASS})
+        _driver_rows(conn, _UNLOCK, {"ids": ids, "class": ADVISORY_CLASS})
         conn.commit()
     except Exception:  # never hand a connection that may still hold a lock back to the pool
         log.exception("could not release the locks of deliveries %s; dropping the connection", ids)
@@ -278,9 +311,13 @@ def _mark_sending(session: Session, prepared: list[Prepared]) -> None:
         return
     now, table = utcnow(), cast(sa.Table, EmailDelivery.__table__)
     ids = {item.delivery.id: item.message_id for item in prepared}
-    session.execute(table.update().where(table.c.id.in_(list(ids))).values(
-        state=DeliveryState.SENDING, updated_at=now, attempts=table.c.attempts + 1,
-        message_id=sa.case(ids, value=table.c.id)))
+    if session.get_bind().dialect.name == "postgresql":
+        _driver_rows(session.connection(), _MARK_SENDING, {"now": now, "ids": list(ids),
+                                                           "message_ids": list(ids.values())})
+    else:
+        session.execute(table.update().where(table.c.id.in_(list(ids))).values(
+            state=DeliveryState.SENDING, updated_at=now, attempts=table.c.attempts + 1,
+            message_id=sa.case(ids, value=table.c.id)))
     for item in prepared:  # what the statement wrote, without a reload
         d = item.delivery
         for name, value in (("state", DeliveryState.SENDING), ("message_id", item.message_id), ("updated_at", now),

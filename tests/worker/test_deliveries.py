@@ -22,10 +22,13 @@ from worker.deliveries import (
     CONFIRMATION_BATCH,
     MAX_SEND_ATTEMPTS,
     Outcome,
+    _prepare_all,
+    claimed,
     confirmation_recipients,
     ensure_deliveries,
     send_deliveries,
 )
+from worker.messages import message_id_for
 from worker.pipeline import ensure_documents
 from worker.presenters import load_full_order
 from worker.smtp import close_clients, smtp_client
@@ -174,3 +177,33 @@ def test_a_batch_sends_each_record_independently(db: sessionmaker[Session], smtp
     assert [m["X-Email-Kind"] for m in smtp.messages] == ["confirmation-buyer"]
     assert send_all(db, identifier, [buyer, attendee, organizer]) == {
         buyer: Outcome.DONE, attendee: Outcome.DONE, organizer: Outcome.SENT}
+
+
+def test_recording_a_batch_keeps_the_plans_order_and_adds_nothing_the_second_time(
+        any_db: sessionmaker[Session]) -> None:
+    identifier = confirmed_order(any_db)
+    first, second = planned(any_db, identifier), planned(any_db, identifier)
+    assert first == second == sorted(first) and len(first) == 3
+    rows = [(r.kind, r.recipient, r.state, r.attempts, r.requested_by, r.message_id, r.created_at == r.updated_at)
+            for r in sorted(deliveries(any_db, identifier), key=lambda r: r.id)]
+    assert rows == [(EmailKind.CONFIRMATION_BUYER, BUYER, DeliveryState.QUEUED, 0, None, None, True),
+                    (EmailKind.CONFIRMATION_ATTENDEE, SHARED, DeliveryState.QUEUED, 0, None, None, True),
+                    (EmailKind.ORGANIZER_NOTIFICATION, "owner@example.org", DeliveryState.QUEUED, 0, None, None, True)]
+
+
+def test_preparing_marks_each_row_sending_with_its_own_message_id(any_db: sessionmaker[Session]) -> None:
+    identifier = confirmed_order(any_db)
+    ids = planned(any_db, identifier)
+    order = full_order(any_db, identifier)
+    documents, _ = ensure_documents(any_db, order)
+    with claimed(any_db, ids) as (session, ours), session.begin():
+        prepared = _prepare_all(session, order, ours, documents, {})
+    loaded = {r.id: r for r in deliveries(any_db, identifier)}
+    assert [p.delivery_id for p in prepared] == ids
+    for item in prepared:
+        row = loaded[item.delivery_id]
+        assert row.message_id == item.message_id == message_id_for(identifier, row.id, settings.mail_from)
+        assert (row.state, row.attempts) == (DeliveryState.SENDING, 1)
+        kept = item.delivery  # the loaded object carries what the statement wrote, without a reload
+        assert (kept.state, kept.attempts, kept.message_id, kept.updated_at) == (
+            row.state, row.attempts, row.message_id, row.updated_at)
