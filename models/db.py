@@ -120,8 +120,9 @@ class DriverStatement:
     transaction mode, where a session's prepared statements do not follow it) runs the statement
     itself. The caller passes values the driver takes as they are.
 
-    The driver's cursor only on an autocommit connection (the API's reads), where each statement is its own transaction;
-    on any other the statement goes through SQLAlchemy, which tracks the transaction it begins.
+    The driver's cursor only on an autocommit connection (the API's reads), where each statement is
+    its own transaction; on any other the statement goes through SQLAlchemy, which tracks the
+    transaction it begins (a PREPARE outlives a rollback, so the names stay true).
     Errors are SQLAlchemy's either way: a dropped connection is invalidated and raised as DBAPIError
     with `connection_invalidated` set."""
 
