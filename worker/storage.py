@@ -10,17 +10,21 @@ import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from models.base import utcnow
+from models.db import driver_statement
 from models.deliveries import Document, DocumentKind
+from models.ordering import lock_order
 from models.orders import Order
 from ticketq.files import absolute, content_fingerprint, document_name, find_document, fingerprint_of
 
 __all__ = ["DocumentKey", "absolute", "content_fingerprint", "document_name", "documents_ready",
-           "expected_keys", "find_document", "fingerprint_of", "store_documents", "stored_documents", "write_file"]
+           "expected_keys", "find_document", "fingerprint_of", "lock_order_row", "store_documents", "stored_documents",
+           "write_file"]
 
 log = logging.getLogger("ticketq.storage")
 
@@ -63,6 +67,41 @@ def documents_ready(session: Session, order: Order, fingerprint: str | None = No
     return True
 
 
+# On PostgreSQL the lock and the two statements of storing run as SQL compiled once and prepared on
+# the server once per connection (models.db.driver_statement); DML as the SELECT of a data-modifying
+# CTE, the rows through unnest (attendee id 0 for none: ids start at 1).
+_orders = cast(sa.Table, Order.__table__)
+_LOCK = sa.select(_orders.c.id).where(_orders.c.id == sa.bindparam("order_id", type_=sa.Integer)).with_for_update()
+_REPLACED = sa.text("""
+WITH replaced AS (
+    DELETE FROM documents WHERE order_id = CAST(:order_id AS integer) AND revision <= CAST(:revision AS integer)
+    RETURNING path
+) SELECT path FROM replaced""").columns(path=sa.String)
+_STORE = sa.text("""
+WITH stored AS (
+    INSERT INTO documents (order_id, kind, attendee_id, path, revision, size, created_at)
+    SELECT CAST(:order_id AS integer), d.kind, NULLIF(d.attendee_id, 0), d.path, CAST(:revision AS integer), d.size,
+           CAST(:now AS timestamptz)
+    FROM unnest(CAST(:kinds AS varchar[]), CAST(:attendees AS integer[]), CAST(:paths AS varchar[]),
+                CAST(:sizes AS integer[])) WITH ORDINALITY AS d(kind, attendee_id, path, size, n)
+    ORDER BY d.n
+    RETURNING id
+) SELECT id FROM stored""").columns(id=sa.Integer)
+
+
+def _driver_rows(conn: sa.Connection, statement: sa.Select[Any] | sa.TextualSelect,
+                 params: dict[str, Any]) -> list[Any]:
+    return driver_statement(statement, conn.dialect).rows(conn, params)
+
+
+def lock_order_row(session: Session, order_id: int) -> None:
+    """Hold the order's row lock until the transaction ends (models.ordering.lock_order, prepared)."""
+    if session.get_bind().dialect.name == "postgresql":
+        _driver_rows(session.connection(), _LOCK, {"order_id": order_id})
+    else:
+        lock_order(session, order_id)
+
+
 def store_documents(
     session: Session, order: Order, revision: int, rendered: Mapping[DocumentKey, bytes],
     fingerprint: str | None = None,
@@ -73,17 +112,27 @@ def store_documents(
     The caller holds the order row lock, so two renderings of one order record one set of rows.
     """
     fingerprint = fingerprint or content_fingerprint(order)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for (kind, attendee_id), data in rendered.items():
         relative = document_name(order.identifier, kind, attendee_id, fingerprint)
         write_file(relative, data)
         rows.append({"order_id": order.id, "kind": kind, "attendee_id": attendee_id, "path": relative,
                      "revision": revision, "size": len(data)})
     # Two statements (no ORM unit of work): the rows this rendering replaces, then its own.
-    replaced = session.scalars(sa.delete(Document).where(Document.order_id == order.id, Document.revision <= revision)
-                               .returning(Document.path).execution_options(synchronize_session=False)).all()
-    if rows:
-        session.execute(sa.insert(cast(sa.Table, Document.__table__)), rows)  # one multi-row INSERT
+    if session.get_bind().dialect.name == "postgresql":
+        conn = session.connection()
+        replaced = [r.path for r in _driver_rows(conn, _REPLACED, {"order_id": order.id, "revision": revision})]
+        if rows:
+            _driver_rows(conn, _STORE, {
+                "order_id": order.id, "revision": revision, "now": utcnow(),
+                "kinds": [row["kind"].value for row in rows], "paths": [row["path"] for row in rows],
+                "attendees": [row["attendee_id"] or 0 for row in rows], "sizes": [row["size"] for row in rows]})
+    else:
+        replaced = list(session.scalars(sa.delete(Document).where(
+            Document.order_id == order.id, Document.revision <= revision)
+            .returning(Document.path).execution_options(synchronize_session=False)))
+        if rows:
+            session.execute(sa.insert(cast(sa.Table, Document.__table__)), rows)  # one multi-row INSERT
     keep = {row["path"] for row in rows}
     for path in set(replaced) - keep:
         absolute(path).unlink(missing_ok=True)

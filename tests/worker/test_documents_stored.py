@@ -12,7 +12,7 @@ from models.status import OrderStatus
 from tests.tasks.confirm_helpers import confirmed_order, pdf_text
 from worker import pipeline
 from worker.presenters import load_full_order
-from worker.storage import find_document
+from worker.storage import DocumentKey, absolute, document_name, find_document, lock_order_row, store_documents
 
 
 def ensure_documents(db: sessionmaker[Session], identifier: str) -> bool:
@@ -55,3 +55,33 @@ def test_a_status_change_keeps_the_pdfs_and_a_content_change_remakes_them(db: se
     assert renamed["tickets"] not in (None, placed["tickets"]) and renamed["rows"] == 5
     assert not placed["tickets"].exists()  # type: ignore[union-attr]
     assert "Renamed Person" in pdf_text(renamed["attendee"].read_bytes())  # type: ignore[union-attr]
+
+
+def test_storing_replaces_the_orders_rows_with_one_per_document_on_both_databases(
+        any_db: sessionmaker[Session]) -> None:
+    identifier = confirmed_order(any_db, completed=False)
+    with any_db() as session:
+        order = load_full_order(session, Order.identifier == identifier)
+    rendered: dict[DocumentKey, bytes] = {(DocumentKind.TICKETS, None): b"%PDF tickets",
+                                          (DocumentKind.INVOICE, None): b"%PDF invoice!"}
+    rendered.update({(DocumentKind.ATTENDEE_TICKET, a.id): b"%PDF " * (i + 1) for i, a in enumerate(order.attendees)})
+
+    def store(fingerprint: str) -> set[tuple[object, ...]]:
+        with any_db() as session, session.begin():
+            lock_order_row(session, order.id)
+            store_documents(session, order, order.revision, rendered, fingerprint)
+        with any_db() as session:
+            rows = session.scalars(sa.select(Document).where(Document.order_id == order.id)).all()
+        assert len(rows) == len(rendered)
+        return {(r.kind, r.attendee_id, r.path, r.revision, r.size) for r in rows}
+
+    def expected(fingerprint: str) -> set[tuple[object, ...]]:
+        return {(kind, attendee, document_name(identifier, kind, attendee, fingerprint), order.revision, len(data))
+                for (kind, attendee), data in rendered.items()}
+
+    assert store("first") == expected("first")
+    assert store("first") == expected("first")  # stored again: replaced, not doubled
+    assert store("second") == expected("second")
+    assert all(absolute(path).read_bytes() == rendered[(kind, attendee)]  # type: ignore[index]
+               for kind, attendee, path, *_ in expected("second"))
+    assert not any(absolute(path).exists() for _, _, path, *_ in expected("first"))  # unreferenced: removed
