@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import base64
+import binascii
 import email.utils
 import random
 import sys
@@ -134,13 +134,14 @@ _CRLF = b"\r\n"
 
 
 def _folded(name: str, value: str | Header) -> bytes:
+    if isinstance(value, str) and len(name) + 2 + len(value) <= _MAX_LINE and value.isascii() and value.isprintable():
+        # What compat32 writes for a header that fits on one line (tests/worker/test_mail_building.py
+        # compares): most of a message's headers, without the email package's Header machinery.
+        return f"{name}: {value}\r\n".encode()
     return WIRE_POLICY.fold_binary(name, value)  # type: ignore[arg-type]  # compat32 folds a Header too
 
 
-# Folding a header is a pure function of its name and value, and the email package's folding is
-# most of what writing a message costs: the headers every message repeats (a part's type, an
-# attachment's disposition, From, the email kind) are folded once per process.
-_folded_once = lru_cache(maxsize=256)(_folded)
+_MAX_LINE = 78  # compat32's max_line_length
 
 
 @lru_cache(maxsize=16)
@@ -162,14 +163,18 @@ def _multipart_type(subtype: str) -> tuple[bytes, bytes]:
 
 
 def _base64(content: bytes) -> bytes:
-    """Lines of 76 characters, as the MIME encoders write them."""
-    return base64.encodebytes(content).replace(b"\n", _CRLF)
+    """Lines of 76 characters, as the MIME encoders write them (base64.encodebytes with CRLF, in one
+    pass: encodebytes encodes 57 bytes per call)."""
+    encoded = binascii.b2a_base64(content, newline=False)
+    if not encoded:
+        return b""
+    return _CRLF.join([encoded[i:i + 76] for i in range(0, len(encoded), 76)]) + _CRLF
 
 
 def _part(content_type: str, content: bytes, disposition: str | None = None) -> bytes:
-    head = _folded_once("Content-Type", content_type) + b"MIME-Version: 1.0\r\nContent-Transfer-Encoding: base64\r\n"
+    head = _folded("Content-Type", content_type) + b"MIME-Version: 1.0\r\nContent-Transfer-Encoding: base64\r\n"
     if disposition:
-        head += _folded_once("Content-Disposition", disposition)
+        head += _folded("Content-Disposition", disposition)
     return head + _CRLF + _base64(content)
 
 
@@ -192,13 +197,6 @@ def _disposition(filename: str) -> str:
     return str(part["Content-Disposition"])
 
 
-_REPEATED = frozenset({"From", "X-Email-Kind"})  # the same value in every message of a kind
-
-
-def _folded_header(name: str, value: str | Header) -> bytes:
-    return _folded_once(name, value) if name in _REPEATED and isinstance(value, str) else _folded(name, value)
-
-
 def wire_message(mail: Mail) -> Outgoing:
     """The same message as `build_message`, written straight to its wire form.
 
@@ -212,7 +210,7 @@ def wire_message(mail: Mail) -> Outgoing:
         "Message-ID": mail.message_id or new_message_id(mail.sender),
         "X-Order-Identifier": mail.identifier, "X-Email-Kind": mail.kind, **mail.extra_headers,
     }
-    head = b"".join(_folded_header(clean_header(name), _header(value)) for name, value in headers.items())
+    head = b"".join(_folded(clean_header(name), _header(value)) for name, value in headers.items())
     alternative = [_part('text/plain; charset="utf-8"', mail.text.encode()),
                    _part('text/html; charset="utf-8"', mail.html.encode())]
     if not mail.attachments:
