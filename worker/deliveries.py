@@ -90,11 +90,17 @@ def ensure_deliveries(
         session.execute(sqlite.insert(EmailDelivery).values(rows).on_conflict_do_nothing())
     return batch_deliveries(session, order, batch)
 
+# Built once (bound parameters): executing them again skips building them and SQLAlchemy's cache key walk.
+_BATCH = (sa.select(EmailDelivery).where(EmailDelivery.order_id == sa.bindparam("order_id", type_=sa.Integer),
+                                         EmailDelivery.batch == sa.bindparam("batch", type_=sa.String))
+          .order_by(EmailDelivery.id))
+_CLAIMED_ROWS = (sa.select(EmailDelivery).where(EmailDelivery.id.in_(sa.bindparam("ids", expanding=True)),
+                                                EmailDelivery.order_id == sa.bindparam("order_id", type_=sa.Integer))
+                 .order_by(EmailDelivery.id).with_for_update())
+
+
 def batch_deliveries(session: Session, order: Order, batch: str) -> list[EmailDelivery]:
-    return list(session.scalars(
-        sa.select(EmailDelivery).where(EmailDelivery.order_id == order.id, EmailDelivery.batch == batch)
-        .order_by(EmailDelivery.id)
-    ))
+    return list(session.scalars(_BATCH, {"order_id": order.id, "batch": batch}))
 
 def next_resend_batch(session: Session, order: Order) -> str:
     batches = session.scalars(sa.select(EmailDelivery.batch).where(
@@ -164,6 +170,18 @@ def _driver_rows(conn: sa.Connection, statement: sa.TextualSelect, params: dict[
     return driver_statement(statement, conn.dialect).rows(conn, params)
 
 
+def _autocommit_rows(conn: sa.Connection, statement: sa.TextualSelect, params: dict[str, Any]) -> list[Any]:
+    """One statement as its own transaction, on a connection between transactions: one round trip
+    instead of BEGIN, the statement and COMMIT (the advisory locks are the session's, not a transaction's)."""
+    raw: Any = conn.connection.dbapi_connection
+    raw.autocommit = True
+    try:
+        return _driver_rows(conn, statement, params)
+    finally:
+        if not raw.closed:
+            raw.autocommit = False
+
+
 @contextmanager
 def claimed(factory: sessionmaker[Session], ids: Sequence[int]) -> Iterator[tuple[Session, list[int]]]:
     """A session on ONE connection holding the advisory locks of the deliveries it could claim.
@@ -176,8 +194,7 @@ def claimed(factory: sessionmaker[Session], ids: Sequence[int]) -> Iterator[tupl
     with engine.connect() as conn:
         ours = sorted(set(ids))
         if postgres and ours:
-            ours = sorted(row.id for row in _driver_rows(conn, _TRY_LOCKS, {"ids": ours, "class": ADVISORY_CLASS}))
-            conn.commit()
+            ours = sorted(row.id for row in _autocommit_rows(conn, _TRY_LOCKS, {"ids": ours, "class": ADVISORY_CLASS}))
         try:
             with Session(bind=conn, expire_on_commit=False) as session:
                 yield session, ours
@@ -189,8 +206,7 @@ def claimed(factory: sessionmaker[Session], ids: Sequence[int]) -> Iterator[tupl
 def _unlock(conn: sa.Connection, ids: list[int]) -> None:
     try:
         conn.rollback()
-        _driver_rows(conn, _UNLOCK, {"ids": ids, "class": ADVISORY_CLASS})
-        conn.commit()
+        _autocommit_rows(conn, _UNLOCK, {"ids": ids, "class": ADVISORY_CLASS})
     except Exception:  # never hand a connection that may still hold a lock back to the pool
         log.exception("could not release the locks of deliveries %s; dropping the connection", ids)
         conn.invalidate()
@@ -289,8 +305,7 @@ class Sent:
 
 def _prepare_all(session: Session, order: Order, ids: list[int], documents: Mapping[DocumentKey, bytes],
                  outcomes: dict[int, Outcome]) -> list[Prepared]:
-    rows = session.scalars(sa.select(EmailDelivery).where(EmailDelivery.id.in_(ids), EmailDelivery.order_id == order.id)
-                           .order_by(EmailDelivery.id).with_for_update()).all() if ids else []
+    rows = session.scalars(_CLAIMED_ROWS, {"ids": ids, "order_id": order.id}).all() if ids else []
     outcomes.update({i: Outcome.DONE for i in ids})  # unknown ids (a truncated table) are done too
     context = order_context(order)
     ics = event_ics(order) if any(r.kind in WITH_DOCUMENTS for r in rows) else b""  # one per order
