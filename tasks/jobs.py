@@ -48,14 +48,29 @@ def holder_name() -> str:
 
 @contextmanager
 def _job_transaction(*, adopting: bool = False) -> Iterator[Session | sa.Connection]:
-    """One short transaction on the job's row: a plain connection (the marks are single Core
-    statements, no unit of work to pay for), or a session when a job row is to be adopted."""
+    """Where the job's row is marked: a plain connection (the marks are single Core statements, no
+    unit of work to pay for), or a session's transaction when a job row is to be adopted.
+
+    On PostgreSQL the connection is in autocommit: each mark is ONE statement, so it is its own
+    transaction, in one round trip instead of BEGIN, the statement and COMMIT. (A claim that finds
+    the lease taken reads the row in a second statement, as before in the same READ COMMITTED
+    transaction: each statement saw the latest commits either way.)"""
     if adopting:
         with get_sessionmaker()() as session, session.begin():
             yield session
-    else:
-        with get_engine().begin() as conn:
+        return
+    with get_engine().connect() as conn:
+        if conn.dialect.name != "postgresql":
+            with conn.begin():
+                yield conn
+            return
+        raw: Any = conn.connection.dbapi_connection
+        raw.autocommit = True
+        try:
             yield conn
+        finally:
+            if not raw.closed:
+                raw.autocommit = False
 
 
 class JobTask(Task):  # type: ignore[misc]

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.db import get_engine
-from models.outbox import CONFIRM_TASK, Claim, OutboxJob, claim_job, enqueue_job, finish_job
+from models.outbox import CONFIRM_TASK, Claim, OutboxJob, claim_job, enqueue_job, finish_job, give_back_job
 
 HOLDER, OTHER = "host:1", "host:2"
 
@@ -58,3 +58,27 @@ def test_the_marks_take_release_and_refuse_leases(db: sessionmaker[Session], on_
 
 def test_both_forms_leave_the_same_rows(db: sessionmaker[Session]) -> None:
     assert _walk(db, on_connection=True) == _walk(db, on_connection=False)
+
+
+@pytest.mark.parametrize("database", ["postgresql", "sqlite"])
+def test_marks_made_where_the_task_makes_them_are_committed(request: pytest.FixtureRequest, database: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """JobTask's connection (autocommit on PostgreSQL: one statement, one transaction) commits each
+    mark, a failed run's too, and goes back to the pool as it came."""
+    from tasks import jobs
+
+    factory: sessionmaker[Session] = request.getfixturevalue("db" if database == "postgresql" else "sqlite_db")
+    engine = factory.kw["bind"]
+    monkeypatch.setattr(jobs, "get_engine", lambda: engine)
+    with factory() as session, session.begin():
+        job_id = enqueue_job(session, CONFIRM_TASK, ["x"]).id
+    with jobs._job_transaction() as conn:
+        assert claim_job(conn, job_id, HOLDER)[0] is Claim.CLAIMED
+    assert _row(factory, job_id)["claimed_by"] == HOLDER
+    with jobs._job_transaction() as conn:
+        give_back_job(conn, job_id, HOLDER, "boom", 30.0)
+    after = _row(factory, job_id)
+    assert (after["claimed_by"], after["leased"], after["published"], after["last_error"]) == (None, False, False,
+                                                                                               "boom")
+    with engine.connect() as conn:  # the pooled connection is transactional again
+        assert not getattr(conn.connection.dbapi_connection, "autocommit", False)
