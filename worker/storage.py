@@ -35,8 +35,11 @@ DocumentKey = tuple[DocumentKind, int | None]
 def write_file(relative: str, data: bytes) -> Path:
     """Write atomically, so a reader never sees half a PDF and two writers never interleave."""
     path = absolute(relative)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pdf")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pdf")
+    except FileNotFoundError:  # the directory's first file (one mkdir per directory, not per file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pdf")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pytest import MonkeyPatch
 
 from models.deliveries import DocumentKind
@@ -36,3 +38,11 @@ def test_files_are_written_whole_under_files_dir() -> None:
     path = write_file("ab/abcdef.pdf", b"%PDF")
     assert path == settings.files_dir / "ab/abcdef.pdf" and path.read_bytes() == b"%PDF"
     assert [p.name for p in path.parent.iterdir() if p.name.startswith(".tmp")] == []
+
+
+def test_a_file_in_a_new_directory_and_a_second_one_beside_it(tmp_path: Path, monkeypatch: MonkeyPatch) -> None:
+    monkeypatch.setattr(settings, "files_dir", tmp_path / "files")
+    first, second = write_file("cd/one.pdf", b"%PDF 1"), write_file("cd/two.pdf", b"%PDF 2")
+    write_file("cd/one.pdf", b"%PDF 1 again")  # replaced whole
+    assert (first.read_bytes(), second.read_bytes()) == (b"%PDF 1 again", b"%PDF 2")
+    assert sorted(p.name for p in (tmp_path / "files" / "cd").iterdir()) == ["one.pdf", "two.pdf"]
