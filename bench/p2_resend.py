@@ -179,6 +179,24 @@ def raw_send_task(orders: list[str], total: int) -> float:
     return total / (time.perf_counter() - started)
 
 
+def database_sessions(db: Any) -> int:
+    """Connections ever opened to the run's database (PostgreSQL counts them; a backend reports its
+    own within a second or so of going idle)."""
+    import sqlalchemy as sa
+
+    with db() as session:
+        return int(session.scalar(sa.text("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")))
+
+
+def servers_cpu_seconds(h: Harness) -> tuple[float, float]:
+    """CPU seconds so far of the run database's live PostgreSQL backends, and of Redis."""
+    from bench.monitor import cpu_seconds, postgres_backends
+
+    assert h.redis is not None and h.redis.process is not None
+    database = h.database_url.rsplit("/", 1)[1]
+    return sum(cpu_seconds(p) for p in postgres_backends(database)), cpu_seconds(h.redis.process.pid)
+
+
 def run(h: Harness, quick: bool) -> tuple[list[Row], list[str]]:
     from bench.workload import complete_all, factory, make_pending, percentile, seed_event
 
@@ -193,12 +211,16 @@ def run(h: Harness, quick: bool) -> tuple[list[Row], list[str]]:
     api, url = h.api("p2-api", extra_env=env, workers=API_WORKERS)
     try:
         asyncio.run(closed_loop(url, seed.token, orders, 50))  # warm-up: connections, caches
-        cpu_before = tree_cpu_seconds(api)
+        sessions_before = database_sessions(db)
+        cpu_before, servers_before = tree_cpu_seconds(api), servers_cpu_seconds(h)
         api_rate, codes, client_cpu = asyncio.run(closed_loop(url, seed.token, orders, total))
         cpu_ms = (tree_cpu_seconds(api) - cpu_before) * 1000 / total
+        (pg_before, redis_before), (pg_after, redis_after) = servers_before, servers_cpu_seconds(h)
+        pg_ms, redis_ms = (pg_after - pg_before) * 1000 / total, (redis_after - redis_before) * 1000 / total
         raw_rate = raw_send_task(orders, total)
         latencies, steady_codes, lag, steady_cpu = asyncio.run(open_loop(url, seed.token, orders, STEADY_RATE,
                                                                          seconds))
+        opened = database_sessions(db) - sessions_before
     finally:
         h.stop(api)
     latencies.sort()
@@ -227,5 +249,9 @@ def run(h: Harness, quick: bool) -> tuple[list[Row], list[str]]:
              f"Content-Length body read per answer), on the same 2 cores as the API; its own CPU per request: "
              f"{client_cpu * 1000 / total:.2f} ms in the closed loop, {steady_cpu * 1000 / steady_total:.2f} ms "
              "in the steady phase (httpx, the client before, cost 0.95 ms per request measured against the same API "
-             "on 2026-12-03, half the API's own CPU: it bounded the closed loop instead of the API)."]
+             "on 2026-12-03, half the API's own CPU: it bounded the closed loop instead of the API).",
+             f"P2 servers per request in the closed loop: the database's PostgreSQL backends {pg_ms:.2f} ms of CPU, "
+             f"Redis {redis_ms:.2f} ms; connections opened to the database after the warm-up, closed loop and "
+             f"steady phase together: {opened} (each one a backend forked and torn down: a pool that opens "
+             "connections under load shows here, and its backends' CPU is gone from the figure before it)."]
     return rows, notes
