@@ -163,7 +163,7 @@ class DriverStatement:
                 cursor.close()
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=128)  # one entry per (statement, dialect): the worker has about 10, the API 2
 def driver_statement(statement: sa.Select[Any], dialect: sa.Dialect) -> DriverStatement:
     compiled = statement.compile(dialect=dialect)
     assert isinstance(compiled, SQLCompiler)
