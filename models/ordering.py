@@ -75,9 +75,18 @@ def load_order(session: Session, identifier: str, *, lock: bool = False) -> Orde
     return order
 
 
+_LOCK_ORDER = sa.select(Order.__table__.c.id).where(
+    Order.__table__.c.id == sa.bindparam("order_id", type_=sa.Integer)).with_for_update()
+
+
 def lock_order(session: Session, order_id: int) -> None:
-    """Hold the order's row lock until the transaction ends (without loading the order again)."""
-    session.execute(sa.select(Order.id).where(Order.id == order_id).with_for_update())
+    """Hold the order's row lock until the transaction ends (without loading the order again; on
+    PostgreSQL a driver statement, prepared once per connection)."""
+    if session.get_bind().dialect.name == "postgresql":
+        conn = session.connection()
+        driver_statement(_LOCK_ORDER, conn.dialect).rows(conn, {"order_id": order_id})
+    else:
+        session.execute(_LOCK_ORDER, {"order_id": order_id})
 
 
 def record(session: Session, order: Order, kind: str, *, actor: str | None = None, **detail: Any) -> None:

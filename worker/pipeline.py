@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.deliveries import EmailDelivery, EmailKind
-from models.ordering import load_order, record
+from models.ordering import load_order, lock_order, record
 from models.orders import Order, OrderEvent
 from models.outbox import DELIVER_BATCH_TASK, enqueue_job
 from models.status import is_resendable
@@ -35,14 +35,7 @@ from worker.deliveries import (
 from worker.documents import order_documents, render_order
 from worker.messages import WITH_DOCUMENTS
 from worker.presenters import buyer_of, load_full_order, order_context
-from worker.storage import (
-    DocumentKey,
-    documents_ready,
-    fingerprint_of,
-    lock_order_row,
-    store_documents,
-    stored_documents,
-)
+from worker.storage import DocumentKey, documents_ready, fingerprint_of, store_documents, stored_documents
 
 log = logging.getLogger("ticketq.pipeline")
 
@@ -158,7 +151,7 @@ def ensure_documents(factory: sessionmaker[Session], order: Order) -> tuple[dict
                 return stored, False
     documents = order_documents(render_order(context, [a.id for a in order.attendees]))
     with factory() as session, session.begin():
-        lock_order_row(session, order.id)
+        lock_order(session, order.id)
         store_documents(session, order, order.revision, documents, fingerprint)
     return documents, True
 

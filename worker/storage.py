@@ -18,13 +18,11 @@ from sqlalchemy.orm import Session
 from models.base import utcnow
 from models.db import driver_statement
 from models.deliveries import Document, DocumentKind
-from models.ordering import lock_order
 from models.orders import Order
 from ticketq.files import absolute, content_fingerprint, document_name, find_document, fingerprint_of
 
 __all__ = ["DocumentKey", "absolute", "content_fingerprint", "document_name", "documents_ready",
-           "expected_keys", "find_document", "fingerprint_of", "lock_order_row", "store_documents", "stored_documents",
-           "write_file"]
+           "expected_keys", "find_document", "fingerprint_of", "store_documents", "stored_documents", "write_file"]
 
 log = logging.getLogger("ticketq.storage")
 
@@ -70,11 +68,9 @@ def documents_ready(session: Session, order: Order, fingerprint: str | None = No
     return True
 
 
-# On PostgreSQL the lock and the two statements of storing run as SQL compiled once and prepared on
+# On PostgreSQL the two statements of storing run as SQL compiled once and prepared on
 # the server once per connection (models.db.driver_statement); DML as the SELECT of a data-modifying
 # CTE, the rows through unnest (attendee id 0 for none: ids start at 1).
-_orders = cast(sa.Table, Order.__table__)
-_LOCK = sa.select(_orders.c.id).where(_orders.c.id == sa.bindparam("order_id", type_=sa.Integer)).with_for_update()
 _REPLACED = sa.text("""
 WITH replaced AS (
     DELETE FROM documents WHERE order_id = CAST(:order_id AS integer) AND revision <= CAST(:revision AS integer)
@@ -95,14 +91,6 @@ WITH stored AS (
 def _driver_rows(conn: sa.Connection, statement: sa.Select[Any] | sa.TextualSelect,
                  params: dict[str, Any]) -> list[Any]:
     return driver_statement(statement, conn.dialect).rows(conn, params)
-
-
-def lock_order_row(session: Session, order_id: int) -> None:
-    """Hold the order's row lock until the transaction ends (models.ordering.lock_order, prepared)."""
-    if session.get_bind().dialect.name == "postgresql":
-        _driver_rows(session.connection(), _LOCK, {"order_id": order_id})
-    else:
-        lock_order(session, order_id)
 
 
 def store_documents(

@@ -6,13 +6,13 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.deliveries import Document, DocumentKind
-from models.ordering import change_status, load_order
+from models.ordering import change_status, load_order, lock_order
 from models.orders import Order
 from models.status import OrderStatus
 from tests.tasks.confirm_helpers import confirmed_order, pdf_text
 from worker import pipeline
 from worker.presenters import load_full_order
-from worker.storage import DocumentKey, absolute, document_name, find_document, lock_order_row, store_documents
+from worker.storage import DocumentKey, absolute, document_name, find_document, store_documents
 
 
 def ensure_documents(db: sessionmaker[Session], identifier: str) -> bool:
@@ -68,7 +68,7 @@ def test_storing_replaces_the_orders_rows_with_one_per_document_on_both_database
 
     def store(fingerprint: str) -> set[tuple[object, ...]]:
         with any_db() as session, session.begin():
-            lock_order_row(session, order.id)
+            lock_order(session, order.id)
             store_documents(session, order, order.revision, rendered, fingerprint)
         with any_db() as session:
             rows = session.scalars(sa.select(Document).where(Document.order_id == order.id)).all()
