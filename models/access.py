@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from models.base import Base
-from models.db import driver_statement
+from models.db import driver_rows
 from models.events import EventRole
 from models.orders import Order
 from models.status import OrderStatus
@@ -54,7 +54,7 @@ def lookup(conn: sa.Connection, token: str, *, identifier: str | None = None,
     `event_id` when no order is named); None for an unknown or revoked token. One round trip."""
     params = {"token_hash": hash_token(token), "identifier": identifier, "event_id": event_id}
     if conn.dialect.name == "postgresql":  # plain str / int / None parameters: the driver takes them as they are
-        rows = driver_statement(_LOOKUP, conn.dialect).rows(conn, params)
+        rows = driver_rows(conn, _LOOKUP, params)
         row = rows[0] if rows else None
     else:
         row = conn.execute(_LOOKUP, params).first()

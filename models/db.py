@@ -181,3 +181,22 @@ def driver_statement(statement: sa.Select[Any], dialect: sa.Dialect) -> DriverSt
     run = f"EXECUTE {name}({', '.join(f'%({n})s' for n in names)})" if names else f"EXECUTE {name}"
     row = namedtuple("row", list(statement.selected_columns.keys()), rename=True)  # type: ignore[misc]
     return DriverStatement(name, compiled.string, f"PREPARE {name} AS {body}", run, literals, row)
+
+
+def driver_rows(conn: sa.Connection, statement: sa.Select[Any] | sa.TextualSelect, params: dict[str, Any]) -> list[Any]:
+    """`statement`'s rows, run as its driver statement on `conn` (PostgreSQL)."""
+    return driver_statement(statement, conn.dialect).rows(conn, params)
+
+
+@contextmanager
+def autocommit(conn: sa.Connection) -> Iterator[sa.Connection]:
+    """The connection's driver in autocommit for the block, on a connection between transactions
+    (psycopg2): each statement is its own transaction, one round trip instead of BEGIN, the
+    statement and COMMIT. A connection that died in the block is left as it is."""
+    raw: Any = conn.connection.dbapi_connection
+    raw.autocommit = True
+    try:
+        yield conn
+    finally:
+        if not raw.closed:
+            raw.autocommit = False

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.base import Base, utcnow
-from models.db import driver_statement
+from models.db import driver_rows
 from models.errors import Conflict, InvalidInput, InvalidTransition, NotFound, SoldOut
 from models.events import Event, TicketType
 from models.orders import Attendee, Order, OrderEvent
@@ -84,7 +84,7 @@ def lock_order(session: Session, order_id: int) -> None:
     PostgreSQL a driver statement, prepared once per connection)."""
     if session.get_bind().dialect.name == "postgresql":
         conn = session.connection()
-        driver_statement(_LOCK_ORDER, conn.dialect).rows(conn, {"order_id": order_id})
+        driver_rows(conn, _LOCK_ORDER, {"order_id": order_id})
     else:
         session.execute(_LOCK_ORDER, {"order_id": order_id})
 
@@ -183,8 +183,8 @@ def request_resend(conn: sa.Connection, order_id: int, identifier: str, *, by: s
     params = {"task": RESEND_TASK, "args": args, "queue": queue, "created_at": now, "order_id": order_id,
               "kind": "resend-requested", "actor": by, "detail": {}}
     if conn.dialect.name == "postgresql":  # the JSON values serialised here, as the JSON type's bind does
-        [(job_id,)] = driver_statement(_RESEND_BOTH, conn.dialect).rows(
-            conn, {**params, "args": json.dumps(args), "detail": "{}"})
+        [(job_id,)] = driver_rows(
+            conn, _RESEND_BOTH, {**params, "args": json.dumps(args), "detail": "{}"})
     else:
         with conn.begin():
             job_id = conn.scalar(_RESEND_JOB_ID, params)

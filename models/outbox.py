@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.base import Base, UTCDateTime, utcnow
-from models.db import driver_statement
+from models.db import driver_rows
 
 # Task names and queues (contract section 7); the tasks register under the same names.
 CONFIRM_TASK = "orders.confirm"
@@ -155,7 +155,7 @@ def _run_mark(session: Session | sa.Connection, statement: sa.Update, params: di
     """The rows the mark returned. The values are int / str / aware UTC datetimes / None, which
     psycopg2 takes as they are (UTCDateTime's binding only converts to UTC: utcnow() already is)."""
     if isinstance(session, sa.Connection) and session.dialect.name == "postgresql":
-        return driver_statement(_AS_SELECT[statement], session.dialect).rows(session, params)
+        return driver_rows(session, _AS_SELECT[statement], params)
     return list(session.execute(statement, params))
 
 

@@ -22,7 +22,7 @@ from celery import Task
 from celery.exceptions import Ignore
 from sqlalchemy.orm import Session
 
-from models.db import get_engine, get_sessionmaker
+from models.db import autocommit, get_engine, get_sessionmaker
 from models.errors import OrderError
 from models.outbox import QUEUE_OF, Claim, adopt_job, claim_job, finish_job, give_back_job, job_id_of
 from worker.app import app
@@ -64,13 +64,8 @@ def _job_transaction(*, adopting: bool = False) -> Iterator[Session | sa.Connect
             with conn.begin():
                 yield conn
             return
-        raw: Any = conn.connection.dbapi_connection
-        raw.autocommit = True
-        try:
+        with autocommit(conn):
             yield conn
-        finally:
-            if not raw.closed:
-                raw.autocommit = False
 
 
 class JobTask(Task):  # type: ignore[misc]

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
 
 from models.base import utcnow
-from models.db import driver_statement
+from models.db import autocommit, driver_rows
 from models.deliveries import DeliveryState, EmailDelivery, EmailKind
 from models.ordering import record
 from models.orders import Order
@@ -79,7 +79,7 @@ def ensure_deliveries(
 ) -> list[EmailDelivery]:
     """Insert-if-absent on (order, batch, kind, recipient): a job that runs twice records each email once."""
     if plan and session.get_bind().dialect.name == "postgresql":  # ids in the plan's order, as VALUES gives them
-        _driver_rows(session.connection(), _RECORD, {
+        driver_rows(session.connection(), _RECORD, {
             "order_id": order.id, "batch": batch, "requested_by": requested_by, "now": utcnow(),
             "kinds": [kind.value for kind, _ in plan], "recipients": [recipient for _, recipient in plan]})
     elif plan:
@@ -166,20 +166,10 @@ WITH recorded AS (
 ) SELECT id FROM recorded""").columns(id=sa.Integer)
 
 
-def _driver_rows(conn: sa.Connection, statement: sa.TextualSelect, params: dict[str, Any]) -> list[Any]:
-    return driver_statement(statement, conn.dialect).rows(conn, params)
-
-
 def _autocommit_rows(conn: sa.Connection, statement: sa.TextualSelect, params: dict[str, Any]) -> list[Any]:
-    """One statement as its own transaction, on a connection between transactions: one round trip
-    instead of BEGIN, the statement and COMMIT (the advisory locks are the session's, not a transaction's)."""
-    raw: Any = conn.connection.dbapi_connection
-    raw.autocommit = True
-    try:
-        return _driver_rows(conn, statement, params)
-    finally:
-        if not raw.closed:
-            raw.autocommit = False
+    """One statement as its own transaction (the advisory locks are the session's, not a transaction's)."""
+    with autocommit(conn):
+        return driver_rows(conn, statement, params)
 
 
 @contextmanager
@@ -273,12 +263,8 @@ def _commit_sent(session: Session, item: Prepared, params: dict[str, Any] | None
         bind = session.get_bind()
         assert isinstance(bind, sa.Connection)  # claimed() binds the session to its one connection
         raw: Any = bind.connection.dbapi_connection  # psycopg2's, between two transactions here
-        raw.autocommit = True
-        try:
-            with raw.cursor() as cursor:
-                cursor.execute(SENT_SQL, params)
-        finally:
-            raw.autocommit = False
+        with autocommit(bind), raw.cursor() as cursor:
+            cursor.execute(SENT_SQL, params)
         now = utcnow()
         for name, value in (("state", DeliveryState.SENT), ("sent_at", now), ("updated_at", now), ("last_error", None)):
             set_committed_value(delivery, name, value)  # what the statement wrote, without a reload
@@ -327,7 +313,7 @@ def _mark_sending(session: Session, prepared: list[Prepared]) -> None:
     now, table = utcnow(), cast(sa.Table, EmailDelivery.__table__)
     ids = {item.delivery.id: item.message_id for item in prepared}
     if session.get_bind().dialect.name == "postgresql":
-        _driver_rows(session.connection(), _MARK_SENDING, {"now": now, "ids": list(ids),
+        driver_rows(session.connection(), _MARK_SENDING, {"now": now, "ids": list(ids),
                                                            "message_ids": list(ids.values())})
     else:
         session.execute(table.update().where(table.c.id.in_(list(ids))).values(

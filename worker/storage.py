@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from models.base import utcnow
-from models.db import driver_statement
+from models.db import driver_rows
 from models.deliveries import Document, DocumentKind
 from models.orders import Order
 from ticketq.files import absolute, content_fingerprint, document_name, find_document, fingerprint_of
@@ -88,11 +88,6 @@ WITH stored AS (
 ) SELECT id FROM stored""").columns(id=sa.Integer)
 
 
-def _driver_rows(conn: sa.Connection, statement: sa.Select[Any] | sa.TextualSelect,
-                 params: dict[str, Any]) -> list[Any]:
-    return driver_statement(statement, conn.dialect).rows(conn, params)
-
-
 def store_documents(
     session: Session, order: Order, revision: int, rendered: Mapping[DocumentKey, bytes],
     fingerprint: str | None = None,
@@ -112,9 +107,9 @@ def store_documents(
     # Two statements (no ORM unit of work): the rows this rendering replaces, then its own.
     if session.get_bind().dialect.name == "postgresql":
         conn = session.connection()
-        replaced = [r.path for r in _driver_rows(conn, _REPLACED, {"order_id": order.id, "revision": revision})]
+        replaced = [r.path for r in driver_rows(conn, _REPLACED, {"order_id": order.id, "revision": revision})]
         if rows:
-            _driver_rows(conn, _STORE, {
+            driver_rows(conn, _STORE, {
                 "order_id": order.id, "revision": revision, "now": utcnow(),
                 "kinds": [row["kind"].value for row in rows], "paths": [row["path"] for row in rows],
                 "attendees": [row["attendee_id"] or 0 for row in rows], "sizes": [row["size"] for row in rows]})
