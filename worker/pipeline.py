@@ -10,6 +10,7 @@ Celery; it returns the jobs it wrote, for the caller to publish.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -42,20 +43,28 @@ log = logging.getLogger("ticketq.pipeline")
 
 @dataclass
 class Done:
-    """What a job did: each delivery's outcome, whether it rendered, and the jobs to publish now."""
+    """What a job did: each delivery's outcome, the CPU its rendering took (None: nothing rendered),
+    and the jobs to publish now. The rendering's CPU is in the log line, so an operator sees what a
+    big order costs, and bench P1 compares it with its bare render loop during the same minutes."""
 
     identifier: str
     batch: str = ""
     outcomes: dict[int, Outcome] = field(default_factory=dict)
-    rendered: bool = False
+    render_seconds: float | None = None
     jobs: list[int] = field(default_factory=list)
+
+    @property
+    def rendered(self) -> bool:
+        return self.render_seconds is not None
 
     def __str__(self) -> str:
         counts: dict[str, int] = {}
         for outcome in self.outcomes.values():
             counts[outcome.value] = counts.get(outcome.value, 0) + 1
         said = ", ".join(f"{n} {o}" for o, n in sorted(counts.items())) or "nothing to send"
-        return f"order {self.identifier}: batch {self.batch or '-'}: {said}{'; PDFs rendered' if self.rendered else ''}"
+        rendered = ("" if self.render_seconds is None
+                    else f"; PDFs rendered in {self.render_seconds * 1000:.1f} ms of CPU")
+        return f"order {self.identifier}: batch {self.batch or '-'}: {said}{rendered}"
 
 
 def confirm(factory: sessionmaker[Session], identifier: str) -> Done:
@@ -127,7 +136,8 @@ def _deliver(factory: sessionmaker[Session], order: Order, batch: str, rows: Seq
         return done
     documents: dict[DocumentKey, bytes] = {}
     if any(r.kind in WITH_DOCUMENTS for r in unsent):
-        documents, done.rendered = ensure_documents(factory, order) if may_render else (stored_documents(order), False)
+        documents, done.render_seconds = (ensure_documents(factory, order) if may_render
+                                          else (stored_documents(order), None))
     sent = send_deliveries(factory, order, [r.id for r in unsent], documents, settings.require_smtp_url())
     done.outcomes.update(sent.outcomes)  # retries are jobs with a later run_after: beat's relay sends them
     if sent.ids(Outcome.NEEDS_DOCUMENTS):
@@ -136,11 +146,12 @@ def _deliver(factory: sessionmaker[Session], order: Order, batch: str, rows: Seq
     return done
 
 
-def ensure_documents(factory: sessionmaker[Session], order: Order) -> tuple[dict[DocumentKey, bytes], bool]:
+def ensure_documents(factory: sessionmaker[Session], order: Order) -> tuple[dict[DocumentKey, bytes], float | None]:
     """The order's PDFs for its current content: read when all are stored, else rendered and stored.
 
-    Returns (documents, rendered). The layout runs outside any transaction; only storing locks the
-    order row, so two renderings of one order record one set of rows.
+    Returns (documents, CPU seconds of the rendering, or None when the stored ones were reused). The
+    layout runs outside any transaction; only storing locks the order row, so two renderings of one
+    order record one set of rows.
     """
     context = order_context(order)
     fingerprint = fingerprint_of(context)
@@ -148,12 +159,14 @@ def ensure_documents(factory: sessionmaker[Session], order: Order) -> tuple[dict
         if documents_ready(session, order, fingerprint):
             stored = stored_documents(order, fingerprint)
             if len(stored) == len(order.attendees) + 2:
-                return stored, False
+                return stored, None
+    started = time.process_time()
     documents = order_documents(render_order(context, [a.id for a in order.attendees]))
+    spent = time.process_time() - started
     with factory() as session, session.begin():
         lock_order(session, order.id)
         store_documents(session, order, order.revision, documents, fingerprint)
-    return documents, True
+    return documents, spent
 
 
 def _batch_rows(session: Session, order_id: int, batch: str) -> list[EmailDelivery]:

@@ -78,7 +78,7 @@ def test_confirm_records_each_email_once_and_renders_once(any_db: sessionmaker[S
     second = pipeline.confirm(any_db, identifier)
     assert not second.rendered and second.outcomes == {r.id: Outcome.DONE for r in rows}
     assert len(deliveries(any_db, identifier)) == 3 and len(smtp.messages) == 3
-    assert ensure_documents(any_db, full_order(any_db, identifier))[1] is False
+    assert ensure_documents(any_db, full_order(any_db, identifier))[1] is None
 
 
 def test_sending_twice_sends_once_on_both_databases(any_db: sessionmaker[Session], smtp: SmtpSink) -> None:

@@ -19,7 +19,7 @@ def ensure_documents(db: sessionmaker[Session], identifier: str) -> bool:
     """Whether the order's PDFs had to be rendered (else the stored ones were reused)."""
     with db() as session:
         order = load_full_order(session, Order.identifier == identifier)
-    return pipeline.ensure_documents(db, order)[1]
+    return pipeline.ensure_documents(db, order)[1] is not None
 
 
 def paths(db: sessionmaker[Session], identifier: str) -> dict[str, object]:
