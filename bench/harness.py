@@ -14,6 +14,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -167,6 +168,29 @@ class Harness:
         client.flushdb()
         client.close()
         self.sink.clear()
+        self.settle()
+
+    def settle(self, quiet: float = 0.15, timeout: float = 20.0) -> float:
+        """Let what the last scenario left behind finish before the next one is measured; returns the
+        seconds waited.
+
+        A scenario that wrote thousands of rows and files leaves PostgreSQL's checkpointer, autovacuum
+        and the kernel's writeback working after it, on the cores the next scenario measures. So: the
+        dirty pages written now (CHECKPOINT), the files synced, then up to `timeout` s for the cores
+        to go quiet (busy below `quiet` of all cores over half a second).
+        """
+        from bench.monitor import machine_busy_seconds
+
+        began = time.monotonic()
+        with contextlib.suppress(sa.exc.DBAPIError), admin_engine(self.database_url).connect() as conn:
+            conn.exec_driver_sql("CHECKPOINT")  # needs superuser or pg_checkpoint; without, the wait below
+        os.sync()
+        while time.monotonic() - began < timeout:
+            before = machine_busy_seconds()
+            time.sleep(0.5)
+            if (machine_busy_seconds() - before) / 0.5 < quiet * cpu_count():
+                break
+        return time.monotonic() - began
 
 
 def admin_engine(server: str) -> sa.Engine:

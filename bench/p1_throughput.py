@@ -109,9 +109,10 @@ def run(h: Harness, quick: bool) -> tuple[list[Row], list[str]]:
     seed = seed_event(db)
     from bench.workload import make_pending
 
-    # The render-only limit brackets the end-to-end run, half of its renders before and half after:
-    # the host's speed drifts over a minute (other guests of the VM), and a reference taken at one
-    # end only moved both ratios by as much as the work left to save.
+    # The render-only limit brackets the end-to-end run, half of its renders before and half after
+    # (once the run's checkpoint and writeback are done, so both halves run on quiet cores): the host's
+    # speed drifts over a minute (other guests of the VM), and a reference taken at one end only moved
+    # both ratios by as much as the work left to save.
     sample = make_pending(db, seed, 1, first=10_000_000)[0]
     per_half = max(2, count // 8)
     before = render_limit(db, sample, per_half)
@@ -122,6 +123,7 @@ def run(h: Harness, quick: bool) -> tuple[list[Row], list[str]]:
     finally:
         h.stop(worker)
     in_worker = rendering_in_worker(worker, orders)
+    h.settle()
     after = render_limit(db, sample, per_half)
     limit, cpu_per_order = (before[0] + after[0]) / 2, (before[1] + after[1]) / 2
     ratio = rate / limit
