@@ -170,9 +170,8 @@ class Harness:
         self.sink.clear()
         self.settle()
 
-    def settle(self, quiet: float = 0.15, timeout: float = 20.0) -> float:
-        """Let what the last scenario left behind finish before the next one is measured; returns the
-        seconds waited.
+    def settle(self, quiet: float = 0.15, timeout: float = 20.0) -> None:
+        """Let what the last scenario left behind finish before the next one is measured.
 
         A scenario that wrote thousands of rows and files leaves PostgreSQL's checkpointer, autovacuum
         and the kernel's writeback working after it, on the cores the next scenario measures. So: the
@@ -190,7 +189,6 @@ class Harness:
             time.sleep(0.5)
             if (machine_busy_seconds() - before) / 0.5 < quiet * cpu_count():
                 break
-        return time.monotonic() - began
 
 
 def admin_engine(server: str) -> sa.Engine:

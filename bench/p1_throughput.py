@@ -159,7 +159,7 @@ def run(h: Harness, quick: bool) -> tuple[list[Row], list[str]]:
              "efficiency counts the worker's parent and every child (live ones from /proc/<pid>/stat, exited ones "
              "through the parent's cutime/cstime); it does not depend on what else runs in this machine, but it "
              "does on the host's speed, which drifts between the bare loop's minutes and the run's (other guests "
-             f"of the VM). The same rendering timed inside the worker's children during the run (`process_time` "
+             f"of the VM). The same rendering timed inside the worker's children during the run (`thread_time` "
              f"around `render_order` + `order_documents`, from the worker's log line for each order): "
              f"{in_worker_ms:.0f} ms of CPU per order against the bare loop's {cpu_per_order * 1000:.0f}, "
              f"{sum(in_worker):.1f} of the worker's {worker_cpu:.1f} CPU s; that share (the diagnostic row) is "
