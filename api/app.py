@@ -13,10 +13,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api import publish
 from api.deps import trusted_networks
 from api.errors import ERROR_RESPONSES, ApiError, domain_error, error_object, error_response, single_error
 from api.guard import GuardMiddleware
-from api.publish import marker
 from api.ratelimit import ResendLimits, resend_limits
 from api.routes import events, health, orders, pages, resend
 from models.errors import OrderError
@@ -46,7 +46,7 @@ def create_app(limits: ResendLimits | None = None) -> FastAPI:
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
-    marker.flush()  # the jobs sent last are noted as sent before the process goes
+    publish.flush()  # what waits is sent, and noted as sent, before the process goes
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -21,6 +21,7 @@ BACKOFF_SECONDS = 2.0
 # A request waits at most this long on a broker that does not answer.
 SOCKET_TIMEOUT = 1.0
 REPR_MAX = 1024  # Celery's own cap on argsrepr
+PIPELINE = 500  # jobs per pipelined round trip to Redis
 
 
 @dataclass(frozen=True)
@@ -135,8 +136,10 @@ _backoff = _Backoff()
 
 def send_jobs(jobs: Sequence[Job], app: Celery | None = None) -> list[int]:
     """Send each job with task id `outbox-<id>` (through `app`, default the producer's); returns the
-    ids sent. A broker error is logged and the rest is left to the relay (the rows are committed:
-    nothing is lost)."""
+    ids sent. The messages go in pipelined batches (kombu's `Producer.batch`: one round trip for up
+    to PIPELINE jobs instead of one each, which is most of a lone send's cost, bench P2). A broker
+    error is logged and the rest is left to the relay (the rows are committed: nothing is lost; a
+    batch whose fate is uncertain is sent again, and tasks recognise a repeat)."""
     from models.outbox import task_id_of
 
     own = app is None  # the backoff guards requests; the relay keeps its own schedule
@@ -151,12 +154,13 @@ def send_jobs(jobs: Sequence[Job], app: Celery | None = None) -> list[int]:
             # inside a running task), or a receiver of the publish signals takes Celery's own path.
             direct = not (app.conf.task_send_sent_event or app.current_worker_task is not None
                           or signals.before_task_publish.receivers or signals.after_task_publish.receivers)
-            for job in jobs:
-                if direct:
-                    _publish(app, producer, job, task_id_of(job.id))
-                else:
-                    _send_task(app, producer, job, task_id_of(job.id))
-                sent.append(job.id)
+            send = _publish if direct else _send_task
+            for start in range(0, len(jobs), PIPELINE):
+                chunk = jobs[start:start + PIPELINE]
+                with producer.batch(max_size=PIPELINE):  # executed when the block ends
+                    for job in chunk:
+                        send(app, producer, job, task_id_of(job.id))
+                sent.extend(job.id for job in chunk)
     except Exception as exc:  # kombu raises many kinds for a dead broker; the relay sends the rest
         if own:
             _backoff.trip()

@@ -47,3 +47,42 @@ def test_a_job_is_the_message_celery_send_task_would_put_on_the_broker(broker: A
         assert message["properties"].pop("delivery_tag")
     assert ours == celerys
     assert ours["headers"]["id"] == "outbox-7" and ours["headers"]["task"] == RESEND_TASK
+
+
+def test_jobs_sent_together_land_in_order_in_pipelined_batches(broker: Any, monkeypatch: Any) -> None:
+    """Several jobs go in round trips of PIPELINE messages each; every one lands, in order, with its own id."""
+    import json
+
+    import ticketq.broker as broker_module
+    from ticketq.broker import Job, send_jobs
+
+    monkeypatch.setattr(broker_module, "PIPELINE", 2)  # 5 jobs: three round trips, the last one short
+    jobs = [Job(n, RESEND_TASK, [f"ORDER{n}", "org@example.com"], "orders") for n in range(1, 6)]
+    assert send_jobs(jobs) == [1, 2, 3, 4, 5]
+    landed = [json.loads(m) for m in reversed(broker.lrange("orders", 0, -1))]
+    assert [m["headers"]["id"] for m in landed] == [f"outbox-{n}" for n in range(1, 6)]
+
+
+def test_the_sender_thread_hands_on_what_gathered_while_it_was_busy_in_the_next_batch() -> None:
+    """Pure logic of the batching thread: nothing is lost or handled twice, and flush() empties it."""
+    import threading
+
+    from api.publish import BatchThread
+
+    batches: list[list[int]] = []
+    busy, release = threading.Event(), threading.Event()
+
+    def handle(batch: list[int]) -> None:
+        batches.append(batch)
+        if len(batches) == 1:
+            busy.set()
+            release.wait(10)
+
+    thread: BatchThread[int] = BatchThread("test-sender", handle)
+    thread.add([1])
+    assert busy.wait(10), "the thread did not pick up the first item"
+    thread.add([2, 3])  # arrives while the first batch is being handled
+    thread.add([4])
+    release.set()
+    thread.flush()  # waits for the batch in hand, then handles what waits
+    assert batches == [[1], [2, 3, 4]]
