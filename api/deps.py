@@ -105,21 +105,33 @@ def bearer_token(request: Request) -> str:
 
 
 def checked_lookup(token: str, *, identifier: str | None = None, event_id: int | None = None) -> Lookup:
-    """The caller (and the named order) in one statement; 401 for an unknown token. A pooled
-    connection the server dropped fails its first statement: the pool is refreshed, and it is
-    tried once more on a new connection."""
+    """The caller (and the named order) in one statement; 401 for an unknown token."""
+    with lookup_connection(token, identifier=identifier, event_id=event_id) as (found, _):
+        return found
+
+
+@contextmanager
+def lookup_connection(token: str, *, identifier: str | None = None,
+                      event_id: int | None = None) -> Iterator[tuple[Lookup, sa.Connection]]:
+    """`checked_lookup`, with the read connection it ran on kept for the caller's next statement (one
+    pool checkout per request instead of two: bench P2 put a checkout near 2 % of the API's CPU). A
+    pooled connection the server dropped fails its first statement: the pool is refreshed, and the
+    lookup is tried once more on a new connection."""
     for attempt in (1, 2):
-        try:
-            with read_connection() as conn:
+        with read_connection() as conn:
+            try:
                 found = lookup(conn, token, identifier=identifier, event_id=event_id)
-            break
-        except sa.exc.DBAPIError as exc:
-            if attempt == 2 or not exc.connection_invalidated:
-                raise
-            _engines(settings.database_url)[1].dispose()  # the writes' idle connections died with it
-    if found is None:
-        raise Unauthorized("Invalid or revoked token")
-    return found
+            except sa.exc.DBAPIError as exc:
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
+                _engines(settings.database_url)[1].dispose()  # the writes' idle connections died with it
+                continue
+            if found is None:
+                raise Unauthorized("Invalid or revoked token")
+            if conn.in_transaction():  # SQLite's read began one (PostgreSQL's reads are autocommit)
+                conn.rollback()
+            yield found, conn
+            return
 
 
 def authenticate(request: Request) -> Caller:

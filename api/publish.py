@@ -30,11 +30,12 @@ log = logging.getLogger("ticketq.api.publish")
 
 MARK_INTERVAL = 0.25  # seconds; far inside the relay's grace (worker/relay.py GRACE)
 MARK_BATCH = 5_000
-# The sender sends at once what has gathered, and what comes meanwhile waits for the next round trip:
-# under load batches form by themselves. A 5 ms gather saved little more (bench P2 on 2026-12-04, 3
-# interleaved rounds at load 0.9-2.1: 0.91-0.97 ms of API CPU per request against 0.97-1.01 at once,
-# 1.21-1.36 sending in the request) and would hold every job 5 ms longer.
-SEND_GATHER = 0.0
+# The sender waits this long after a job woke it, so that the jobs of the requests in flight go in
+# the same round trip. Sent at once instead, batches stayed near 1 job (each process has a handful of
+# requests in flight): bench P2 on 2026-12-04, five runs of each, interleaved, at load 0.9-2.2, API CPU
+# per request 0.90-0.99 ms with 5 ms against 0.97-1.31 at once (1.21-1.36 sending in the request).
+# 5 ms is nothing beside a confirmation's rendering and mail.
+SEND_GATHER = 0.005
 T = TypeVar("T")
 
 
@@ -54,7 +55,8 @@ class BatchThread(Generic[T]):
     def add(self, items: Sequence[T]) -> None:
         with self._lock:
             self._pending.extend(items)
-            self._wake.set()
+            if not self._wake.is_set():  # set() takes the event's condition even when already set
+                self._wake.set()
         self._ensure_running()
 
     def _ensure_running(self) -> None:

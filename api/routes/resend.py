@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Scope, Send
 
 from api.access import COORGANIZER_REQUIRED, valid_identifier
-from api.deps import bearer_token, checked_lookup, client_ip, ip_limit_key, read_connection
+from api.deps import bearer_token, client_ip, ip_limit_key, lookup_connection
 from api.errors import ApiError
 from api.publish import publish
 from api.ratelimit import ResendLimits
@@ -94,25 +94,24 @@ async def _no_receive() -> Any:  # a response reads nothing; the guard already r
 
 def _resend(request: Request, raw: bytes) -> JSONResponse:
     """Everything in one worker thread: two Redis round trips (the limits), one database round trip
-    for the checks (token → user, order, role, status), one for the job and its audit row, then
-    one send to the broker."""
+    for the checks (token → user, order, role, status) and one for the job and its audit row, on
+    one connection; then the job goes to this process's sender (api/publish.py)."""
     limits: ResendLimits = request.app.state.resend_limits
     limits.per_ip.hit(ip_limit_key(client_ip(request)))
     token = bearer_token(request)
     body, invalid = _parse(raw)
     identifier = body.data.order if body is not None and valid_identifier(body.data.order) else None
-    found = checked_lookup(token, identifier=identifier)
-    limits.per_user.hit(str(found.caller.id))
-    if invalid is not None:
-        raise invalid
-    order = found.order
-    if order is None:
-        raise NotFound("Order not found", pointer="/data/order")
-    if not found.runs_event:  # access before status: nothing about an order leaks to an outsider but 403
-        raise Forbidden(COORGANIZER_REQUIRED, pointer="/data/order")
-    if not is_resendable(order.status):
-        raise InvalidTransition(NOT_RESENDABLE, pointer="/data/order")
-    with read_connection() as conn:
+    with lookup_connection(token, identifier=identifier) as (found, conn):
+        limits.per_user.hit(str(found.caller.id))
+        if invalid is not None:
+            raise invalid
+        order = found.order
+        if order is None:
+            raise NotFound("Order not found", pointer="/data/order")
+        if not found.runs_event:  # access before status: nothing about an order leaks to an outsider but 403
+            raise Forbidden(COORGANIZER_REQUIRED, pointer="/data/order")
+        if not is_resendable(order.status):
+            raise InvalidTransition(NOT_RESENDABLE, pointer="/data/order")
         job = request_resend(conn, order.id, order.identifier, by=found.caller.email)
     publish([Job(job.id, job.task, job.args, job.queue)])
     log.info("order %s: confirmation resend requested by %s", order.identifier, found.caller.email)
