@@ -73,7 +73,10 @@ class BatchThread(Generic[T]):
             self._wake.wait()
             if self._gather:
                 time.sleep(self._gather)  # let a batch gather
-            self.flush()
+            try:
+                self.flush()
+            except Exception:  # the thread lives on; what the batch held is the relay's (its rows are committed)
+                log.exception("%s: a batch failed", self.name)
 
     def flush(self) -> None:
         """Handle whatever waits now, after any batch being handled (app shutdown calls it)."""
