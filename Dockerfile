@@ -14,11 +14,13 @@ RUN apt-get update \
 
 WORKDIR /app
 COPY pyproject.toml README.md celeryconfig.py ./
-COPY ticketq ./ticketq
+COPY core ./core
 COPY models ./models
+COPY services ./services
 COPY tasks ./tasks
 COPY worker ./worker
 COPY api ./api
+COPY ticketq ./ticketq
 COPY templates ./templates
 COPY migrations ./migrations
 RUN pip install . \

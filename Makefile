@@ -58,6 +58,7 @@ compose-deps:
 test: $(STAMP) system-deps browser-deps compose-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
 demo: $(STAMP) system-deps

@@ -4,18 +4,10 @@ from __future__ import annotations
 
 from kombu import Queue
 
-from models.outbox import (
-    DOCUMENTS_QUEUE,
-    EXPIRE_TASK,
-    JOB_TIME_LIMIT,
-    MAIL_QUEUE,
-    ORDERS_QUEUE,
-    QUEUE_OF,
-    RELAY_TASK,
-)
-from ticketq import broker_transport as broker_transport_fix
-from ticketq import redis_urls
-from ticketq.settings import settings
+from core import redis_urls
+from core import transport as broker_transport_fix
+from core.jobs import DOCUMENTS_QUEUE, EXPIRE_TASK, JOB_TIME_LIMIT, MAIL_QUEUE, ORDERS_QUEUE, QUEUE_OF, RELAY_TASK
+from core.settings import settings
 
 _redis = settings.broker_url()
 
@@ -34,7 +26,7 @@ worker_cancel_long_running_tasks_on_connection_loss = False
 broker_transport_options = {
     # Redis hands out again a message unacknowledged for this long. No message waits in a worker
     # (retries are scheduled in PostgreSQL, never as countdowns), so it need only outlast the hard
-    # time limit; jobs a dead worker held come back sooner anyway, through their lease (worker/relay.py).
+    # time limit; jobs a dead worker held come back sooner anyway, through their lease (services/relay.py).
     "visibility_timeout": 3 * JOB_TIME_LIMIT,
     "socket_timeout": 5,
     "socket_connect_timeout": 5,
@@ -95,7 +87,7 @@ result_backend_transport_options.update(_backend_options)
 # exactly one schedules. The active beat extends the lock on every tick (at most beat_max_loop_interval
 # apart) and a standby tries for it as often: when the active one dies, its lock expires after
 # redbeat_lock_timeout and a standby takes over within 20 + 5 = 25 s (contract: 30 s).
-beat_scheduler = "ticketq.beat:StandbyScheduler"
+beat_scheduler = "worker.beat:StandbyScheduler"
 beat_max_loop_interval = 5
 redbeat_lock_timeout = 20
 redbeat_key_prefix = "ticketq:beat:"

@@ -19,8 +19,8 @@ from api.errors import ERROR_RESPONSES, ApiError, domain_error, error_object, er
 from api.guard import GuardMiddleware
 from api.ratelimit import ResendLimits, resend_limits
 from api.routes import events, health, orders, pages, resend
+from core.settings import ConfigurationError, settings
 from models.errors import OrderError
-from ticketq.settings import ConfigurationError, settings
 
 log = logging.getLogger("ticketq.api")
 

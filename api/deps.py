@@ -16,10 +16,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.errors import Unauthorized
 from api.schemas import DB_INT_MAX
+from core.settings import settings
 from models.access import Lookup, lookup
 from models.db import create_engine
 from models.users import Caller
-from ticketq.settings import settings
 
 MAX_TOKEN_LENGTH = 256
 # Connections per process, all kept open: reads 10, writes 15, and no overflow. An overflow connection

@@ -2,7 +2,7 @@
 
 A request commits its change and its job rows in one transaction, hands the jobs to this process's
 sender thread and answers. The sender sends whatever has gathered in one pipelined round trip to
-Redis (task id `outbox-<id>`, ticketq/broker.py): under load a batch of several requests' jobs
+Redis (task id `outbox-<id>`, core/producer.py): under load a batch of several requests' jobs
 costs little more than one job alone (bench P2), and a slow or dead broker holds no request.
 Recording that a job reached the broker is left to a marker thread that writes `published_at` for
 a batch of jobs every MARK_INTERVAL (models.outbox.mark_published), so a backlog waiting in Redis is
@@ -22,13 +22,13 @@ from typing import Generic, TypeVar
 
 from sqlalchemy.orm import Session
 
+from core.producer import Job, send_jobs
 from models.db import get_sessionmaker
 from models.outbox import forget_pending_jobs, mark_published, pending_jobs
-from ticketq.broker import Job, send_jobs
 
 log = logging.getLogger("ticketq.api.publish")
 
-MARK_INTERVAL = 0.25  # seconds; far inside the relay's grace (worker/relay.py GRACE)
+MARK_INTERVAL = 0.25  # seconds; far inside the relay's grace (services/relay.py GRACE)
 MARK_BATCH = 5_000
 # The sender waits this long after a job woke it, so that the jobs of the requests in flight go in
 # the same round trip. Sent at once instead, batches stayed near 1 job (each process has a handful of

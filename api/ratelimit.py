@@ -13,7 +13,7 @@ from limits.storage import Storage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
 from api.errors import ApiError
-from ticketq.redis_urls import limits_storage
+from core.redis_urls import limits_storage
 
 log = logging.getLogger("ticketq.api.ratelimit")
 

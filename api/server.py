@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ticketq.settings import settings
+from core.settings import settings
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> int:

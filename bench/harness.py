@@ -45,7 +45,7 @@ class Harness:
     _embedded: EmbeddedPostgres | None = None
 
     def start(self) -> Harness:
-        if "ticketq.settings" in sys.modules:
+        if "core.settings" in sys.modules:
             raise RuntimeError("project settings were imported before the harness exported its URLs; "
                                "import models/tasks/worker inside the scenario functions")
         try:

@@ -7,11 +7,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from bench.harness import Harness
-    from bench.servers import Proc
+from typing import Any
 
 
 class Sampler(threading.Thread):
@@ -74,44 +70,3 @@ def postgres_backends(database: str) -> list[int]:
     return [int(pid) for pid in out.stdout.split()]
 
 
-class CpuAccount:
-    """CPU seconds spent by each part of a run between `start()` and `stop()`, and by the whole machine."""
-
-    WORKER = "worker (parent + children)"
-    MACHINE = "machine, every process"
-
-    def __init__(self, h: Harness, worker: Proc) -> None:
-        self.h, self.worker = h, worker
-        self.database = h.database_url.rsplit("/", 1)[1]
-        self.before: dict[str, float] = {}
-        self.load_before = self.load_after = ""
-
-    def _sink_thread(self) -> int | None:
-        thread = getattr(getattr(self.h.sink, "controller", None), "_thread", None)  # aiosmtpd's loop thread
-        return getattr(thread, "native_id", None)
-
-    def _now(self) -> dict[str, float]:
-        assert self.h.redis is not None and self.h.redis.process is not None
-        live_children = sum(cpu_seconds(p, children=False) for p in self.worker.children())
-        sink = thread_cpu_seconds(self._sink_thread())
-        return {
-            self.WORKER: cpu_seconds(self.worker.pid) + live_children,
-            "PostgreSQL backends": sum(cpu_seconds(p) for p in postgres_backends(self.database)),
-            "Redis": cpu_seconds(self.h.redis.process.pid),
-            "SMTP sink (its thread)": sink,
-            "bench driver (the rest of its process)": cpu_seconds(os.getpid(), children=False) - sink,
-            self.MACHINE: machine_busy_seconds(),
-        }
-
-    def start(self) -> CpuAccount:
-        self.load_before = load_average()
-        self.before = self._now()
-        return self
-
-    def stop(self) -> dict[str, float]:
-        after = self._now()
-        self.load_after = load_average()
-        spent = {k: after[k] - self.before.get(k, 0.0) for k in after}
-        ours = sum(v for k, v in spent.items() if k != self.MACHINE)
-        spent["anything else on the machine"] = max(0.0, spent[self.MACHINE] - ours)
-        return spent

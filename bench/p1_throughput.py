@@ -9,12 +9,13 @@ not). The worker consumes every queue, so it measures whatever the pipeline is, 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import re
 import time
 from typing import Any
 
 from bench.harness import Harness
-from bench.monitor import CpuAccount
+from bench.monitor import cpu_seconds, load_average, machine_busy_seconds, postgres_backends, thread_cpu_seconds
 from bench.report import Row, fmt
 from bench.servers import Proc
 
@@ -55,7 +56,7 @@ def end_to_end(h: Harness, seed: Any, db: Any, count: int, first: int,
     return done / elapsed, elapsed, done, cpu, spent, orders
 
 
-# The worker's line for a confirmed order (worker.pipeline.Done): what its rendering cost in the child.
+# The worker's line for a confirmed order (services.pipeline.Done): what its rendering cost in the child.
 RENDERED = re.compile(r"order (\S+): batch \S+: .*; PDFs rendered in ([0-9.]+) ms of CPU")
 
 
@@ -71,7 +72,7 @@ def rendering_in_worker(worker: Proc, orders: list[str]) -> list[float]:
 def _render_loop(job: tuple[dict[str, Any], list[int], int, float]) -> tuple[float, float, float]:
     """(wall start, wall end, CPU seconds of this process) over `count` renders after a warm-up."""
     context, attendee_ids, count, start_at = job
-    from worker.documents import freeze_heap, order_documents, render_order, warm_up
+    from services.rendering import freeze_heap, order_documents, render_order, warm_up
 
     warm_up()
     order_documents(render_order(context, attendee_ids))
@@ -87,7 +88,7 @@ def render_limit(db: Any, identifier: str, per_process: int) -> tuple[float, flo
     """Orders' documents per second with nothing but rendering, on CONCURRENCY spawned processes,
     and the CPU seconds one order's documents take there."""
     from models.ordering import load_order
-    from worker.presenters import order_context
+    from services.presenters import order_context
 
     with db() as session:
         order = load_order(session, identifier)
@@ -166,3 +167,46 @@ def run(h: Harness, quick: bool) -> tuple[list[Row], list[str]]:
              "measured on the same minutes as the worker's CPU, so host drift cancels out of it, but it "
              "leaves out whatever the rest of a job costs the rendering in caches."]
     return rows, notes
+
+
+class CpuAccount:
+    """CPU seconds spent by each part of a run between `start()` and `stop()`, and by the whole machine."""
+
+    WORKER = "worker (parent + children)"
+    MACHINE = "machine, every process"
+
+    def __init__(self, h: Harness, worker: Proc) -> None:
+        self.h, self.worker = h, worker
+        self.database = h.database_url.rsplit("/", 1)[1]
+        self.before: dict[str, float] = {}
+        self.load_before = self.load_after = ""
+
+    def _sink_thread(self) -> int | None:
+        thread = getattr(getattr(self.h.sink, "controller", None), "_thread", None)  # aiosmtpd's loop thread
+        return getattr(thread, "native_id", None)
+
+    def _now(self) -> dict[str, float]:
+        assert self.h.redis is not None and self.h.redis.process is not None
+        live_children = sum(cpu_seconds(p, children=False) for p in self.worker.children())
+        sink = thread_cpu_seconds(self._sink_thread())
+        return {
+            self.WORKER: cpu_seconds(self.worker.pid) + live_children,
+            "PostgreSQL backends": sum(cpu_seconds(p) for p in postgres_backends(self.database)),
+            "Redis": cpu_seconds(self.h.redis.process.pid),
+            "SMTP sink (its thread)": sink,
+            "bench driver (the rest of its process)": cpu_seconds(os.getpid(), children=False) - sink,
+            self.MACHINE: machine_busy_seconds(),
+        }
+
+    def start(self) -> CpuAccount:
+        self.load_before = load_average()
+        self.before = self._now()
+        return self
+
+    def stop(self) -> dict[str, float]:
+        after = self._now()
+        self.load_after = load_average()
+        spent = {k: after[k] - self.before.get(k, 0.0) for k in after}
+        ours = sum(v for k, v in spent.items() if k != self.MACHINE)
+        spent["anything else on the machine"] = max(0.0, spent[self.MACHINE] - ours)
+        return spent

@@ -169,7 +169,7 @@ async def open_loop(url: str, token: str, orders: list[str], rate: float,
 
 def raw_send_task(orders: list[str], total: int) -> float:
     from bench.workload import ORGANIZER
-    from models.outbox import ORDERS_QUEUE, RESEND_TASK
+    from core.jobs import ORDERS_QUEUE, RESEND_TASK
     from worker.app import app
 
     app.send_task(RESEND_TASK, args=[orders[0], ORGANIZER], queue=ORDERS_QUEUE)  # connect first

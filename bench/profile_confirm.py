@@ -74,13 +74,13 @@ def run(orders: int, cprofile: str | None, statements: bool, freeze: bool,
     upgrade()
     import sqlalchemy as sa
 
+    import services.pipeline
     import tasks.orders
-    import worker.pipeline
     from bench.workload import ORGANIZER, make_pending, seed_event
     from models.ordering import change_status, load_order
     from models.outbox import pending_job_ids
     from models.status import OrderStatus
-    from worker.documents import freeze_heap, warm_up
+    from services.rendering import freeze_heap, warm_up
 
     db = get_sessionmaker()
     seed = seed_event(db)
@@ -92,8 +92,8 @@ def run(orders: int, cprofile: str | None, statements: bool, freeze: bool,
             jobs[identifier] = pending_job_ids(session)[0]
     warm_up()
     render = [0.0]
-    worker.pipeline.render_order = _timed(worker.pipeline.render_order, render)  # type: ignore[assignment]
-    worker.pipeline.order_documents = _timed(worker.pipeline.order_documents, render)  # type: ignore[assignment]
+    services.pipeline.render_order = _timed(services.pipeline.render_order, render)  # type: ignore[assignment]
+    services.pipeline.order_documents = _timed(services.pipeline.order_documents, render)  # type: ignore[assignment]
     counted: list[str] = []
     if statements:
         sa.event.listen(get_engine(), "before_cursor_execute", lambda *a: counted.append(" ".join(a[2].split()[:3])))

@@ -73,7 +73,7 @@ def _info(port: int, section: str) -> bytes:
 
 
 def master_client(world: World) -> Any:
-    from ticketq.redis_urls import redis_client
+    from core.redis_urls import redis_client
 
     return redis_client(world.url, socket_timeout=2, socket_connect_timeout=2)
 

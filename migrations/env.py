@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic import context
 
 import models
+from core.settings import settings
 from models.db import create_engine
-from ticketq.settings import settings
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url") or settings.database_url

@@ -7,7 +7,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from ticketq.settings import settings
+from core.settings import settings
 
 HERE = Path(__file__).resolve().parent
 

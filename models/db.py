@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from ticketq.settings import settings
+from core.settings import settings
 
 
 def create_engine(url: str, **kwargs: Any) -> sa.Engine:

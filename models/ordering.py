@@ -15,12 +15,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.jobs import CANCELLATION_TASK, CONFIRM_TASK, QUEUE_OF, RESEND_TASK
+from core.settings import settings
 from models.base import Base, utcnow
 from models.db import driver_rows
 from models.errors import Conflict, InvalidInput, InvalidTransition, NotFound, SoldOut
 from models.events import Event, TicketType
 from models.orders import Attendee, Order, OrderEvent
-from models.outbox import CANCELLATION_TASK, CONFIRM_TASK, QUEUE_OF, RESEND_TASK, OutboxJob, enqueue_job
+from models.outbox import OutboxJob, enqueue_job
 from models.status import (
     CONFIRMED,
     CREATABLE_BY_ORGANIZER,
@@ -34,7 +36,6 @@ from models.status import (
     status_for_payment_mode,
 )
 from models.users import Principal
-from ticketq.settings import settings
 
 log = logging.getLogger("ticketq.orders")
 

@@ -3,7 +3,7 @@
 Redis only carries a job; this table is its record. A row is unfinished while `done_at` is NULL:
 `published_at` NULL means it is to be (re)sent to the broker once `run_after` has passed; a worker
 that starts it takes a lease (`claimed_by`, `lease_until`) and ends it with `done_at`, or gives it
-back with a later `run_after`. Beat's relay (worker/relay.py) sends what is due and takes back
+back with a later `run_after`. Beat's relay (services/relay.py) sends what is due and takes back
 what a dead worker or an emptied broker lost, so a job is never stranded.
 """
 
@@ -16,34 +16,11 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from core.jobs import JOB_TIME_LIMIT, ORDERS_QUEUE, QUEUE_OF
 from models.base import Base, UTCDateTime, utcnow
 from models.db import driver_rows
 
-# Task names and queues (contract section 7); the tasks register under the same names.
-CONFIRM_TASK = "orders.confirm"
-RESEND_TASK = "orders.resend_confirmation"
-CANCELLATION_TASK = "orders.send_cancellation"
-EXPIRE_TASK = "orders.expire_stale"
-RELAY_TASK = "outbox.relay"
-DELIVER_BATCH_TASK = "documents.deliver_batch"
-SEND_DELIVERY_TASK = "mail.send_delivery"
-ORDERS_QUEUE, DOCUMENTS_QUEUE, MAIL_QUEUE = "orders", "documents", "mail"
-
-# Where each job runs: confirming renders PDFs (documents); resends, cancellations and retries
-# of one email only send (mail); beat's own jobs are fast (orders).
-QUEUE_OF = {
-    CONFIRM_TASK: DOCUMENTS_QUEUE,
-    DELIVER_BATCH_TASK: DOCUMENTS_QUEUE,
-    RESEND_TASK: MAIL_QUEUE,
-    CANCELLATION_TASK: MAIL_QUEUE,
-    SEND_DELIVERY_TASK: MAIL_QUEUE,
-    EXPIRE_TASK: ORDERS_QUEUE,
-    RELAY_TASK: ORDERS_QUEUE,
-}
-TASK_ID_PREFIX = "outbox-"
-# The hard time limit of a job (celeryconfig); a lease outlasts it, so a lease that ran out means
-# its holder is gone, not slow.
-JOB_TIME_LIMIT = 60
+# A lease outlasts a job's hard time limit: one that ran out means its holder is gone, not slow.
 LEASE = timedelta(seconds=JOB_TIME_LIMIT + 15)
 
 
@@ -97,16 +74,6 @@ def pending_job_ids(session: Session) -> list[int]:
 
 def forget_pending_jobs(session: Session) -> None:
     session.info.pop("outbox_jobs", None)
-
-
-def task_id_of(job_id: int) -> str:
-    """The broker's task id of a job: the same every time it is sent, so a repeat is recognisable."""
-    return f"{TASK_ID_PREFIX}{job_id}"
-
-
-def job_id_of(task_id: str | None) -> int | None:
-    suffix = (task_id or "").removeprefix(TASK_ID_PREFIX)
-    return int(suffix) if task_id and task_id.startswith(TASK_ID_PREFIX) and suffix.isdigit() else None
 
 
 def mark_published(session: Session, job_ids: list[int]) -> None:

@@ -12,8 +12,8 @@ from typing import Protocol
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
+from core.settings import settings
 from models.base import Base, UTCDateTime, utcnow
-from ticketq.settings import settings
 
 
 class User(Base):

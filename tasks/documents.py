@@ -6,12 +6,12 @@ from typing import Any
 
 from celery.signals import worker_process_init
 
+from core.jobs import DELIVER_BATCH_TASK
 from models.db import get_sessionmaker
-from models.outbox import DELIVER_BATCH_TASK
+from services import pipeline
+from services.rendering import freeze_heap, warm_up
 from tasks.jobs import JobTask, finish
-from worker import pipeline
 from worker.app import app
-from worker.documents import freeze_heap, warm_up
 
 
 @app.task(name=DELIVER_BATCH_TASK, base=JobTask)

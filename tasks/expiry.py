@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 
+from core.jobs import EXPIRE_TASK
 from models.db import get_sessionmaker
 from models.ordering import expire_stale
-from models.outbox import EXPIRE_TASK
 from worker.app import app
 
 log = logging.getLogger("ticketq.tasks.expiry")

@@ -22,12 +22,13 @@ from celery import Task
 from celery.exceptions import Ignore
 from sqlalchemy.orm import Session
 
+from core.jobs import QUEUE_OF, job_id_of
 from models.db import autocommit, get_engine, get_sessionmaker
 from models.errors import OrderError
-from models.outbox import QUEUE_OF, Claim, adopt_job, claim_job, finish_job, give_back_job, job_id_of
+from models.outbox import Claim, adopt_job, claim_job, finish_job, give_back_job
+from services.pipeline import Done
+from services.relay import dead_local_holder, publish_jobs
 from worker.app import app
-from worker.pipeline import Done
-from worker.relay import dead_local_holder, publish_jobs
 
 log = logging.getLogger("ticketq.tasks.jobs")
 

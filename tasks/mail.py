@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from core.jobs import SEND_DELIVERY_TASK
 from models.db import get_sessionmaker
-from models.outbox import SEND_DELIVERY_TASK
+from services import pipeline
 from tasks.jobs import JobTask, finish
-from worker import pipeline
 from worker.app import app
 
 

@@ -7,10 +7,10 @@ from typing import Any
 
 from celery import Task
 
+from core.jobs import CANCELLATION_TASK, CONFIRM_TASK, RESEND_TASK
 from models.db import get_sessionmaker
-from models.outbox import CANCELLATION_TASK, CONFIRM_TASK, RESEND_TASK
+from services import pipeline
 from tasks.jobs import JobTask, finish
-from worker import pipeline
 from worker.app import app
 
 log = logging.getLogger("ticketq.tasks.orders")

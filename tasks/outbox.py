@@ -1,4 +1,4 @@
-"""outbox.relay: beat's run of the relay (worker/relay.py) that keeps PostgreSQL's jobs moving."""
+"""outbox.relay: beat's run of the relay (services/relay.py) that keeps PostgreSQL's jobs moving."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ from collections.abc import Iterable
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.jobs import RELAY_TASK
 from models.db import get_sessionmaker
-from models.outbox import RELAY_TASK
+from services.relay import publish_jobs as publish
+from services.relay import relay_outbox as relay
 from worker.app import app
-from worker.relay import publish_jobs as publish
-from worker.relay import relay_outbox as relay
 
 
 @app.task(name=RELAY_TASK)

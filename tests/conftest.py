@@ -10,29 +10,29 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.services import CeleryWorker, Services, start_services
+from tests.backends import Backends, CeleryWorker, start_backends
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
     from ticketq.embedded import SmtpSink
 
-SERVICES: Services | None = None
+BACKENDS: Backends | None = None
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Start or find the services before any project module reads its settings."""
-    global SERVICES
-    if SERVICES is not None or hasattr(config, "workerinput"):
+    """Start or find the backends before any project module reads its settings."""
+    global BACKENDS
+    if BACKENDS is not None or hasattr(config, "workerinput"):
         return
-    SERVICES = start_services()
-    assert SERVICES.smtp is not None
+    BACKENDS = start_backends()
+    assert BACKENDS.smtp is not None
     os.environ.update({
-        "DATABASE_URL": SERVICES.database_url,
-        "REDIS_URL": SERVICES.redis_url,
-        "SMTP_URL": SERVICES.smtp.url,
-        "FILES_DIR": str(SERVICES.root / "files"),
-        "VAR_DIR": str(SERVICES.root / "var"),
+        "DATABASE_URL": BACKENDS.database_url,
+        "REDIS_URL": BACKENDS.redis_url,
+        "SMTP_URL": BACKENDS.smtp.url,
+        "FILES_DIR": str(BACKENDS.root / "files"),
+        "VAR_DIR": str(BACKENDS.root / "var"),
         "SECRET_KEY": secrets.token_urlsafe(32),
         "ENVIRONMENT": "development",
     })
@@ -42,21 +42,21 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    if SERVICES is not None:
-        SERVICES.stop()
+    if BACKENDS is not None:
+        BACKENDS.stop()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    if SERVICES is None:
+    if BACKENDS is None:
         return []
-    return [f"ticketq services: postgres={SERVICES.origin['postgres']}, redis={SERVICES.origin['redis']}, "
-            f"smtp=aiosmtpd {SERVICES.smtp.url if SERVICES.smtp else '?'}"]
+    return [f"ticketq backends: postgres={BACKENDS.origin['postgres']}, redis={BACKENDS.origin['redis']}, "
+            f"smtp=aiosmtpd {BACKENDS.smtp.url if BACKENDS.smtp else '?'}"]
 
 
 @pytest.fixture(scope="session")
-def services() -> Services:
-    assert SERVICES is not None
-    return SERVICES
+def backends() -> Backends:
+    assert BACKENDS is not None
+    return BACKENDS
 
 
 @pytest.fixture
@@ -109,27 +109,27 @@ def any_db(request: pytest.FixtureRequest) -> Any:
 
 
 @pytest.fixture
-def smtp(services: Services) -> Iterator[SmtpSink]:
-    assert services.smtp is not None
-    services.smtp.reset()
-    yield services.smtp
-    services.smtp.reset()
+def smtp(backends: Backends) -> Iterator[SmtpSink]:
+    assert backends.smtp is not None
+    backends.smtp.reset()
+    yield backends.smtp
+    backends.smtp.reset()
 
 
 @pytest.fixture(scope="session")
-def celery_worker(services: Services) -> Iterator[CeleryWorker]:
+def celery_worker(backends: Backends) -> Iterator[CeleryWorker]:
     """A live `celery -A worker worker` on all three queues with beat's relay, for the whole run."""
-    worker = CeleryWorker(services.root / "logs" / "worker.log", beat=True).start()
+    worker = CeleryWorker(backends.root / "logs" / "worker.log", beat=True).start()
     yield worker
     worker.stop()
 
 
 @pytest.fixture
-def broker(services: Services) -> Iterator[Any]:
+def broker(backends: Backends) -> Iterator[Any]:
     """The run's Redis, with the task queues emptied before the test."""
     import redis
 
-    client = redis.Redis.from_url(services.redis_url)
+    client = redis.Redis.from_url(backends.redis_url)
     for queue in ("orders", "documents", "mail"):
         client.delete(queue)
     yield client

@@ -13,13 +13,13 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from tests.services import Services
+from tests.backends import Backends
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_quick_expiry_benchmark_runs_and_prints_its_table(services: Services) -> None:
-    server = make_url(services.database_url).set(database="postgres").render_as_string(hide_password=False)
+def test_quick_expiry_benchmark_runs_and_prints_its_table(backends: Backends) -> None:
+    server = make_url(backends.database_url).set(database="postgres").render_as_string(hide_password=False)
     env = {**os.environ, "BENCH_POSTGRES_URL": server}
     result = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only", "p3", "--no-doc"], cwd=ROOT,
                             env=env, capture_output=True, text=True, timeout=150)

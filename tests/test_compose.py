@@ -20,7 +20,7 @@ REQUIRED_ENV = {"SECRET_KEY": "s" * 40, "POSTGRES_PASSWORD": "pw", "FLOWER_BASIC
 
 
 @pytest.fixture(scope="module")
-def services() -> dict[str, Any]:
+def compose_services() -> dict[str, Any]:
     return dict(yaml.safe_load(COMPOSE.read_text())["services"])
 
 
@@ -39,24 +39,24 @@ def queues(service: dict[str, Any]) -> set[str]:
     return set(args[args.index("-Q") + 1].split(",")) if "-Q" in args else set()
 
 
-def test_two_beats_on_the_redbeat_lock_one_active_one_standby(services: dict[str, Any]) -> None:
-    beats = sorted(name for name, svc in services.items() if celery_role(svc) == "beat")
+def test_two_beats_on_the_redbeat_lock_one_active_one_standby(compose_services: dict[str, Any]) -> None:
+    beats = sorted(name for name, svc in compose_services.items() if celery_role(svc) == "beat")
     assert beats == ["beat", "beat-standby"]
-    assert command(services["beat"]) == command(services["beat-standby"])
-    args = command(services["beat"])
+    assert command(compose_services["beat"]) == command(compose_services["beat-standby"])
+    args = command(compose_services["beat"])
     # the scheduler is celeryconfig's (redbeat: schedule and lock in Redis), never a local schedule file
     assert "-s" not in args and "--scheduler" not in args and "-S" not in args
     assert "--enable-remote-control" in args and args[args.index("-n") + 1] == "beat@%h"
     for name in beats:
-        assert "inspect ping -d beat@$$HOSTNAME" in " ".join(services[name]["healthcheck"]["test"])
+        assert "inspect ping -d beat@$$HOSTNAME" in " ".join(compose_services[name]["healthcheck"]["test"])
     # no worker embeds a scheduler with -B
-    assert not any("-B" in command(svc) or "--beat" in command(svc) for svc in services.values())
+    assert not any("-B" in command(svc) or "--beat" in command(svc) for svc in compose_services.values())
 
 
-def test_workers_by_host_role_scale_with_unique_node_names(services: dict[str, Any]) -> None:
-    assert queues(services["worker-documents"]) == {"documents"}
-    assert queues(services["worker-mail"]) == {"mail", "orders"}
-    for name, svc in services.items():
+def test_workers_by_host_role_scale_with_unique_node_names(compose_services: dict[str, Any]) -> None:
+    assert queues(compose_services["worker-documents"]) == {"documents"}
+    assert queues(compose_services["worker-mail"]) == {"mail", "orders"}
+    for name, svc in compose_services.items():
         if celery_role(svc) != "worker":
             continue
         args = command(svc)
@@ -67,20 +67,20 @@ def test_workers_by_host_role_scale_with_unique_node_names(services: dict[str, A
         assert svc["environment"]["TASK_EVENTS"] == "${TASK_EVENTS:-true}", f"Flower must see {name}'s tasks"
 
 
-def test_everything_that_runs_restarts(services: dict[str, Any]) -> None:
-    for name, svc in services.items():
+def test_everything_that_runs_restarts(compose_services: dict[str, Any]) -> None:
+    for name, svc in compose_services.items():
         expected = "no" if name == "migrate" else "unless-stopped"
         assert svc.get("restart") == expected, name
 
 
-def test_redis_and_postgres_can_be_shared_servers(services: dict[str, Any]) -> None:
-    env = services["worker-documents"]["environment"]
+def test_redis_and_postgres_can_be_shared_servers(compose_services: dict[str, Any]) -> None:
+    env = compose_services["worker-documents"]["environment"]
     assert env["REDIS_URL"] == "${REDIS_URL:-redis://redis:6379/0}"  # sentinel:// or rediss:// from .env
     assert "@${POSTGRES_HOST:-postgres}:" in env["DATABASE_URL"]
 
 
-def test_flower_requires_basic_auth_from_env(services: dict[str, Any]) -> None:
-    flower = services["flower"]
+def test_flower_requires_basic_auth_from_env(compose_services: dict[str, Any]) -> None:
+    flower = compose_services["flower"]
     assert celery_role(flower) == "flower"
     auth = flower["environment"]["FLOWER_BASIC_AUTH"]
     # `${VAR:?message}`: compose refuses to start when it is unset or empty, so Flower is never open
@@ -89,34 +89,34 @@ def test_flower_requires_basic_auth_from_env(services: dict[str, Any]) -> None:
     assert not any("basic" in part and "=" in part for part in command(flower)), "no password in argv"
 
 
-def test_workers_consume_every_queue_with_documents_apart_from_mail(services: dict[str, Any]) -> None:
-    workers = {name: svc for name, svc in services.items() if celery_role(svc) == "worker"}
+def test_workers_consume_every_queue_with_documents_apart_from_mail(compose_services: dict[str, Any]) -> None:
+    workers = {name: svc for name, svc in compose_services.items() if celery_role(svc) == "worker"}
     assert set().union(*(queues(svc) for svc in workers.values())) == {"orders", "documents", "mail"}
     for name, svc in workers.items():
         assert not {"documents", "mail"} <= queues(svc), f"{name} mixes PDF rendering with mail delivery"
         assert "-c" in command(svc), f"{name} sets its own concurrency"
 
 
-def test_migrate_runs_once_before_the_app(services: dict[str, Any]) -> None:
-    assert command(services["migrate"]) == ["ticketq", "db", "upgrade"]
-    assert services["migrate"]["restart"] == "no"
+def test_migrate_runs_once_before_the_app(compose_services: dict[str, Any]) -> None:
+    assert command(compose_services["migrate"]) == ["ticketq", "db", "upgrade"]
+    assert compose_services["migrate"]["restart"] == "no"
     for name in ("api", "worker-mail", "worker-documents", "beat", "beat-standby", "flower"):
-        depends = services[name]["depends_on"]
+        depends = compose_services[name]["depends_on"]
         assert depends["migrate"]["condition"] == "service_completed_successfully", name
         assert depends["redis"]["condition"] == "service_healthy", name
         assert depends["postgres"]["condition"] == "service_healthy", name
 
 
-def test_healthchecks(services: dict[str, Any]) -> None:
+def test_healthchecks(compose_services: dict[str, Any]) -> None:
     for name in ("redis", "postgres", "api", "worker-mail", "worker-documents", "beat", "beat-standby", "flower",
                  "mailpit"):
-        assert services[name]["healthcheck"]["test"], name
-    assert "/healthz" in " ".join(services["api"]["healthcheck"]["test"])
+        assert compose_services[name]["healthcheck"]["test"], name
+    assert "/healthz" in " ".join(compose_services["api"]["healthcheck"]["test"])
 
 
-def test_app_services_share_one_production_configuration(services: dict[str, Any]) -> None:
+def test_app_services_share_one_production_configuration(compose_services: dict[str, Any]) -> None:
     for name in ("api", "worker-mail", "worker-documents", "beat", "beat-standby", "flower", "migrate"):
-        env = services[name]["environment"]
+        env = compose_services[name]["environment"]
         assert env["ENVIRONMENT"] == "production"
         assert env["DATABASE_URL"].startswith("postgresql://") and env["REDIS_URL"].startswith("${REDIS_URL:-redis://")
         assert env["SECRET_KEY"].startswith("${SECRET_KEY:?")

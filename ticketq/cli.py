@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from ticketq.settings import ConfigurationError, settings
+from core.settings import ConfigurationError, settings
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:

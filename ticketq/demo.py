@@ -16,10 +16,10 @@ from typing import Any
 
 import httpx
 
+from core.settings import settings
 from ticketq.demo_report import COLOURS, Progress, Report, render
 from ticketq.devserver import ChildFailed, Supervisor
 from ticketq.embedded import SmtpSink
-from ticketq.settings import settings
 from ticketq.stack import Stack, start_stack
 
 Email = tuple[str, str, str]  # (order identifier, kind, recipient)

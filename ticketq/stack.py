@@ -15,9 +15,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.redis_urls import display
+from core.settings import settings
 from ticketq.devserver import Supervisor
-from ticketq.redis_urls import display
-from ticketq.settings import settings
 
 # Short windows so the demo shows expiry and the resend limit within seconds.
 DEMO_SETTINGS = {

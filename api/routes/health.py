@@ -10,9 +10,9 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from api.schemas import Health
+from core.redis_urls import redis_client
+from core.settings import settings
 from models.db import get_engine
-from ticketq.redis_urls import redis_client
-from ticketq.settings import settings
 
 log = logging.getLogger("ticketq.api.health")
 router = APIRouter(tags=["health"])

@@ -20,7 +20,7 @@ from models.ordering import LineItem, Person, change_status, create_order, load_
 from models.orders import Order
 from models.status import OrderStatus, parse_status
 from models.users import Principal
-from ticketq.files import find_document
+from services.files import find_document
 
 router = APIRouter(prefix="/v1/orders", tags=["orders"])
 BUYER_FORM = ("payment_mode", "buyer", "attendees")

@@ -13,9 +13,9 @@ from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, Response
 
 from api.schemas import DB_INT_MAX
+from core.settings import settings
 from models.listing import DEFAULT_PER_PAGE
 from models.status import COLOURS, OrderStatus, is_resendable
-from ticketq.settings import settings
 
 router = APIRouter(tags=["pages"])
 

@@ -24,10 +24,10 @@ from api.errors import ApiError
 from api.publish import publish
 from api.ratelimit import ResendLimits
 from api.schemas import ResendAccepted, ResendRequest
+from core.producer import Job
 from models.errors import Forbidden, InvalidTransition, NotFound
 from models.ordering import request_resend
 from models.status import is_resendable
-from ticketq.broker import Job
 
 log = logging.getLogger("ticketq.api.resend")
 router = APIRouter(prefix="/v1/orders", tags=["orders"])

@@ -11,21 +11,21 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.services import Services
+from tests.backends import Backends
 
 # Project modules are imported inside the fixtures: this conftest loads before the root one has
-# pointed the settings at the run's services.
+# pointed the settings at the run's backends.
 
 Headers = dict[str, str]
 
 
 @pytest.fixture
-def limits_reset(services: Services) -> Iterator[None]:
+def limits_reset(backends: Backends) -> Iterator[None]:
     """Rate-limit windows live in the run's Redis: start every test with none. Jobs the API
     published are dropped afterwards, so a worker started by a later test never sees them."""
     from api.ratelimit import KEY_PREFIX
 
-    client = redis.Redis.from_url(services.redis_url)
+    client = redis.Redis.from_url(backends.redis_url)
     for key in client.scan_iter(f"{KEY_PREFIX}*"):
         client.delete(key)
     yield
@@ -34,14 +34,14 @@ def limits_reset(services: Services) -> Iterator[None]:
 
 
 @pytest.fixture
-def app_with_limits(db: sessionmaker[Session], limits_reset: None, services: Services) -> Callable[..., FastAPI]:
+def app_with_limits(db: sessionmaker[Session], limits_reset: None, backends: Backends) -> Callable[..., FastAPI]:
     """An app whose resend limits are the given ones (the settings' defaults when not given)."""
     from api.app import create_app
     from api.ratelimit import resend_limits
-    from ticketq.settings import settings
+    from core.settings import settings
 
     def build(per_ip: str = settings.resend_limit_per_ip, per_user: str = settings.resend_limit_per_user) -> FastAPI:
-        return create_app(resend_limits(services.redis_url, per_ip, per_user))
+        return create_app(resend_limits(backends.redis_url, per_ip, per_user))
 
     return build
 

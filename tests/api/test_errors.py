@@ -89,8 +89,8 @@ def test_openapi_and_docs_are_served(client: TestClient) -> None:
 
 
 def test_healthz(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.settings import settings
     from ticketq.embedded import free_port
-    from ticketq.settings import settings
 
     assert client.get("/healthz").json() == {"status": "ok", "database": "ok", "redis": "ok"}
     monkeypatch.setattr(settings, "redis_url", f"redis://127.0.0.1:{free_port()}/0")
@@ -104,7 +104,7 @@ def test_bad_configuration_is_refused_at_startup(monkeypatch: pytest.MonkeyPatch
     import sys
 
     from api.app import create_app
-    from ticketq.settings import ConfigurationError, settings
+    from core.settings import ConfigurationError, settings
 
     monkeypatch.setattr(settings, "trusted_proxies", ["10.0.0.0/8", "not-a-network"])
     with pytest.raises(ConfigurationError, match="TRUSTED_PROXIES"):

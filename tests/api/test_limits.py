@@ -140,7 +140,7 @@ def _request(peer: str, forwarded: str | None = None) -> Request:
 def test_client_ip_believes_forwarded_for_only_from_trusted_proxies(
         monkeypatch: pytest.MonkeyPatch, trusted: list[str], peer: str, forwarded: str | None, expected: str) -> None:
     from api.deps import client_ip
-    from ticketq.settings import settings
+    from core.settings import settings
 
     monkeypatch.setattr(settings, "trusted_proxies", trusted)
     assert client_ip(_request(peer, forwarded)) == expected

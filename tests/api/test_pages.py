@@ -170,9 +170,9 @@ def test_one_statement_per_page_however_many_orders_and_deliveries(
     client: TestClient, db: sessionmaker[Session]
 ) -> None:
     from api.deps import _engines
+    from core.settings import settings
     from models.db import get_engine
     from models.listing import list_event_orders
-    from ticketq.settings import settings
 
     seeded = seed_event(db)
     with db() as s, s.begin():

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.services import CeleryWorker
+from tests.backends import CeleryWorker
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -91,8 +91,9 @@ def test_two_api_processes_share_the_per_user_limit(api_process: Callable[..., A
 def test_an_order_submitted_while_redis_is_down_is_confirmed_once_it_is_back(
         api_process: Callable[..., ApiProcess], db: sessionmaker[Session], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch, token_for: Callable[..., dict[str, str]], smtp: Any) -> None:
+    from core.jobs import CONFIRM_TASK
     from models.deliveries import DeliveryState, EmailDelivery
-    from models.outbox import CONFIRM_TASK, OutboxJob
+    from models.outbox import OutboxJob
     from tests.factories import make_event, make_user
     from ticketq.embedded import EmbeddedRedis
 

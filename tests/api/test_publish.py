@@ -9,7 +9,8 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.outbox import CONFIRM_TASK, RESEND_TASK, OutboxJob
+from core.jobs import CONFIRM_TASK, RESEND_TASK
+from models.outbox import OutboxJob
 from tests.api.test_orders import FORM, new_order
 
 
@@ -35,7 +36,7 @@ def test_a_job_is_the_message_celery_send_task_would_put_on_the_broker(broker: A
     what lands in Redis is the same message as `send_task` gives (but the random delivery tag)."""
     import json
 
-    from ticketq.broker import Job, _send_task, producer_app, send_jobs
+    from core.producer import Job, _send_task, producer_app, send_jobs
 
     app = producer_app()
     job = Job(7, RESEND_TASK, ["ABC123", "org@example.com"], "orders")
@@ -53,8 +54,8 @@ def test_jobs_sent_together_land_in_order_in_pipelined_batches(broker: Any, monk
     """Several jobs go in round trips of PIPELINE messages each; every one lands, in order, with its own id."""
     import json
 
-    import ticketq.broker as broker_module
-    from ticketq.broker import Job, send_jobs
+    import core.producer as broker_module
+    from core.producer import Job, send_jobs
 
     monkeypatch.setattr(broker_module, "PIPELINE", 2)  # 5 jobs: three round trips, the last one short
     jobs = [Job(n, RESEND_TASK, [f"ORDER{n}", "org@example.com"], "orders") for n in range(1, 6)]

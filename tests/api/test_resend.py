@@ -10,8 +10,9 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.jobs import QUEUE_OF, RESEND_TASK
 from models.orders import Order, OrderEvent
-from models.outbox import QUEUE_OF, RESEND_TASK, OutboxJob
+from models.outbox import OutboxJob
 from tests.api.conftest import only_error
 
 URL = "/v1/orders/resend-email"

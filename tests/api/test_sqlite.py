@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 def test_order_flow_on_sqlite(sqlite_db: sessionmaker[Session], app_with_limits: Callable[..., FastAPI],
                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.settings import settings
     from models.users import create_user_token
-    from ticketq.settings import settings
 
     url = str(sqlite_db.kw["bind"].url)
     monkeypatch.setattr(settings, "database_url", url)

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.services import CeleryWorker
+from tests.backends import CeleryWorker
 from ticketq.embedded import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]

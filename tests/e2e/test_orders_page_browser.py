@@ -23,10 +23,11 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.support.ui import Select, WebDriverWait
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.outbox import RESEND_TASK, OutboxJob
+from core.jobs import RESEND_TASK
+from models.outbox import OutboxJob
 from models.status import COLOURS, OrderStatus
 from tests.api.test_pages import HOSTILE, seed_event
-from tests.services import Services
+from tests.backends import Backends
 from ticketq.embedded import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,16 +42,16 @@ LIMIT_TEXT = re.compile(r"^Only 5 resend actions are allowed in a minute\. Try a
 
 
 @pytest.fixture
-def live_api(db: sessionmaker[Session], services: Services) -> Iterator[str]:
+def live_api(db: sessionmaker[Session], backends: Backends) -> Iterator[str]:
     """A real `ticketq api` process on loopback, on this run's database and Redis."""
     import redis
 
-    with redis.Redis.from_url(services.redis_url) as client:  # other tests' resends must not count here
+    with redis.Redis.from_url(backends.redis_url) as client:  # other tests' resends must not count here
         for pattern in ("ticketq-limits*", "LIMITS*"):
             for key in client.scan_iter(pattern):
                 client.delete(key)
     port = free_port()
-    log_path = services.root / "logs" / "orders-page-api.log"
+    log_path = backends.root / "logs" / "orders-page-api.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     ticketq = Path(sys.executable).with_name("ticketq")
     with log_path.open("ab") as log:
@@ -62,7 +63,7 @@ def live_api(db: sessionmaker[Session], services: Services) -> Iterator[str]:
         yield base
     finally:
         stop_process(process, 15)
-        with redis.Redis.from_url(services.redis_url) as client:  # a later test's worker must not see them
+        with redis.Redis.from_url(backends.redis_url) as client:  # a later test's worker must not see them
             client.delete("orders", "documents", "mail")
 
 

@@ -19,11 +19,11 @@ from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.ratelimit import LimitExceeded, resend_limits
+from core import redis_urls
 from models import Order
 from models.base import utcnow
 from tests.factories import make_event, make_order, make_user
 from tests.worker.test_beat_standby import Beat, wait_until
-from ticketq import redis_urls
 from ticketq.embedded import EmbeddedRedis, EmbeddedSentinel, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]

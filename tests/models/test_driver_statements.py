@@ -113,7 +113,7 @@ def test_a_connection_the_server_dropped_fails_as_invalidated(autocommit: sa.Eng
 
 def test_with_prepared_statements_off_nothing_is_prepared(
         db: sessionmaker[Session], autocommit: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ticketq.settings import settings
+    from core.settings import settings
 
     monkeypatch.setattr(settings, "database_prepared_statements", False)  # behind PgBouncer, transaction mode
     order_id, identifier = an_order(db)

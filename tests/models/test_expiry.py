@@ -7,12 +7,12 @@ from datetime import timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.settings import settings
 from models import Order
 from models.base import utcnow
 from models.ordering import expire_stale, history
 from models.status import OrderStatus
 from tests.factories import make_event, make_order, make_user
-from ticketq.settings import settings
 
 S = OrderStatus
 

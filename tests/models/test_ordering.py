@@ -10,13 +10,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.settings import settings
 from models import Order, OrderEvent, OutboxJob
 from models.base import utcnow
 from models.errors import Forbidden, InvalidInput, InvalidTransition, NotFound, SoldOut, UnknownPaymentMode
 from models.ordering import LineItem, Person, change_status, create_order, load_order, submit_order
 from models.status import OrderStatus
 from tests.factories import make_event, make_order, make_user
-from ticketq.settings import settings
 
 S = OrderStatus
 BUYER = Person("Ada Buyer", "ada@example.org")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.jobs import CONFIRM_TASK
 from models.deliveries import DeliveryState, DocumentKind
 from models.events import Role
 from models.ordering import load_order
-from models.outbox import CONFIRM_TASK
-from tests.services import CeleryWorker
+from services.storage import find_document
+from tests.backends import CeleryWorker
 from tests.tasks.confirm_helpers import (
     BUYER,
     SHARED,
@@ -22,7 +23,6 @@ from tests.tasks.confirm_helpers import (
 )
 from ticketq.embedded import SmtpSink
 from worker import app
-from worker.storage import find_document
 
 ORGANIZERS = (("owner@example.org", Role.COORGANIZER), ("org@example.org", Role.ORGANIZER))
 

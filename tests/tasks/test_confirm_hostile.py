@@ -6,11 +6,11 @@ from email.message import EmailMessage
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.jobs import CONFIRM_TASK
 from models.deliveries import DeliveryState
-from models.outbox import CONFIRM_TASK
-from tests.services import CeleryWorker
+from tests.backends import CeleryWorker
+from tests.services.hostile import counting_server, hostile_names
 from tests.tasks.confirm_helpers import BUYER, SHARED, attachments, by_kind, confirmed_order, pdf_text, wait_settled
-from tests.worker.hostile import counting_server, hostile_names
 from ticketq.embedded import SmtpSink
 from worker import app
 

@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from models import Order
 from models.base import utcnow
 from models.status import OrderStatus
+from tests.backends import Backends, CeleryWorker
 from tests.factories import make_event, make_order, make_user
-from tests.services import CeleryWorker, Services
 from worker import app
 
 S = OrderStatus
@@ -35,7 +35,7 @@ def test_the_worker_expires_due_orders_by_task_name(db: sessionmaker[Session], c
 
 
 def test_beat_expires_an_order_soon_after_its_deadline(
-    db: sessionmaker[Session], celery_worker: CeleryWorker, services: Services, tmp_path: Path
+    db: sessionmaker[Session], celery_worker: CeleryWorker, backends: Backends, tmp_path: Path
 ) -> None:
     sweep = 1.0
     with db() as session, session.begin():

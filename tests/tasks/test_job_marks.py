@@ -10,8 +10,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.jobs import CONFIRM_TASK
 from models.db import get_engine
-from models.outbox import CONFIRM_TASK, Claim, OutboxJob, claim_job, enqueue_job, finish_job, give_back_job
+from models.outbox import Claim, OutboxJob, claim_job, enqueue_job, finish_job, give_back_job
 
 HOLDER, OTHER = "host:1", "host:2"
 

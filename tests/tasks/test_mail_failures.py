@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.jobs import CANCELLATION_TASK, CONFIRM_TASK, SEND_DELIVERY_TASK
 from models.deliveries import DeliveryState, EmailKind
 from models.ordering import change_status, load_order
-from models.outbox import CANCELLATION_TASK, CONFIRM_TASK, SEND_DELIVERY_TASK
 from models.status import OrderStatus
-from tests.services import CeleryWorker
+from tests.backends import CeleryWorker
 from tests.tasks.confirm_helpers import BUYER, SHARED, by_kind, confirmed_order, wait_jobs_done, wait_settled
 from ticketq.embedded import SmtpSink
 from worker import app

@@ -20,15 +20,16 @@ import sqlalchemy as sa
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.jobs import CONFIRM_TASK, task_id_of
 from migrations.migrate import upgrade
 from models.base import utcnow
 from models.db import get_engine, get_sessionmaker
-from models.outbox import CONFIRM_TASK, OutboxJob, enqueue_job, task_id_of
-from tests.services import CeleryWorker, Services, _claim_redis_db, _fresh_database
+from models.outbox import OutboxJob, enqueue_job
+from services.relay import MARKER_KEY, STALE, relay_outbox
+from tests.backends import Backends, CeleryWorker, _claim_redis_db, _fresh_database
 from tests.tasks.confirm_helpers import BUYER, by_kind, confirmed_order, wait_jobs_done, wait_settled
 from ticketq.embedded import SmtpSink
 from worker import app
-from worker.relay import MARKER_KEY, STALE, relay_outbox
 
 PARKED = "test-parked"  # a queue no worker consumes: jobs sent there stay in Redis, like a backlog
 BACKLOG = 2000
@@ -108,14 +109,14 @@ def test_a_job_sent_long_ago_to_a_queue_that_is_empty_was_lost_and_is_sent_again
 
 
 @pytest.fixture
-def quiet(services: Services) -> Iterator[tuple[sessionmaker[Session], Celery, Any]]:
+def quiet(backends: Backends) -> Iterator[tuple[sessionmaker[Session], Celery, Any]]:
     """A database and a Redis of its own, with no worker or relay of the run's touching them."""
     import redis
 
     stops: list[Any] = []
-    database_url = _fresh_database(services.database_url, stops)
+    database_url = _fresh_database(backends.database_url, stops)
     upgrade(database_url)
-    redis_url = _claim_redis_db(services.redis_url, stops)
+    redis_url = _claim_redis_db(backends.redis_url, stops)
     relay_app = Celery("relay-test")
     relay_app.config_from_object("celeryconfig")
     relay_app.conf.broker_url = redis_url

@@ -6,10 +6,11 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.jobs import CONFIRM_TASK, RESEND_TASK
 from models.deliveries import DeliveryState, DocumentKind
 from models.ordering import load_order
-from models.outbox import CONFIRM_TASK, RESEND_TASK
-from tests.services import CeleryWorker
+from services.storage import find_document
+from tests.backends import CeleryWorker
 from tests.tasks.confirm_helpers import (
     BUYER,
     SHARED,
@@ -22,7 +23,6 @@ from tests.tasks.confirm_helpers import (
 )
 from ticketq.embedded import SmtpSink
 from worker import app
-from worker.storage import find_document
 
 
 def stored(db: sessionmaker[Session], identifier: str) -> dict[str, Path | None]:

@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import Order
 from models.base import utcnow
+from tests.backends import Backends, CeleryWorker
 from tests.factories import make_event, make_order, make_user
-from tests.services import CeleryWorker, Services
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCK_KEY = "ticketq:beat::lock"
@@ -67,8 +67,8 @@ def wait_until(check: object, timeout: float, message: str) -> None:
 
 
 @pytest.fixture
-def beats(services: Services, tmp_path: Path) -> Iterator[list[Beat]]:
-    client = redis.Redis.from_url(services.redis_url)
+def beats(backends: Backends, tmp_path: Path) -> Iterator[list[Beat]]:
+    client = redis.Redis.from_url(backends.redis_url)
     for key in client.scan_iter("ticketq:beat:*"):  # a lock left by an earlier test's killed beat
         client.delete(key)
     started: list[Beat] = []
@@ -79,8 +79,8 @@ def beats(services: Services, tmp_path: Path) -> Iterator[list[Beat]]:
     client.close()
 
 
-def lock_owner(services: Services) -> bytes | None:
-    client = redis.Redis.from_url(services.redis_url)
+def lock_owner(backends: Backends) -> bytes | None:
+    client = redis.Redis.from_url(backends.redis_url)
     try:
         value = client.get(LOCK_KEY)
         return value if isinstance(value, bytes) else None
@@ -89,13 +89,13 @@ def lock_owner(services: Services) -> bytes | None:
 
 
 def test_a_standby_beat_takes_over_within_30_s_of_the_active_one_dying(
-    db: sessionmaker[Session], celery_worker: CeleryWorker, services: Services, tmp_path: Path, beats: list[Beat]
+    db: sessionmaker[Session], celery_worker: CeleryWorker, backends: Backends, tmp_path: Path, beats: list[Beat]
 ) -> None:
     active = Beat("beat-a", tmp_path / "beat-a.log")
     beats.append(active)
     active.wait_for(ACQUIRED, 60)
     active.wait_for("Sending due task expire-stale-orders", 30)
-    owner = lock_owner(services)
+    owner = lock_owner(backends)
     assert owner is not None
 
     standby = Beat("beat-b", tmp_path / "beat-b.log")
@@ -105,7 +105,7 @@ def test_a_standby_beat_takes_over_within_30_s_of_the_active_one_dying(
     sends = active.text().count("Sending due task")
     wait_until(lambda: active.text().count("Sending due task") >= sends + 3, 30, "the active beat stopped sending")
     assert ACQUIRED not in standby.text() and "Sending due task" not in standby.text()
-    assert lock_owner(services) == owner
+    assert lock_owner(backends) == owner
 
     active.kill()
     killed_at = time.monotonic()
@@ -120,6 +120,6 @@ def test_a_standby_beat_takes_over_within_30_s_of_the_active_one_dying(
     wait_until(expired, TAKEOVER_LIMIT + 15, f"no expiry after the active beat died:\n{standby.text()[-3000:]}")
     took = time.monotonic() - killed_at
     assert ACQUIRED in standby.text()
-    new_owner = lock_owner(services)
+    new_owner = lock_owner(backends)
     assert new_owner is not None and new_owner != owner
     assert took < TAKEOVER_LIMIT, f"the standby took {took:.1f} s to take over and sweep"

@@ -16,7 +16,8 @@ import sqlalchemy as sa
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.outbox import OutboxJob, task_id_of
+from core.jobs import task_id_of
+from models.outbox import OutboxJob
 from tests.tasks.confirm_helpers import confirmed_order
 from tests.worker.test_beat_standby import wait_until
 from ticketq.embedded import EmbeddedRedis, stop_process

@@ -1,4 +1,4 @@
-"""Worker log lines name the task id and the order they are about (pure logic, no services)."""
+"""Worker log lines name the task id and the order they are about (pure logic, no backends)."""
 
 from __future__ import annotations
 

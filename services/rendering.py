@@ -22,8 +22,8 @@ from weasyprint.urls import URLFetcher, URLFetcherResponse
 
 import templates
 from models.deliveries import DocumentKind
-from worker.fonts import drop_unused_fonts, font_configuration, text_direction
-from worker.storage import DocumentKey
+from services.fonts import drop_unused_fonts, font_configuration, text_direction
+from services.storage import DocumentKey
 
 log = logging.getLogger("ticketq.documents")
 # WeasyPrint narrates every step of every layout at INFO: eight lines per order, in every worker log.

@@ -24,15 +24,15 @@ from zoneinfo import ZoneInfo
 import icalendar
 import jinja2
 
+from core.settings import settings
 from models.base import utcnow
 from models.deliveries import DocumentKind, EmailDelivery, EmailKind
 from models.orders import Order
 from models.users import normalize_email
-from ticketq.settings import settings
-from worker.documents import template_env
-from worker.presenters import order_context
-from worker.smtp import WIRE_POLICY, DeliveryError, Outgoing
-from worker.storage import DocumentKey
+from services.presenters import order_context
+from services.rendering import template_env
+from services.smtp import WIRE_POLICY, DeliveryError, Outgoing
+from services.storage import DocumentKey
 
 # Kinds that carry the order's PDFs: they wait for the documents to be rendered.
 WITH_DOCUMENTS = frozenset({EmailKind.CONFIRMATION_BUYER, EmailKind.CONFIRMATION_ATTENDEE})

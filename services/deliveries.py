@@ -27,19 +27,20 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
 
+from core.jobs import SEND_DELIVERY_TASK
+from core.settings import settings
 from models.base import utcnow
 from models.db import autocommit, driver_rows
 from models.deliveries import DeliveryState, EmailDelivery, EmailKind
 from models.ordering import record
 from models.orders import Order
-from models.outbox import SEND_DELIVERY_TASK, enqueue_job
+from models.outbox import enqueue_job
 from models.status import is_resendable
 from models.users import normalize_email
-from ticketq.settings import settings
-from worker.messages import WITH_DOCUMENTS, DocumentsMissing, compose, event_ics, message_id_for, wire_message
-from worker.presenters import buyer_of, order_context
-from worker.smtp import DeliveryError, Outgoing, smtp_client
-from worker.storage import DocumentKey
+from services.messages import WITH_DOCUMENTS, DocumentsMissing, compose, event_ics, message_id_for, wire_message
+from services.presenters import buyer_of, order_context
+from services.smtp import DeliveryError, Outgoing, smtp_client
+from services.storage import DocumentKey
 
 log = logging.getLogger("ticketq.delivery")
 

@@ -9,10 +9,10 @@ from models.deliveries import Document, DocumentKind
 from models.ordering import change_status, load_order, lock_order
 from models.orders import Order
 from models.status import OrderStatus
+from services import pipeline
+from services.presenters import load_full_order
+from services.storage import DocumentKey, absolute, document_name, find_document, store_documents
 from tests.tasks.confirm_helpers import confirmed_order, pdf_text
-from worker import pipeline
-from worker.presenters import load_full_order
-from worker.storage import DocumentKey, absolute, document_name, find_document, store_documents
 
 
 def ensure_documents(db: sessionmaker[Session], identifier: str) -> bool:

@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 import redis
 from redis.sentinel import Sentinel
 
-from ticketq.settings import ConfigurationError
+from core.settings import ConfigurationError
 
 SENTINEL_SCHEMES = ("sentinel", "redis+sentinel")
 PLAIN_SCHEMES = ("redis", "rediss")

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from pytest import MonkeyPatch
 
+from core.settings import settings
 from models.deliveries import DocumentKind
-from ticketq.settings import settings
-from worker.storage import document_name, write_file
+from services.storage import document_name, write_file
 
 T, A = DocumentKind.TICKETS, DocumentKind.ATTENDEE_TICKET
 

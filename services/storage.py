@@ -1,6 +1,6 @@
 """Generated PDFs under FILES_DIR at keyed-hash paths, and the Document rows that point at them.
 
-The paths and the reading side live in ticketq/files.py, which the API imports too; they are
+The paths and the reading side live in services/files.py, which the API imports too; they are
 re-exported here for the worker's modules."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from models.base import utcnow
 from models.db import driver_rows
 from models.deliveries import Document, DocumentKind
 from models.orders import Order
-from ticketq.files import absolute, content_fingerprint, document_name, find_document, fingerprint_of
+from services.files import absolute, content_fingerprint, document_name, find_document, fingerprint_of
 
 __all__ = ["DocumentKey", "absolute", "content_fingerprint", "document_name", "documents_ready",
            "expected_keys", "find_document", "fingerprint_of", "store_documents", "stored_documents", "write_file"]

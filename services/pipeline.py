@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.jobs import DELIVER_BATCH_TASK
+from core.settings import settings
 from models.deliveries import EmailDelivery, EmailKind
 from models.ordering import load_order, lock_order, record
 from models.orders import Order, OrderEvent
-from models.outbox import DELIVER_BATCH_TASK, enqueue_job
+from models.outbox import enqueue_job
 from models.status import is_resendable
-from ticketq.settings import settings
-from worker.deliveries import (
+from services.deliveries import (
     CANCELLATION_BATCH,
     CONFIRMATION_BATCH,
     UNSENT,
@@ -33,10 +34,10 @@ from worker.deliveries import (
     next_resend_batch,
     send_deliveries,
 )
-from worker.documents import order_documents, render_order
-from worker.messages import WITH_DOCUMENTS
-from worker.presenters import buyer_of, load_full_order, order_context
-from worker.storage import DocumentKey, documents_ready, fingerprint_of, store_documents, stored_documents
+from services.messages import WITH_DOCUMENTS
+from services.presenters import buyer_of, load_full_order, order_context
+from services.rendering import order_documents, render_order
+from services.storage import DocumentKey, documents_ready, fingerprint_of, store_documents, stored_documents
 
 log = logging.getLogger("ticketq.pipeline")
 

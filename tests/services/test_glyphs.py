@@ -24,14 +24,14 @@ from pypdf import PdfReader
 from pypdf.generic import ContentStream, DictionaryObject
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.jobs import CONFIRM_TASK
 from models.deliveries import DocumentKind
-from models.outbox import CONFIRM_TASK
-from tests.services import CeleryWorker
+from services.fonts import packaged_faces, text_direction
+from services.rendering import SAMPLE_ORDER, order_documents, render_order
+from tests.backends import CeleryWorker
 from tests.tasks.confirm_helpers import BUYER, attachments, by_kind, confirmed_order, wait_settled
 from ticketq.embedded import SmtpSink
 from worker import app
-from worker.documents import SAMPLE_ORDER, order_documents, render_order
-from worker.fonts import packaged_faces, text_direction
 
 # name -> the packaged family that must draw it
 NAMES = {

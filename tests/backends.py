@@ -1,4 +1,4 @@
-"""Find or start the real services the suite talks to (contract section 1).
+"""Find or start the real backends the suite talks to (contract section 1).
 
 TEST_DATABASE_URL / TEST_REDIS_URL win; else the machine's PostgreSQL and Redis on
 127.0.0.1 when they answer; else embedded ones. TEST_EMBEDDED=1 forces embedded servers.
@@ -28,7 +28,7 @@ LOCK_PREFIX = "ticketq-test-lock:"
 
 
 @dataclass
-class Services:
+class Backends:
     root: Path
     database_url: str = ""
     redis_url: str = ""
@@ -36,7 +36,7 @@ class Services:
     smtp: SmtpSink | None = None
     _stops: list[Any] = field(default_factory=list)
 
-    def start(self) -> Services:
+    def start(self) -> Backends:
         embedded = os.environ.get("TEST_EMBEDDED") == "1"
         self._start_postgres(embedded)
         self._start_redis(embedded)
@@ -126,9 +126,9 @@ def _claim_redis_db(url: str, stops: list[Any]) -> str:
     return f"{prefix}/{number}"
 
 
-def start_services() -> Services:
+def start_backends() -> Backends:
     root = Path(tempfile.mkdtemp(prefix="ticketq-test-"))
-    return Services(root=root).start()
+    return Backends(root=root).start()
 
 
 class CeleryWorker:

@@ -13,7 +13,7 @@ from typing import Any
 
 from celery import Celery, signals
 
-log = logging.getLogger("ticketq.broker")
+log = logging.getLogger("core.producer")
 
 # After a failed send, the next ones skip the broker for this long (the outbox relay sends what is
 # left), so a dead or hanging Redis costs one request a short timeout, not every request.
@@ -140,7 +140,7 @@ def send_jobs(jobs: Sequence[Job], app: Celery | None = None) -> list[int]:
     to PIPELINE jobs instead of one each, which is most of a lone send's cost, bench P2). A broker
     error is logged and the rest is left to the relay (the rows are committed: nothing is lost; a
     batch whose fate is uncertain is sent again, and tasks recognise a repeat)."""
-    from models.outbox import task_id_of
+    from core.jobs import task_id_of
 
     own = app is None  # the backoff guards requests; the relay keeps its own schedule
     if not jobs or (own and _backoff.active()):

@@ -28,11 +28,10 @@ import sqlalchemy as sa
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.jobs import DOCUMENTS_QUEUE, MAIL_QUEUE, ORDERS_QUEUE
+from core.producer import Job, send_jobs
 from models.base import utcnow
 from models.outbox import (
-    DOCUMENTS_QUEUE,
-    MAIL_QUEUE,
-    ORDERS_QUEUE,
     OutboxJob,
     due_jobs,
     leases_held_on,
@@ -42,7 +41,6 @@ from models.outbox import (
     take_back_published_before,
     unfinished,
 )
-from ticketq.broker import Job, send_jobs
 
 log = logging.getLogger("ticketq.relay")
 

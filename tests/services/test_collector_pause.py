@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from worker.documents import SAMPLE_ORDER, collector_paused, order_documents, render_order
+from services.rendering import SAMPLE_ORDER, collector_paused, order_documents, render_order
 
 
 @pytest.fixture(autouse=True)

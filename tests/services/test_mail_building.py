@@ -17,9 +17,9 @@ from zoneinfo import ZoneInfo
 import icalendar
 import pytest
 
-from worker import messages
-from worker.messages import Attachment, Mail, build_message, checked_address, wire_message
-from worker.smtp import DeliveryError, SmtpConfig, classify, message_bytes, parse_smtp_url
+from services import messages
+from services.messages import Attachment, Mail, build_message, checked_address, wire_message
+from services.smtp import DeliveryError, SmtpConfig, classify, message_bytes, parse_smtp_url
 
 WIRE = compat32.clone(linesep="\r\n")
 

@@ -1,4 +1,4 @@
-"""Rendering safety without services: hostile data prints as text, and the fetcher fetches nothing outside."""
+"""Rendering safety without backends: hostile data prints as text, and the fetcher fetches nothing outside."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import io
 from pypdf import PdfReader
 
 from models.deliveries import DocumentKind
-from tests.worker.hostile import counting_server, hostile_names
-from worker.documents import AssetOnlyFetcher, order_documents, render_html, render_order
+from services.rendering import AssetOnlyFetcher, order_documents, render_html, render_order
+from tests.services.hostile import counting_server, hostile_names
 
 
 def text_of(pdf: bytes) -> str:

@@ -53,7 +53,7 @@ def message_bytes(message: Message) -> bytes:
 
 @dataclass(frozen=True)
 class Outgoing:
-    """A message in its wire form (CRLF line ends), with the envelope SMTP needs (worker/messages.py)."""
+    """A message in its wire form (CRLF line ends), with the envelope SMTP needs (services/messages.py)."""
 
     sender: str
     recipient: str

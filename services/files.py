@@ -1,5 +1,5 @@
 """Stored documents: keyed-hash paths under FILES_DIR, and finding the file an order's document is
-in. The worker writes them (worker/storage.py); the API only reads them, through this module."""
+in. The worker writes them (services/storage.py); the API only reads them, through this module."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from core.settings import settings
 from models.deliveries import Document, DocumentKind
 from models.orders import Order
-from ticketq.presenters import order_context
-from ticketq.settings import settings
+from services.presenters import order_context
 
 
 def fingerprint_of(context: Mapping[str, Any]) -> str:

@@ -9,14 +9,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.jobs import SEND_DELIVERY_TASK
+from core.settings import settings
 from models.deliveries import DeliveryState, EmailDelivery, EmailKind
 from models.orders import Order
-from models.outbox import SEND_DELIVERY_TASK, OutboxJob
-from tests.tasks.confirm_helpers import BUYER, SHARED, confirmed_order, deliveries
-from ticketq.embedded import SmtpSink
-from ticketq.settings import settings
-from worker import pipeline
-from worker.deliveries import (
+from models.outbox import OutboxJob
+from services import pipeline
+from services.deliveries import (
     ADVISORY_CLASS,
     CANCELLATION_BATCH,
     CONFIRMATION_BATCH,
@@ -28,10 +27,12 @@ from worker.deliveries import (
     ensure_deliveries,
     send_deliveries,
 )
-from worker.messages import message_id_for
-from worker.pipeline import ensure_documents
-from worker.presenters import load_full_order
-from worker.smtp import close_clients, smtp_client
+from services.messages import message_id_for
+from services.pipeline import ensure_documents
+from services.presenters import load_full_order
+from services.smtp import close_clients, smtp_client
+from tests.tasks.confirm_helpers import BUYER, SHARED, confirmed_order, deliveries
+from ticketq.embedded import SmtpSink
 
 
 @pytest.fixture(autouse=True)
@@ -48,7 +49,7 @@ def full_order(factory: sessionmaker[Session], identifier: str) -> Order:
 
 def planned(factory: sessionmaker[Session], identifier: str, batch: str = CONFIRMATION_BATCH) -> list[int]:
     """Record a batch's emails without sending them (what a job does first)."""
-    from worker.presenters import buyer_of
+    from backends.presenters import buyer_of
 
     with factory() as session, session.begin():
         order = load_full_order(session, Order.identifier == identifier)

@@ -20,7 +20,7 @@ from redbeat import RedBeatScheduler
 from redbeat.schedulers import LUA_EXTEND_TO_SCRIPT, get_redis
 from redis.exceptions import LockError, LockNotOwnedError
 
-from ticketq.redis_urls import display
+from core.redis_urls import display
 
 log = logging.getLogger("celery.beat")
 
