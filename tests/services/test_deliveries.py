@@ -49,7 +49,7 @@ def full_order(factory: sessionmaker[Session], identifier: str) -> Order:
 
 def planned(factory: sessionmaker[Session], identifier: str, batch: str = CONFIRMATION_BATCH) -> list[int]:
     """Record a batch's emails without sending them (what a job does first)."""
-    from backends.presenters import buyer_of
+    from services.presenters import buyer_of
 
     with factory() as session, session.begin():
         order = load_full_order(session, Order.identifier == identifier)
