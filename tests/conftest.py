@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.backends import Backends, CeleryWorker, start_backends
+from tests.backends import Backends, CeleryWorker
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -25,17 +26,8 @@ def pytest_configure(config: pytest.Config) -> None:
     global BACKENDS
     if BACKENDS is not None or hasattr(config, "workerinput"):
         return
-    BACKENDS = start_backends()
-    assert BACKENDS.smtp is not None
-    os.environ.update({
-        "DATABASE_URL": BACKENDS.database_url,
-        "REDIS_URL": BACKENDS.redis_url,
-        "SMTP_URL": BACKENDS.smtp.url,
-        "FILES_DIR": str(BACKENDS.root / "files"),
-        "VAR_DIR": str(BACKENDS.root / "var"),
-        "SECRET_KEY": secrets.token_urlsafe(32),
-        "ENVIRONMENT": "development",
-    })
+    BACKENDS = Backends.plan(Path(tempfile.mkdtemp(prefix="ticketq-test-"))).start()
+    os.environ.update({**BACKENDS.env(), "SECRET_KEY": secrets.token_urlsafe(32), "ENVIRONMENT": "development"})
     from migrations.migrate import upgrade
 
     upgrade()
@@ -49,7 +41,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def pytest_report_header(config: pytest.Config) -> list[str]:
     if BACKENDS is None:
         return []
-    return [f"ticketq backends: postgres={BACKENDS.origin['postgres']}, redis={BACKENDS.origin['redis']}, "
+    return [f"ticketq backends: postgres={BACKENDS.origin['postgres']}; redis={BACKENDS.origin['redis']}; "
             f"smtp=aiosmtpd {BACKENDS.smtp.url if BACKENDS.smtp else '?'}"]
 
 

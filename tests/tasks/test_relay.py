@@ -26,7 +26,7 @@ from models.base import utcnow
 from models.db import get_engine, get_sessionmaker
 from models.outbox import OutboxJob, enqueue_job
 from services.relay import MARKER_KEY, STALE, relay_outbox
-from tests.backends import Backends, CeleryWorker, _claim_redis_db, _fresh_database
+from tests.backends import Backends, CeleryWorker, claim_redis_db, fresh_database
 from tests.tasks.confirm_helpers import BUYER, by_kind, confirmed_order, wait_jobs_done, wait_settled
 from ticketq.embedded import SmtpSink
 from worker import app
@@ -114,9 +114,9 @@ def quiet(backends: Backends) -> Iterator[tuple[sessionmaker[Session], Celery, A
     import redis
 
     stops: list[Any] = []
-    database_url = _fresh_database(backends.database_url, stops)
+    database_url = fresh_database(backends.database_url, stops)
     upgrade(database_url)
-    redis_url = _claim_redis_db(backends.redis_url, stops)
+    redis_url = claim_redis_db(backends.redis_url, stops)
     relay_app = Celery("relay-test")
     relay_app.config_from_object("celeryconfig")
     relay_app.conf.broker_url = redis_url
