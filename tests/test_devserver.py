@@ -6,10 +6,12 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.waiting import wait_until
 from ticketq import devserver
 from ticketq.devserver import ChildFailed, Supervisor
 
@@ -53,13 +55,13 @@ def test_an_exception_inside_the_block_still_stops_everything(tmp_path: Path) ->
     assert sup.leftovers() == []
 
 
-def wait_checking(sup: Supervisor, ready: object, timeout: float = 20) -> None:
+def wait_checking(sup: Supervisor, ready: Callable[[], object], timeout: float = 20) -> None:
     """Call check() (which restarts what died) until `ready()`, as `ticketq up`'s loop does."""
-    deadline = time.monotonic() + timeout
-    while not ready():  # type: ignore[operator]
+    def checked() -> object:
         sup.check()
-        assert time.monotonic() < deadline, "not ready in time"
-        time.sleep(0.05)
+        return ready()
+
+    wait_until(checked, timeout, "ready", interval=0.05)
 
 
 def test_a_worker_that_dies_is_restarted_with_backoff_and_its_log_says_so(tmp_path: Path) -> None:

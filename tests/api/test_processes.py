@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.backends import CeleryWorker
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -125,8 +126,8 @@ def test_an_order_submitted_while_redis_is_down_is_confirmed_once_it_is_back(
 
         redis_server.start()  # same port
         _relay_until_published(db, job.id)
-        _wait_for(lambda: "ada@example.org" in _sent(db, identifier, DeliveryState, EmailDelivery), 120,
-                  "the buyer's confirmation sent")
+        wait_until(lambda: "ada@example.org" in _sent(db, identifier, DeliveryState, EmailDelivery), 120,
+                   "the buyer's confirmation sent", interval=0.5)
         assert any(m["X-Order-Identifier"] == identifier for m in smtp.messages)
     finally:
         worker.stop()
@@ -151,7 +152,7 @@ def _relay_until_published(db: sessionmaker[Session], job_id: int, timeout: floa
             job = session.get(OutboxJob, job_id)
             return job is not None and job.published_at is not None
 
-    _wait_for(published, timeout, "outbox relay published the job")
+    wait_until(published, timeout, "outbox relay published the job", interval=0.5)
 
 
 def _sent(db: sessionmaker[Session], identifier: str, state: Any, delivery: Any) -> list[str]:
@@ -161,12 +162,3 @@ def _sent(db: sessionmaker[Session], identifier: str, state: Any, delivery: Any)
         rows = session.scalars(sa.select(delivery).join(Order).where(Order.identifier == identifier)).all()
         return [r.recipient for r in rows if r.state is state.SENT]
 
-
-def _wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from tests.backends import CeleryWorker
+from tests.waiting import wait_until
 from ticketq.embedded import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,15 +61,6 @@ def watched_worker(tmp_path: Path) -> Iterator[tuple[str, str]]:
         worker.stop()
 
 
-def wait_for(what: str, probe: Any, timeout: float = 60) -> Any:
-    """Poll until `probe()` returns something truthy: the observable end, not a guessed delay."""
-    deadline = time.monotonic() + timeout
-    while not (found := probe()):
-        assert time.monotonic() < deadline, f"Flower never {what}"
-        time.sleep(0.2)
-    return found
-
-
 @pytest.mark.timeout(120)
 def test_flower_refuses_without_credentials_and_lists_tasks_with_arguments(
         flower: str, watched_worker: tuple[str, str]) -> None:
@@ -82,8 +74,8 @@ def test_flower_refuses_without_credentials_and_lists_tasks_with_arguments(
     hostname, queue = watched_worker
     online = f'flower_worker_online{{worker="{hostname}"}} 1.0'
     # Flower's event receiver connects after its HTTP server: its metrics show when it hears the worker.
-    wait_for("heard the worker's events",
-             lambda: online in httpx.get(f"{flower}/metrics", auth=AUTH, timeout=5).text)
+    wait_until(lambda: online in httpx.get(f"{flower}/metrics", auth=AUTH, timeout=5).text, 60,
+               "Flower to hear the worker's events", interval=0.2)
     identifier = "f" * 32  # no such order: the task loads nothing and ends
     sent = app.send_task("orders.confirm", args=[identifier], queue=queue)
 
@@ -91,6 +83,6 @@ def test_flower_refuses_without_credentials_and_lists_tasks_with_arguments(
         task = httpx.get(f"{flower}/api/tasks", auth=AUTH, timeout=5).json().get(sent.id)
         return task if task and task.get("state") in ("SUCCESS", "FAILURE") else None
 
-    task = wait_for("saw the task finish", finished)
+    task = wait_until(finished, 60, "Flower to see the task finish", interval=0.2)
     assert task["name"] == "orders.confirm"
     assert identifier in str(task["args"])

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.jobs import RESEND_TASK
 from models.outbox import OutboxJob
 from models.status import COLOURS, OrderStatus
-from tests.api.test_pages import HOSTILE, seed_event
+from tests.api.seeds import HOSTILE, seed_event
 from tests.backends import Backends
 from ticketq.embedded import free_port, stop_process
 

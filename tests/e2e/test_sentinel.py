@@ -23,7 +23,8 @@ from core import redis_urls
 from models import Order
 from models.base import utcnow
 from tests.factories import make_event, make_order, make_user
-from tests.worker.test_beat_standby import Beat, wait_until
+from tests.waiting import wait_until
+from tests.worker.beats import Beat
 from ticketq.embedded import EmbeddedRedis, EmbeddedSentinel, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,7 +116,7 @@ def test_a_job_and_beat_go_through_the_sentinel(
         producer = Celery(broker=broker_url, set_as_current=False)
         producer.conf.broker_transport_options = options
         producer.send_task("orders.expire_stale", queue="orders")
-        wait_until(lambda: expired(db, order_id), 30, f"the job never ran:\n{log.read_text()[-3000:]}")
+        wait_until(lambda: expired(db, order_id), 30, lambda: f"the job never ran:\n{log.read_text()[-3000:]}")
         producer.close()
 
         # Beat takes its lock on the master through the sentinel, and its sweeps reach the worker.
@@ -123,7 +124,7 @@ def test_a_job_and_beat_go_through_the_sentinel(
         beat.wait_for("beat: Acquired lock", 60)
         assert sentinel_redis.master_client().get("ticketq:beat::lock") is not None
         second = due_order(db)
-        wait_until(lambda: expired(db, second), 30, f"beat's sweep never ran:\n{beat.text()[-3000:]}")
+        wait_until(lambda: expired(db, second), 30, lambda: f"beat's sweep never ran:\n{beat.text()[-3000:]}")
     finally:
         if beat is not None:
             beat.stop()

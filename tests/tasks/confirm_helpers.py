@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import io
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from email.message import EmailMessage
-from typing import Any
 
 import sqlalchemy as sa
 from pypdf import PdfReader
@@ -19,6 +17,7 @@ from models.ordering import Person, change_status, submit_order
 from models.outbox import OutboxJob
 from models.status import OrderStatus
 from tests.factories import make_event, make_order, make_user
+from tests.waiting import wait_until
 
 BUYER = "buyer@example.org"
 SHARED = "family@example.org"
@@ -56,24 +55,13 @@ def deliveries(db: sessionmaker[Session], identifier: str) -> list[EmailDelivery
         ))
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 90, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
 def wait_settled(db: sessionmaker[Session], identifier: str, count: int, timeout: float = 150) -> list[EmailDelivery]:
     """Wait until `count` delivery records exist and every one is sent or failed."""
     def settled() -> list[EmailDelivery] | None:
         rows = deliveries(db, identifier)
         return rows if len(rows) >= count and all(r.state in DONE for r in rows) else None
 
-    return wait_for(settled, timeout, f"{count} settled deliveries of {identifier}")  # type: ignore[no-any-return]
+    return wait_until(settled, timeout, f"{count} settled deliveries of {identifier}", interval=0.2)
 
 
 def wait_jobs_done(db: sessionmaker[Session], count: int, timeout: float = 90) -> list[OutboxJob]:
@@ -83,7 +71,7 @@ def wait_jobs_done(db: sessionmaker[Session], count: int, timeout: float = 90) -
             jobs = list(session.scalars(sa.select(OutboxJob).order_by(OutboxJob.id)))
         return jobs if len(jobs) >= count and all(j.done_at for j in jobs) else None
 
-    return wait_for(finished, timeout, f"{count} finished jobs")  # type: ignore[no-any-return]
+    return wait_until(finished, timeout, f"{count} finished jobs", interval=0.2)
 
 
 def attachments(message: EmailMessage) -> dict[str, bytes]:

@@ -3,10 +3,6 @@ and takes the lock (and the expiry sweep) within 30 s of the active one being SI
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -21,49 +17,12 @@ from models import Order
 from models.base import utcnow
 from tests.backends import Backends, CeleryWorker
 from tests.factories import make_event, make_order, make_user
+from tests.waiting import wait_until
+from tests.worker.beats import Beat
 
-ROOT = Path(__file__).resolve().parents[2]
 LOCK_KEY = "ticketq:beat::lock"
 TAKEOVER_LIMIT = 30.0
 ACQUIRED = "beat: Acquired lock"
-
-
-class Beat:
-    def __init__(self, name: str, log: Path, **env: str) -> None:
-        self.name, self.log = name, log
-        env = {**os.environ, "EXPIRY_SWEEP_SECONDS": "1", "OUTBOX_RELAY_SECONDS": "1", "PYTHONUNBUFFERED": "1", **env}
-        args = [sys.executable, "-m", "celery", "-A", "worker", "beat", "-l", "info", "-s", str(log.with_suffix(".db"))]
-        with log.open("wb") as out:
-            self.process = subprocess.Popen(args, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_for(self, needle: str, timeout: float) -> None:
-        wait_until(lambda: needle in self.text(), timeout,
-                   f"{self.name} never logged {needle!r}:\n{self.text()[-3000:]}")
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
-def wait_until(check: object, timeout: float, message: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(message)
-        time.sleep(0.1)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.jobs import task_id_of
 from models.outbox import OutboxJob
 from tests.tasks.confirm_helpers import confirmed_order
-from tests.worker.test_beat_standby import wait_until
+from tests.waiting import wait_until
 from ticketq.embedded import EmbeddedRedis, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,7 +78,7 @@ def test_a_worker_holding_a_job_survives_its_redis_going_away(
         with db() as session:
             job = session.scalars(sa.select(OutboxJob).where(OutboxJob.task == "orders.confirm")).one()
         producer.send_task("orders.confirm", args=[identifier], task_id=task_id_of(job.id), queue="documents")
-        wait_until(silent_smtp.accepted.is_set, 60, f"the job never reached SMTP:\n{log.read_text()[-3000:]}")
+        wait_until(silent_smtp.accepted.is_set, 60, lambda: f"the job never reached SMTP:\n{log.read_text()[-3000:]}")
 
         redis.stop()  # the job is in flight, unacknowledged
         wait_until(lambda: "Connection to broker lost" in log.read_text(), 30, "the worker never noticed")

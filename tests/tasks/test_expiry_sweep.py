@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -17,6 +16,7 @@ from models.base import utcnow
 from models.status import OrderStatus
 from tests.backends import Backends, CeleryWorker
 from tests.factories import make_event, make_order, make_user
+from tests.waiting import wait_until
 from worker import app
 
 S = OrderStatus
@@ -49,21 +49,19 @@ def test_beat_expires_an_order_soon_after_its_deadline(
         )
     try:
         # The deadline is set once this beat schedules (it may first wait for another's lock to lapse).
-        limit = time.monotonic() + 60
-        while b"beat: this beat now schedules" not in log.read_bytes():
-            assert beat.poll() is None and time.monotonic() < limit, log.read_text()[-2000:]
-            time.sleep(0.1)
+        wait_until(lambda: b"beat: this beat now schedules" in log.read_bytes() or beat.poll() is not None, 60,
+                   lambda: f"the beat to schedule:\n{log.read_text()[-2000:]}")
+        assert beat.poll() is None, log.read_text()[-2000:]
         deadline = utcnow() + timedelta(seconds=2)
         with db() as session, session.begin():
             session.execute(sa.update(Order).where(Order.id == order.id).values(expires_at=deadline))
-        expired_at = None
-        limit = time.monotonic() + 20
-        while expired_at is None and time.monotonic() < limit:
-            time.sleep(0.2)
+
+        def expired_at() -> datetime | None:
             with db() as session:
-                expired_at = session.get_one(Order, order.id).expired_at
+                return session.get_one(Order, order.id).expired_at
+
+        moment = wait_until(expired_at, 20, "beat to expire the order", interval=0.2)
     finally:
         beat.terminate()
         beat.wait(10)
-    assert expired_at is not None, "beat did not expire the order within 20 s"
-    assert deadline <= expired_at <= deadline + timedelta(seconds=sweep + 2)
+    assert deadline <= moment <= deadline + timedelta(seconds=sweep + 2)
