@@ -154,6 +154,11 @@ def create_database(server_url: str, name: str, stops: list[Any]) -> str:
     return database_url(server_url, name)
 
 
+def database_url_of(factory: Any) -> str:
+    """The URL (password included) of a sessionmaker's database, for a subprocess's DATABASE_URL."""
+    return str(factory.kw["bind"].url.render_as_string(hide_password=False))
+
+
 def fresh_database(server_url: str, stops: list[Any]) -> str:
     """A new database beside the given one, dropped when `stops` run."""
     return create_database(server_url, database_name(), stops)

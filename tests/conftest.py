@@ -1,9 +1,19 @@
-"""Real PostgreSQL, Redis, SMTP and Celery for the suite; a clean database for every test."""
+"""Real PostgreSQL, Redis, SMTP and Celery for the suite, started when a test first asks for them;
+a clean database for every test.
+
+Project modules read their settings from the environment when they are imported (core/settings.py),
+and test modules import them when collected, so pytest_configure sets the environment first: every
+URL is planned there (tests/backends.py) but nothing starts. The session fixture `backends` starts
+the servers and migrates the database the first time a test needs one; a run of pure-logic tests
+starts none. Under pytest-xdist each worker process plans and starts its own database, Redis, SMTP
+sink and Celery worker; the controller plans nothing.
+"""
 
 from __future__ import annotations
 
 import os
 import secrets
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.backends import Backends, CeleryWorker
+from tests.backends import Backends, CeleryWorker, fresh_database
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -19,18 +29,25 @@ if TYPE_CHECKING:
     from ticketq.embedded import SmtpSink
 
 BACKENDS: Backends | None = None
+TASK_QUEUES = ("orders", "documents", "mail")
+
+
+def _xdist_controller(config: pytest.Config) -> bool:
+    return getattr(config.option, "dist", "no") != "no" and not hasattr(config, "workerinput")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Start or find the backends before any project module reads its settings."""
+    """Plan the backends and point the settings at them, before any project module is imported."""
     global BACKENDS
-    if BACKENDS is not None or hasattr(config, "workerinput"):
+    if BACKENDS is not None or _xdist_controller(config):
         return
-    BACKENDS = Backends.plan(Path(tempfile.mkdtemp(prefix="ticketq-test-"))).start()
+    if "core.settings" in sys.modules:
+        raise pytest.UsageError("core.settings was imported before tests/conftest.py set the environment "
+                                "for the suite's backends: import project modules inside tests or fixtures")
+    worker = str(getattr(config, "workerinput", {}).get("workerid", ""))
+    root = Path(tempfile.mkdtemp(prefix=f"ticketq-test-{worker}-" if worker else "ticketq-test-"))
+    BACKENDS = Backends.plan(root, label=worker)
     os.environ.update({**BACKENDS.env(), "SECRET_KEY": secrets.token_urlsafe(32), "ENVIRONMENT": "development"})
-    from migrations.migrate import upgrade
-
-    upgrade()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -41,18 +58,28 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def pytest_report_header(config: pytest.Config) -> list[str]:
     if BACKENDS is None:
         return []
-    return [f"ticketq backends: postgres={BACKENDS.origin['postgres']}; redis={BACKENDS.origin['redis']}; "
-            f"smtp=aiosmtpd {BACKENDS.smtp.url if BACKENDS.smtp else '?'}"]
+    return [f"ticketq backends (started when a test first needs them): postgres={BACKENDS.origin['postgres']}; "
+            f"redis={BACKENDS.origin['redis']}; smtp=aiosmtpd {BACKENDS.smtp.url if BACKENDS.smtp else '?'}"]
 
 
 @pytest.fixture(scope="session")
 def backends() -> Backends:
-    assert BACKENDS is not None
+    """The run's PostgreSQL (migrated), Redis and SMTP sink, started on first use."""
+    assert BACKENDS is not None, "no backends planned (pytest_configure did not run in this process)"
+    if not BACKENDS.started:
+        BACKENDS.start()
+        # An embedded PostgreSQL names its socket only once started; the settings read the URL at use.
+        os.environ["DATABASE_URL"] = BACKENDS.database_url
+        from core.settings import settings
+        from migrations.migrate import upgrade
+
+        settings.database_url = BACKENDS.database_url
+        upgrade()
     return BACKENDS
 
 
 @pytest.fixture
-def db() -> Iterator[sessionmaker[Session]]:
+def db(backends: Backends) -> Iterator[sessionmaker[Session]]:
     """A session factory on the run's PostgreSQL database, emptied before the test."""
     from sqlalchemy.exc import OperationalError
 
@@ -122,7 +149,37 @@ def broker(backends: Backends) -> Iterator[Any]:
     import redis
 
     client = redis.Redis.from_url(backends.redis_url)
-    for queue in ("orders", "documents", "mail"):
-        client.delete(queue)
+    client.delete(*TASK_QUEUES)
     yield client
     client.close()
+
+
+@pytest.fixture
+def own_queue(backends: Backends) -> Iterator[str]:
+    """A queue name no worker consumes, for a test that counts the messages landing in it (the
+    session's worker consumes the task queues whenever an earlier test has started it)."""
+    import redis
+
+    name = f"test-{secrets.token_hex(4)}"
+    yield name
+    with redis.Redis.from_url(backends.redis_url) as client:
+        client.delete(name)
+
+
+@pytest.fixture
+def own_database(backends: Backends) -> Iterator[sessionmaker[Session]]:
+    """A migrated database of the test's own beside the run's: no worker or relay of the run (the
+    session's worker publishes every job of the run's database) sees its rows. Its URL for a
+    subprocess: tests.backends.database_url_of(factory)."""
+    from migrations.migrate import upgrade
+    from models.db import get_engine, get_sessionmaker
+
+    stops: list[Any] = []
+    url = fresh_database(backends.database_url, stops)
+    try:
+        upgrade(url)
+        yield get_sessionmaker(url)
+    finally:
+        get_engine(url).dispose()
+        for stop in reversed(stops):
+            stop()

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.backends import CeleryWorker
+from tests.backends import CeleryWorker, database_url_of
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,19 +90,25 @@ def test_two_api_processes_share_the_per_user_limit(api_process: Callable[..., A
 
 
 def test_an_order_submitted_while_redis_is_down_is_confirmed_once_it_is_back(
-        api_process: Callable[..., ApiProcess], db: sessionmaker[Session], tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch, token_for: Callable[..., dict[str, str]], smtp: Any) -> None:
+        api_process: Callable[..., ApiProcess], own_database: sessionmaker[Session], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, smtp: Any) -> None:
     from core.jobs import CONFIRM_TASK
     from models.deliveries import DeliveryState, EmailDelivery
     from models.outbox import OutboxJob
+    from models.users import create_user_token
     from tests.factories import make_event, make_user
     from ticketq.embedded import EmbeddedRedis
 
-    redis_server = EmbeddedRedis(tmp_path / "own-redis").start()  # ours alone: never the machine's Redis
-    monkeypatch.setenv("REDIS_URL", redis_server.url)  # for the worker and relay subprocesses
+    # A database and a Redis of the test's own, for the worker, relay and API subprocesses: the
+    # session's worker (and its relay, which publishes every job of the run's database) sees neither.
+    db = own_database
+    monkeypatch.setenv("DATABASE_URL", database_url_of(db))
+    redis_server = EmbeddedRedis(tmp_path / "own-redis").start()
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
     worker = CeleryWorker(tmp_path / "worker.log").start()
     try:
-        buyer = token_for("buyer@example.org")
+        with db() as session, session.begin():
+            buyer = {"Authorization": f"Bearer {create_user_token(session, 'buyer@example.org')[1]}"}
         with db() as session, session.begin():
             event_id = make_event(session, owner=make_user(session, "owner@example.org")).id
         api = api_process(REDIS_URL=redis_server.url)

@@ -31,7 +31,7 @@ def test_submitting_an_order_sends_its_confirmation_job_at_once(
     assert job.queue == "documents" and (job.published_at - job.created_at).total_seconds() < 2
 
 
-def test_a_job_is_the_message_celery_send_task_would_put_on_the_broker(broker: Any) -> None:
+def test_a_job_is_the_message_celery_send_task_would_put_on_the_broker(broker: Any, own_queue: str) -> None:
     """The producer builds its messages with Celery's own builder but skips send_task's per-message extras;
     what lands in Redis is the same message as `send_task` gives (but the random delivery tag)."""
     import json
@@ -39,18 +39,18 @@ def test_a_job_is_the_message_celery_send_task_would_put_on_the_broker(broker: A
     from core.producer import Job, _send_task, producer_app, send_jobs
 
     app = producer_app()
-    job = Job(7, RESEND_TASK, ["ABC123", "org@example.com"], "orders")
+    job = Job(7, RESEND_TASK, ["ABC123", "org@example.com"], own_queue)  # a queue no worker takes from
     assert send_jobs([job]) == [7]
     with app.producer_or_acquire() as producer:
         _send_task(app, producer, job, "outbox-7")
-    ours, celerys = (json.loads(m) for m in reversed(broker.lrange("orders", 0, -1)))
+    ours, celerys = (json.loads(m) for m in reversed(broker.lrange(own_queue, 0, -1)))
     for message in (ours, celerys):
         assert message["properties"].pop("delivery_tag")
     assert ours == celerys
     assert ours["headers"]["id"] == "outbox-7" and ours["headers"]["task"] == RESEND_TASK
 
 
-def test_jobs_sent_together_land_in_order_in_pipelined_batches(broker: Any, monkeypatch: Any) -> None:
+def test_jobs_sent_together_land_in_order_in_pipelined_batches(broker: Any, monkeypatch: Any, own_queue: str) -> None:
     """Several jobs go in round trips of PIPELINE messages each; every one lands, in order, with its own id."""
     import json
 
@@ -58,9 +58,9 @@ def test_jobs_sent_together_land_in_order_in_pipelined_batches(broker: Any, monk
     from core.producer import Job, send_jobs
 
     monkeypatch.setattr(broker_module, "PIPELINE", 2)  # 5 jobs: three round trips, the last one short
-    jobs = [Job(n, RESEND_TASK, [f"ORDER{n}", "org@example.com"], "orders") for n in range(1, 6)]
+    jobs = [Job(n, RESEND_TASK, [f"ORDER{n}", "org@example.com"], own_queue) for n in range(1, 6)]
     assert send_jobs(jobs) == [1, 2, 3, 4, 5]
-    landed = [json.loads(m) for m in reversed(broker.lrange("orders", 0, -1))]
+    landed = [json.loads(m) for m in reversed(broker.lrange(own_queue, 0, -1))]
     assert [m["headers"]["id"] for m in landed] == [f"outbox-{n}" for n in range(1, 6)]
 
 

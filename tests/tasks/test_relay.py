@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,14 +22,12 @@ from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.jobs import CONFIRM_TASK, task_id_of
-from migrations.migrate import upgrade
 from models.base import utcnow
-from models.db import get_engine, get_sessionmaker
 from models.outbox import OutboxJob, enqueue_job
 from services.relay import MARKER_KEY, STALE, relay_outbox
-from tests.backends import Backends, CeleryWorker, claim_redis_db, fresh_database
+from tests.backends import CeleryWorker
 from tests.tasks.confirm_helpers import BUYER, by_kind, confirmed_order, wait_jobs_done, wait_settled
-from ticketq.embedded import SmtpSink
+from ticketq.embedded import EmbeddedRedis, SmtpSink
 from worker import app
 
 PARKED = "test-parked"  # a queue no worker consumes: jobs sent there stay in Redis, like a backlog
@@ -109,23 +108,21 @@ def test_a_job_sent_long_ago_to_a_queue_that_is_empty_was_lost_and_is_sent_again
 
 
 @pytest.fixture
-def quiet(backends: Backends) -> Iterator[tuple[sessionmaker[Session], Celery, Any]]:
-    """A database and a Redis of its own, with no worker or relay of the run's touching them."""
+def quiet(own_database: sessionmaker[Session], tmp_path: Path) -> Iterator[tuple[sessionmaker[Session], Celery, Any]]:
+    """A database and a Redis server of its own, with no worker or relay of the run's touching them."""
     import redis
 
-    stops: list[Any] = []
-    database_url = fresh_database(backends.database_url, stops)
-    upgrade(database_url)
-    redis_url = claim_redis_db(backends.redis_url, stops)
+    server = EmbeddedRedis(tmp_path / "redis").start()
     relay_app = Celery("relay-test")
     relay_app.config_from_object("celeryconfig")
-    relay_app.conf.broker_url = redis_url
-    client = redis.Redis.from_url(redis_url)
-    yield get_sessionmaker(database_url), relay_app, client
-    client.close()
-    get_engine(database_url).dispose()
-    for stop in reversed(stops):
-        stop()
+    relay_app.conf.broker_url = server.url
+    client = redis.Redis.from_url(server.url)
+    try:
+        yield own_database, relay_app, client
+    finally:
+        client.close()
+        relay_app.close()
+        server.stop()
 
 
 def test_the_relay_takes_back_each_lost_job_once_and_never_a_backlog_still_in_redis(

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.jobs import task_id_of
 from models.outbox import OutboxJob
+from tests.backends import database_url_of
 from tests.tasks.confirm_helpers import confirmed_order
 from tests.waiting import wait_until
 from ticketq.embedded import EmbeddedRedis, stop_process
@@ -60,12 +61,13 @@ def silent_smtp() -> Iterator[SilentSmtp]:
 
 
 def test_a_worker_holding_a_job_survives_its_redis_going_away(
-    db: sessionmaker[Session], silent_smtp: SilentSmtp, tmp_path: Path
+    own_database: sessionmaker[Session], silent_smtp: SilentSmtp, tmp_path: Path
 ) -> None:
+    db = own_database  # the session's worker (and its relay) never see this test's job
     redis = EmbeddedRedis(tmp_path / "redis").start()
     log = tmp_path / "worker.log"
     env = {**os.environ, "REDIS_URL": redis.url, "SMTP_URL": f"smtp://127.0.0.1:{silent_smtp.port}",
-           "OUTBOX_RELAY_SECONDS": "3600"}
+           "DATABASE_URL": database_url_of(db), "OUTBOX_RELAY_SECONDS": "3600"}
     with log.open("wb") as out:
         worker = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "worker", "worker", "-l", "info", "-Q", "documents", "-c", "1",
