@@ -8,9 +8,11 @@ Redis does not have it (emptied, failed over, a dead host's unacknowledged messa
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -43,16 +45,35 @@ def lost_confirmation(db: sessionmaker[Session], **row: Any) -> str:
     return identifier
 
 
+# The job of the test below was sent 5 s before the broker lost it: the stale-job fallback (an empty
+# queue, a job sent STALE ago) could take it back no sooner than this after the loss.
+FALLBACK_EARLIEST = STALE - timedelta(seconds=5)
+EMPTIED_BOUND = 25.0  # seconds from the loss to every email sent, well inside FALLBACK_EARLIEST
+EMPTIED_LINE = re.compile(r"outbox relay: broker came back empty; (\d+) taken back")
+
+
 def test_a_broker_that_comes_back_empty_gets_every_unfinished_job_again(
     db: sessionmaker[Session], celery_worker: CeleryWorker, smtp: SmtpSink, broker: Any
 ) -> None:
+    """By the empty-broker path itself: the relay's log says so, and it is done long before the
+    stale-job fallback could have sent the job again (waiting that long would prove nothing)."""
+    assert FALLBACK_EARLIEST.total_seconds() > EMPTIED_BOUND
     identifier = lost_confirmation(db)
+    logged = len(celery_worker.logfile.read_text(errors="replace"))
     broker.delete(MARKER_KEY)  # what an empty restart, a flush or a lagging replica leaves
+    lost_at = time.monotonic()
 
-    wait_settled(db, identifier, 2)  # the buyer's confirmation and the owner's notification
+    wait_settled(db, identifier, 2, timeout=EMPTIED_BOUND)  # the buyer's confirmation and the owner's notification
+    took = time.monotonic() - lost_at
+    assert took < EMPTIED_BOUND
+    after = celery_worker.logfile.read_text(errors="replace")[logged:]
+    taken_back = [int(n) for n in EMPTIED_LINE.findall(after)]
+    assert taken_back and max(taken_back) >= 1, f"no relay line took the job back as lost:\n{after[-3000:]}"
     assert set(by_kind(smtp.messages)) == {("confirmation-buyer", BUYER), ("organizer-notification", OWNER)}
     [job] = wait_jobs_done(db, 1)
     assert job.attempts == 1 and broker.exists(MARKER_KEY)
+    print(f"emptied broker: every email sent {took:.1f} s after the loss (fallback no sooner than "
+          f"{FALLBACK_EARLIEST.total_seconds():.0f} s)")
 
 
 def test_a_lease_whose_holder_died_on_another_host_is_taken_back(
