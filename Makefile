@@ -59,7 +59,7 @@ test: $(STAMP) system-deps browser-deps compose-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --maxprocesses=4
 
 demo: $(STAMP) system-deps
 	$(VENV)/bin/ticketq demo
