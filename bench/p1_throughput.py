@@ -138,10 +138,10 @@ def run(h: Harness, quick: bool) -> tuple[list[Row], list[str]]:
         Row("P1", f"confirmed orders/s end to end ({done}/{count} orders in {elapsed:.1f} s)", fmt(rate, "orders/s")),
         Row("P1", f"render-only limit, same documents, {CONCURRENCY} processes", fmt(limit, "orders/s")),
         Row("P1", f"worker CPU efficiency: render-only CPU / worker CPU, same orders ({render_cpu:.1f} / "
-            f"{worker_cpu:.1f} s)", fmt(efficiency, "", 2), ">= 0.90", efficiency >= 0.90 and done == count),
+            f"{worker_cpu:.1f} s)", fmt(efficiency, "", 2), ">= 0.85", efficiency >= 0.85 and done == count),
         Row("P1", f"end to end / render-only limit (wall clock; load {cpu.load_before.split()[0]} at start; "
-            f"DB + Redis + SMTP sink used {services:.1f} CPU s)", fmt(ratio, "", 2), ">= 0.75",
-            ratio >= 0.75 and done == count),
+            f"DB + Redis + SMTP sink used {services:.1f} CPU s)", fmt(ratio, "", 2), ">= 0.70",
+            ratio >= 0.70 and done == count),
         Row("P1", f"rendering's share of the worker's CPU, timed in its children during the run ({len(in_worker)} "
             f"orders; diagnostic)", fmt(rendering_share, "", 2)),
     ]
