@@ -146,10 +146,9 @@ def test_reading_an_order_is_for_its_buyer_and_co_organizers(client: TestClient,
 
 def test_downloads_serve_stored_pdfs_only(client: TestClient, world: dict[str, Any],
                                           db: sessionmaker[Session]) -> None:
-    from services.storage import store_documents
-
     from models.deliveries import DocumentKind
     from models.orders import Order
+    from services.storage import store_documents
 
     identifier = world["orders"]["completed"]
     url = f"/v1/orders/{identifier}"
