@@ -38,8 +38,7 @@ def create_app(limits: ResendLimits | None = None) -> FastAPI:
     for router in (health.router, events.router, resend.router, orders.router, pages.router):
         app.include_router(router)
     _install_error_handlers(app)
-    # The resend route is answered by the guard itself (api/routes/resend.py `answer`, same answers).
-    app.add_middleware(GuardMiddleware, direct={("POST", resend.PATH): resend.answer})
+    app.add_middleware(GuardMiddleware)  # outermost: 413 before anything reads the body, JSON 500s
     return app
 
 
