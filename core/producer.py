@@ -13,7 +13,9 @@ from typing import Any
 
 from celery import Celery
 
-log = logging.getLogger("core.producer")
+from core.jobs import task_id_of
+
+log = logging.getLogger("ticketq.producer")
 
 # After a failed send, the next ones skip the broker for this long (the outbox relay sends what is
 # left), so a dead or hanging Redis costs one request a short timeout, not every request.
@@ -67,8 +69,6 @@ def send_jobs(jobs: Sequence[Job], app: Celery | None = None) -> list[int]:
     each on Redis). A broker error is logged and the rest is left to the relay: the rows are
     committed, so nothing is lost; a batch whose fate is uncertain is sent again, and tasks
     recognise a repeat."""
-    from core.jobs import task_id_of
-
     own = app is None  # the backoff guards requests; the relay keeps its own schedule
     if not jobs or (own and _backoff.active()):
         return []
