@@ -11,7 +11,7 @@ from typing import Any
 
 from bench.harness import Harness
 from bench.report import Row, fmt
-from bench.servers import Proc
+from ticketq.processes import Process
 
 REQUESTS, QUICK_REQUESTS = 3_000, 100
 CLIENTS = 16
@@ -23,7 +23,7 @@ UNLIMITED = "1000000/minute"
 API_WORKERS = 2  # `ticketq api --workers 2`: one process per core
 
 
-def tree_cpu_seconds(proc: Proc) -> float:
+def tree_cpu_seconds(proc: Process) -> float:
     """User + system CPU of a process and its children (uvicorn's worker processes), from /proc."""
     import os
     from pathlib import Path
