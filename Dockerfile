@@ -13,7 +13,11 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
-COPY pyproject.toml README.md celeryconfig.py ./
+# The locked dependencies first (their layer is cached until the lock changes), then the project
+# alone, without resolving anything again.
+COPY requirements.lock ./
+RUN pip install --require-hashes -r requirements.lock
+COPY pyproject.toml README.md LICENSE NOTICE celeryconfig.py ./
 COPY core ./core
 COPY models ./models
 COPY services ./services
@@ -23,7 +27,7 @@ COPY api ./api
 COPY ticketq ./ticketq
 COPY templates ./templates
 COPY migrations ./migrations
-RUN pip install . \
+RUN pip install --no-deps . \
  && useradd --create-home --uid 10001 ticketq \
  && mkdir -p /data/files /data/var \
  && chown -R ticketq /data

@@ -4,14 +4,30 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-memory chaos up clean system-deps browser-deps compose-deps
+# Every dependency, transitive ones too, pinned with hashes: a fresh machine next month installs
+# what was tested. requirements.lock is what the image runs; the test lock adds the test extras.
+LOCK      := requirements.lock
+TEST_LOCK := requirements-test.lock
+# Licences the image may be distributed with (permissive, weak copyleft, the fonts' OFL).
+LICENSES_OK := MIT;BSD;Apache;ISC;Mozilla Public License;MPL;PSF;Python Software Foundation;Lesser General Public License;LGPL;OFL;Unlicense;DFSG approved
+COMPILE   := $(VENV)/bin/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes --quiet --custom-compile-command "make lock"
 
-$(STAMP): pyproject.toml
+.PHONY: demo test lint lock bench bench-memory chaos up clean system-deps browser-deps compose-deps
+
+$(STAMP): pyproject.toml $(LOCK) $(TEST_LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "ticketq needs Python 3.11+ (found: $$($(PYTHON) --version))"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet --require-hashes -r $(TEST_LOCK)
+	$(PY) -m pip install --quiet --no-deps -e .
 	@touch $(STAMP)
+
+# Regenerate both locks from pyproject.toml's ranges (tests/test_lock.py fails when they disagree).
+lock:
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -x $(VENV)/bin/uv || $(PY) -m pip install --quiet uv
+	$(COMPILE) -o $(LOCK)
+	$(COMPILE) --extra test -c $(LOCK) -o $(TEST_LOCK)
 
 # WeasyPrint is 5-7x faster with HarfBuzz's subsetter; install it where we may, say so where not.
 system-deps:
@@ -59,6 +75,8 @@ test: $(STAMP) system-deps browser-deps compose-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/pip-licenses --from=mixed --partial-match --allow-only="$(LICENSES_OK)" >/dev/null \
+	  || { $(VENV)/bin/pip-licenses --from=mixed; echo "a dependency's licence is not one the image may ship under"; exit 1; }
 	$(PY) -m pytest -n auto --maxprocesses=4
 
 demo: $(STAMP) system-deps

@@ -9,7 +9,6 @@ from sqlalchemy.orm import Session
 from models.access import Lookup, OrderFacts
 from models.errors import Forbidden, NotFound
 from models.events import ROLE_GRANTERS, Event, has_role, is_coorganizer
-from models.ordering import load_order
 from models.orders import Order
 from models.users import Principal
 
@@ -41,13 +40,6 @@ def valid_identifier(identifier: str) -> bool:
     return _IDENTIFIER.fullmatch(identifier) is not None
 
 
-def find_order(session: Session, identifier: str, *, lock: bool = False) -> Order:
-    """An order by identifier; anything that cannot be one is simply not found."""
-    if not valid_identifier(identifier):
-        raise NotFound("Order not found", pointer="/data/order")
-    return load_order(session, identifier, lock=lock)
-
-
 def is_buyer(user: Principal, order: Order | OrderFacts) -> bool:
     buyer = order.buyer_id if isinstance(order, OrderFacts) else order.user_id
     return buyer is not None and buyer == user.id
@@ -66,8 +58,3 @@ def require_access(found: Lookup) -> OrderFacts:
     if not (is_buyer(found.caller, order) or found.runs_event):
         raise Forbidden(ORDER_ACCESS_REQUIRED, pointer="/data/order")
     return order
-
-
-def require_order_access(session: Session, user: Principal, order: Order) -> None:
-    if not (is_buyer(user, order) or is_coorganizer(session, user, order.event_id)):
-        raise Forbidden(ORDER_ACCESS_REQUIRED, pointer="/data/order")

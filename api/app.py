@@ -20,6 +20,7 @@ from api.guard import GuardMiddleware
 from api.ratelimit import ResendLimits, resend_limits
 from api.routes import events, health, orders, pages, resend
 from core.settings import ConfigurationError, settings
+from core.version import VERSION
 from models.errors import OrderError
 
 log = logging.getLogger("ticketq.api")
@@ -31,15 +32,14 @@ def create_app(limits: ResendLimits | None = None) -> FastAPI:
         trusted_networks()
     except ValueError as exc:
         raise ConfigurationError(f"TRUSTED_PROXIES: {exc}") from None
-    app = FastAPI(title="ticketq", version="1", description="Orders, tickets and confirmations.",
+    app = FastAPI(title="ticketq", version=VERSION, description="Orders, tickets and confirmations.",
                   responses=ERROR_RESPONSES, lifespan=_lifespan)
     app.state.resend_limits = limits or resend_limits(
         settings.require_redis_url(), settings.resend_limit_per_ip, settings.resend_limit_per_user)
     for router in (health.router, events.router, resend.router, orders.router, pages.router):
         app.include_router(router)
     _install_error_handlers(app)
-    # The resend route is answered by the guard itself (api/routes/resend.py `answer`, same answers).
-    app.add_middleware(GuardMiddleware, direct={("POST", resend.PATH): resend.answer})
+    app.add_middleware(GuardMiddleware)  # outermost: 413 before anything reads the body, JSON 500s
     return app
 
 

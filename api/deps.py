@@ -22,13 +22,9 @@ from models.db import create_engine
 from models.users import Caller
 
 MAX_TOKEN_LENGTH = 256
-# Connections per process, all kept open: reads 10, writes 15, and no overflow. An overflow connection
-# is closed on return, so a burst above the pool size opened and closed one per request, and opening
-# one (a backend forked and torn down) costs PostgreSQL more than a whole request (bench P2: 738
-# connections for 4,000 requests at 16 clients, 1.5 ms of PostgreSQL CPU per request; 0.6 without).
-# A request beyond them waits for a connection instead. Two API processes hold at most 50 of
-# PostgreSQL's default 100 however many requests wait (bench P6: 64 buyers at once on one ticket type
-# queue on its row lock; more connections would only queue there, not in the pool).
+# Connections per process, all kept open, no overflow: an overflow connection is closed on return, and
+# opening one costs PostgreSQL more than a whole request; a request beyond them waits for one instead.
+# Two API processes hold at most 50 of PostgreSQL's default 100 however many requests wait.
 READ_POOL, WRITE_POOL = (10, 0), (15, 0)
 
 
@@ -64,9 +60,8 @@ def _sessionmaker(url: str) -> sessionmaker[Session]:
 async def get_session() -> AsyncIterator[Session]:
     """A session for the handler. Made on the event loop (no I/O until used) and closed by the handler
     itself, in its own thread (`closes_session`): a connection left checked out until this teardown
-    would wait for a free thread, holding its transaction and any row lock it took (bench P6: the
-    ticket type's lock held by sold-out requests; 40 threads waiting for connections while the
-    connections waited for threads: a deadlock)."""
+    would wait for a free thread, holding its transaction and any row lock it took (threads waiting
+    for connections while the connections wait for threads: a deadlock)."""
     session = _sessionmaker(settings.database_url)()
     try:
         yield session
@@ -114,7 +109,7 @@ def checked_lookup(token: str, *, identifier: str | None = None, event_id: int |
 def lookup_connection(token: str, *, identifier: str | None = None,
                       event_id: int | None = None) -> Iterator[tuple[Lookup, sa.Connection]]:
     """`checked_lookup`, with the read connection it ran on kept for the caller's next statement (one
-    pool checkout per request instead of two: bench P2 put a checkout near 2 % of the API's CPU). A
+    pool checkout per request instead of two). A
     pooled connection the server dropped fails its first statement: the pool is refreshed, and the
     lookup is tried once more on a new connection."""
     for attempt in (1, 2):

@@ -4,7 +4,6 @@ logged JSON:API 500 instead of a bare text page."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -13,16 +12,12 @@ from api.errors import single_error
 log = logging.getLogger("ticketq.api")
 
 MAX_BODY_BYTES = 256 * 1024
-# (scope, buffered body, send): answers one (method, path) itself, bypassing the app inside the guard.
-Direct = Callable[[Scope, bytes, Send], Awaitable[None]]
 
 
 class GuardMiddleware:
-    def __init__(self, app: ASGIApp, max_body: int = MAX_BODY_BYTES,
-                 direct: Mapping[tuple[str, str], Direct] | None = None) -> None:
+    def __init__(self, app: ASGIApp, max_body: int = MAX_BODY_BYTES) -> None:
         self.app = app
         self.max_body = max_body
-        self.direct = dict(direct or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -51,12 +46,8 @@ class GuardMiddleware:
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        direct = self.direct.get((scope.get("method", ""), scope.get("path", ""))) if self.direct else None
         try:
-            if direct is not None:
-                await direct(scope, body, tracking_send)
-            else:
-                await self.app(scope, replay, tracking_send)
+            await self.app(scope, replay, tracking_send)
         except Exception:
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             if started:

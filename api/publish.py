@@ -3,7 +3,7 @@
 A request commits its change and its job rows in one transaction, hands the jobs to this process's
 sender thread and answers. The sender sends whatever has gathered in one pipelined round trip to
 Redis (task id `outbox-<id>`, core/producer.py): under load a batch of several requests' jobs
-costs little more than one job alone (bench P2), and a slow or dead broker holds no request.
+costs little more than one job alone, and a slow or dead broker holds no request.
 Recording that a job reached the broker is left to a marker thread that writes `published_at` for
 a batch of jobs every MARK_INTERVAL (models.outbox.mark_published), so a backlog waiting in Redis is
 not sent again by the relay, and no request pays a second transaction. If the process dies before
@@ -31,10 +31,7 @@ log = logging.getLogger("ticketq.api.publish")
 MARK_INTERVAL = 0.25  # seconds; far inside the relay's grace (services/relay.py GRACE)
 MARK_BATCH = 5_000
 # The sender waits this long after a job woke it, so that the jobs of the requests in flight go in
-# the same round trip. Sent at once instead, batches stayed near 1 job (each process has a handful of
-# requests in flight): bench P2 on 2026-12-04, five runs of each, interleaved, at load 0.9-2.2, API CPU
-# per request 0.90-0.99 ms with 5 ms against 0.97-1.31 at once (1.21-1.36 sending in the request).
-# 5 ms is nothing beside a confirmation's rendering and mail.
+# the same round trip (sent at once, batches stay near one job); nothing beside a confirmation's mail.
 SEND_GATHER = 0.005
 T = TypeVar("T")
 

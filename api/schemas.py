@@ -237,6 +237,7 @@ class Health(BaseModel):
     status: str
     database: str
     redis: str
+    version: str
 
 
 def decimal_string(value: Decimal) -> str:

@@ -14,7 +14,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> int:
     # TRUSTED_PROXIES (api.deps.client_ip) is the one place that decides whom to believe.
     # Idle keep-alive connections stay open 75 s (uvicorn's default is 5 s), longer than a load
     # balancer's or client pool's idle timeout, so the client side closes them first: a server that
-    # closes a connection while a client sends its next request on it loses that request (bench P6).
+    # closes a connection while a client sends its next request on it loses that request.
     uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, proxy_headers=False,
                 log_level=settings.log_level.lower(), timeout_graceful_shutdown=10, timeout_keep_alive=75)
     return 0

@@ -21,9 +21,10 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from bench.servers import ROOT, CountingSink, Proc, wait_for
+from bench.servers import ROOT, CountingSink
 from tests.embedded_postgres import EmbeddedPostgres
-from ticketq.embedded import EmbeddedRedis, free_port, port_answers
+from ticketq.embedded import EmbeddedRedis, free_port
+from ticketq.processes import Process, port_answers, stop_all
 
 LOCAL_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 
@@ -38,7 +39,7 @@ class Harness:
     sink: CountingSink | None = None
     database_url: str = ""
     env: dict[str, str] = field(default_factory=dict)
-    procs: list[Proc] = field(default_factory=list)
+    procs: list[Process] = field(default_factory=list)
     measured: dict[str, float] = field(default_factory=dict)  # what a later scenario builds on (P4: P1's rate)
     _db_name: str = ""
     _server: str = ""
@@ -93,8 +94,7 @@ class Harness:
         self.close()
 
     def close(self) -> None:
-        for proc in reversed(self.procs):
-            proc.stop()
+        stop_all(reversed(self.procs), 20)
         self.procs.clear()
         if self.sink is not None:
             with contextlib.suppress(Exception):  # already down (a chaos script stopped it)
@@ -117,34 +117,35 @@ class Harness:
 
     # --- processes -------------------------------------------------------------------------
     def spawn(self, name: str, args: list[str], ready: bytes | None, extra_env: dict[str, str] | None = None,
-              timeout: float = 60) -> Proc:
-        proc = Proc(name, args, {**self.env, **(extra_env or {})}, self.root / "logs" / f"{name}.log")
-        self.procs.append(proc)
-        return proc.start(ready, timeout)
+              timeout: float = 60) -> Process:
+        proc = Process(name, args, {**self.env, **(extra_env or {})}, self.root / "logs" / f"{name}.log", ROOT)
+        self.procs.append(proc)  # before it starts: close() stops it even if it never became ready
+        return proc.start().wait_ready(line=ready, timeout=timeout)
 
     def worker(self, name: str = "worker", concurrency: int = 2, queues: str = "orders,documents,mail",
-               extra_env: dict[str, str] | None = None, extra_args: tuple[str, ...] = ()) -> Proc:
+               extra_env: dict[str, str] | None = None, extra_args: tuple[str, ...] = ()) -> Process:
         args = [sys.executable, "-m", "celery", "-A", "worker", "worker", "-l", "info", "-Q", queues,
                 "-c", str(concurrency), "-n", f"{name}-{secrets.token_hex(3)}@%h", "--without-gossip",
                 "--without-mingle", "--without-heartbeat", *extra_args]
         return self.spawn(name, args, b" ready.", {"LOG_LEVEL": "INFO", **(extra_env or {})})
 
-    def beat(self, name: str = "beat", extra_env: dict[str, str] | None = None, scheduler: str | None = None) -> Proc:
+    def beat(self, name: str = "beat", extra_env: dict[str, str] | None = None,
+             scheduler: str | None = None) -> Process:
         args = [sys.executable, "-m", "celery", "-A", "worker", "beat", "-l", "info",
                 "-s", str(self.root / f"{name}-schedule"), *(["--scheduler", scheduler] if scheduler else [])]
         return self.spawn(name, args, b"beat: Starting", {"LOG_LEVEL": "INFO", **(extra_env or {})})
 
     def api(self, name: str = "api", port: int | None = None, extra_env: dict[str, str] | None = None,
-            workers: int = 1) -> tuple[Proc, str]:
+            workers: int = 1) -> tuple[Process, str]:
         port = port or free_port()
         args = [sys.executable, "-m", "ticketq.cli", "api", "--host", "127.0.0.1", "--port", str(port),
                 "--workers", str(workers)]
         proc = self.spawn(name, args, None, {"LOG_LEVEL": "WARNING", **(extra_env or {})})
-        wait_for(lambda: port_answers("127.0.0.1", port), 60, f"{name} did not listen; see {proc.logfile}", 0.1)
+        proc.wait_ready(port=port, timeout=60)
         return proc, f"http://127.0.0.1:{port}"
 
-    def stop(self, proc: Proc) -> None:
-        proc.stop()
+    def stop(self, proc: Process) -> None:
+        proc.stop(20)
         if proc in self.procs:
             self.procs.remove(proc)
 

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ticketq.processes import Process
+
 
 class Sampler(threading.Thread):
     """Calls `sample()` every `interval` seconds in the background and keeps the results."""
@@ -70,3 +72,15 @@ def postgres_backends(database: str) -> list[int]:
     return [int(pid) for pid in out.stdout.split()]
 
 
+def tree_rss_kib(proc: Process) -> dict[int, int]:
+    """Resident memory of the process and its children, from /proc."""
+    sizes = {}
+    for pid in [proc.pid, *proc.children()]:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        line = next((x for x in status.splitlines() if x.startswith("VmRSS:")), None)
+        if line:
+            sizes[pid] = int(line.split()[1])
+    return sizes

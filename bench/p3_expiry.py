@@ -9,7 +9,7 @@ from typing import Any
 
 from bench.harness import Harness
 from bench.report import Row, fmt
-from bench.servers import wait_for
+from ticketq.processes import wait_for
 
 IDLE, DUE, LATE = 1_000_000, 100_000, 500
 QUICK_IDLE, QUICK_DUE, QUICK_LATE = 10_000, 1_000, 20

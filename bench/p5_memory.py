@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from bench.harness import Harness
-from bench.monitor import Sampler, load_average
+from bench.monitor import Sampler, load_average, tree_rss_kib
 from bench.report import Row, fmt
 
 QUICK_ORDERS = 10
@@ -33,10 +33,10 @@ def run(h: Harness, quick: bool) -> tuple[list[Row], list[str]]:
     pids: set[int] = set()
     try:
         warm_up(h, seed, db, first=0)
-        baseline = sum(worker.tree_rss_kib().values())
+        baseline = sum(tree_rss_kib(worker).values())
 
         def sample() -> int:
-            sizes = worker.tree_rss_kib()
+            sizes = tree_rss_kib(worker)
             pids.update(sizes)
             return sum(sizes.values())
         sampler = Sampler(sample, 0.5)
@@ -46,7 +46,7 @@ def run(h: Harness, quick: bool) -> tuple[list[Row], list[str]]:
         wait_for_emails(h.sink.snapshot, orders, 60 + count * 2)
         elapsed = time.time() - started
         samples = [v for _, v in sampler.stop()]
-        final = sum(worker.tree_rss_kib().values())
+        final = sum(tree_rss_kib(worker).values())
     finally:
         h.stop(worker)
     peak = max(samples or [final])

@@ -82,7 +82,7 @@ def commit() -> str:
 
 def write_doc(path: Path, title: str, command: str, intro: str, rows: Sequence[Row], notes: Sequence[str],
               started: dt.datetime, seconds: float, analysis: Path | None = None) -> None:
-    """The doc: this run's table and notes, then the hand-written analysis kept beside the scripts."""
+    """The doc: this run's table and notes, and a link to the hand-written analysis beside the scripts."""
     text = [
         f"# {title}", "", intro, "",
         "## Latest run", "",
@@ -97,7 +97,8 @@ def write_doc(path: Path, title: str, command: str, intro: str, rows: Sequence[R
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
     if analysis is not None and analysis.exists():
-        text += [analysis.read_text().strip(), ""]
+        link = os.path.relpath(analysis, path.parent)
+        text += ["## Analysis", "", f"What these numbers mean and their history: [{link}]({link}).", ""]
     path.write_text("\n".join(text))
 
 

@@ -1,12 +1,9 @@
-"""The servers and processes a run starts for itself: an SMTP sink that counts what it accepted,
-a Valkey server that survives a restart, and child processes in process groups of their own."""
+"""What a run watches for itself: an SMTP sink that counts what it accepted, and a restarter for the
+processes it started (ticketq.processes)."""
 
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -16,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ticketq.embedded import SmtpSink
+from ticketq.processes import Backoff, Process
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,89 +83,25 @@ class CountingSink(SmtpSink):
         self.controller.start()
 
 
-def wait_for(check: Any, timeout: float, message: str, interval: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(message)
-        time.sleep(interval)
-
-
-class Proc:
-    """A child process in its own process group: stopping it stops everything it forked."""
-
-    def __init__(self, name: str, args: list[str], env: dict[str, str], logfile: Path) -> None:
-        self.name, self.args, self.env, self.logfile = name, args, env, logfile
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, ready: bytes | None = None, timeout: float = 60) -> Proc:
-        self.logfile.parent.mkdir(parents=True, exist_ok=True)
-        offset = self.logfile.stat().st_size if self.logfile.exists() else 0  # a restart appends
-        with self.logfile.open("ab") as log:
-            self.process = subprocess.Popen(self.args, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
-        if ready is not None:
-            def up() -> bool:
-                if self.process is not None and self.process.poll() is not None:
-                    raise RuntimeError(f"{self.name} exited:\n{self.logfile.read_text()[-3000:]}")
-                return ready in self.logfile.read_bytes()[offset:]
-            wait_for(up, timeout, f"{self.name} did not start; see {self.logfile}", 0.1)
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def children(self) -> list[int]:
-        out = subprocess.run(["pgrep", "-P", str(self.pid)], capture_output=True, text=True)
-        return [int(pid) for pid in out.stdout.split()]
-
-    def tree_rss_kib(self) -> dict[int, int]:
-        """Resident memory of the process and its children, from /proc."""
-        sizes = {}
-        for pid in [self.pid, *self.children()]:
-            try:
-                status = Path(f"/proc/{pid}/status").read_text()
-            except OSError:
-                continue
-            line = next((x for x in status.splitlines() if x.startswith("VmRSS:")), None)
-            if line:
-                sizes[pid] = int(line.split()[1])
-        return sizes
-
-    def stop(self, timeout: float = 20) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        group = os.getpgid(self.pid)
-        os.killpg(group, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(group, signal.SIGKILL)  # stragglers of our own group (prefork children)
-        self.process.wait()
-
-
-class Supervisor(threading.Thread):
+class Restarter(threading.Thread):
     """Restarts a process of ours that exits on its own, as `restart: unless-stopped` does in
     docker-compose.yml (or systemd's Restart=always); keeps when and how each one ended."""
 
-    def __init__(self, procs: list[Proc], ready: dict[str, bytes | None]) -> None:
+    def __init__(self, procs: list[Process]) -> None:
         super().__init__(daemon=True)
-        self.procs, self.ready = procs, ready
-        self.restarts: list[tuple[float, str, int | None]] = []
+        self.procs = procs
         self.halt = threading.Event()
+        for proc in procs:
+            proc.restart = Backoff(give_up=None)
 
     def run(self) -> None:
         while not self.halt.wait(0.5):
             for proc in self.procs:
-                code = proc.process.poll() if proc.process is not None else None
-                if code is not None and not self.halt.is_set():
-                    self.restarts.append((time.time(), proc.name, code))
-                    with contextlib.suppress(Exception):  # it will be retried on the next round
-                        proc.start(self.ready.get(proc.name), timeout=60)
+                with contextlib.suppress(Exception):  # it will be retried on the next round
+                    proc.tend()
 
     def stop(self) -> list[tuple[float, str, int | None]]:
+        """Stop watching; (time.time(), name, status) of every exit seen."""
         self.halt.set()
         self.join(65)
-        return self.restarts
+        return sorted((at, proc.name, code) for proc in self.procs for at, code in proc.exits)

@@ -12,7 +12,7 @@ import time
 
 from bench.harness import Harness
 from bench.report import Row
-from bench.servers import Proc
+from ticketq.processes import Process
 
 ORDERS, QUICK_ORDERS = 1_000, 20
 KILL_EVERY = 2.0
@@ -25,7 +25,7 @@ KINDS = ("confirmation-buyer", "confirmation-attendee", "organizer-notification"
 class Killer(threading.Thread):
     """SIGKILLs a random prefork child of `worker` (never anything else) every KILL_EVERY seconds."""
 
-    def __init__(self, worker: Proc) -> None:
+    def __init__(self, worker: Process) -> None:
         super().__init__(daemon=True)
         self.worker = worker
         self.kills: list[tuple[float, int]] = []

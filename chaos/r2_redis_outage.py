@@ -22,7 +22,8 @@ from pathlib import Path
 
 from bench.harness import Harness
 from bench.report import Row
-from bench.servers import Proc, Supervisor
+from bench.servers import Restarter
+from ticketq.processes import Process
 
 RATE, RESEND_RATE = 4.0, 0.5  # payments/s and resend requests/s through the APIs
 BEFORE, OUTAGE, AFTER = 20.0, 15.0, 20.0  # 55 s of load: 220 orders, as in issue 11's reproduction
@@ -140,7 +141,7 @@ def outage_under_kills(h: Harness, quick: bool, *, case: str, wipe: bool) -> tup
     worker, beat = h.worker(f"{name}-worker", concurrency=2), h.beat(f"{name}-beat")
     (api1, url1), (api2, url2) = h.api(f"{name}-api-1", extra_env=env), h.api(f"{name}-api-2", extra_env=env)
     procs = [worker, beat, api1, api2]
-    supervisor = Supervisor(procs, {worker.name: b" ready.", beat.name: b"beat: Starting"})
+    supervisor = Restarter(procs)
     supervisor.start()
     killer = Killer(worker)
     killer.start()
@@ -162,7 +163,7 @@ def outage_under_kills(h: Harness, quick: bool, *, case: str, wipe: bool) -> tup
         killer.halt.set()
         killer.join(5)
         time.sleep(3)  # a copy a last kill left to redeliver still counts as a duplicate
-        alive = {p.name: p.process is not None and p.process.poll() is None for p in procs}
+        alive = {p.name: p.popen is not None and p.poll() is None for p in procs}
         restarts = supervisor.stop()
         accepted = h.sink.snapshot()
         if os.environ.get("BENCH_KEEP_LOGS") == "1":  # debugging a run: every acceptance and kill, with times
@@ -219,12 +220,12 @@ def parked(h: Harness) -> int:
         client.close()
 
 
-def relay_lines(worker: Proc) -> list[tuple[float, str]]:
+def relay_lines(worker: Process) -> list[tuple[float, str]]:
     """(when, what) of each outbox relay run that did something, from the worker's log (UTC timestamps)."""
     import datetime as dt
 
     found = []
-    text = worker.logfile.read_text(errors="replace") if worker.logfile.exists() else ""
+    text = worker.log.read_text(errors="replace") if worker.log.exists() else ""
     for line in text.splitlines():
         if "outbox relay: " not in line:
             continue
@@ -234,7 +235,7 @@ def relay_lines(worker: Proc) -> list[tuple[float, str]]:
     return found
 
 
-def relay_summary(worker: Proc, seen: Outage) -> str:
+def relay_summary(worker: Process, seen: Outage) -> str:
     runs = [(at - seen.up_at, what) for at, what in relay_lines(worker) if at >= seen.up_at]
     if not runs:
         return "no relay run logged after Redis came back"
@@ -243,16 +244,16 @@ def relay_summary(worker: Proc, seen: Outage) -> str:
            f"+{first[0]:.1f} s, '{first[1]}'"
 
 
-def last_error(proc: Proc) -> str:
+def last_error(proc: Process) -> str:
     """The last line of a process's log that names an error: why it exited, as far as it said."""
-    lines = [line.strip() for line in proc.logfile.read_text(errors="replace").splitlines()
-             if "Error" in line or "error:" in line or "Unrecoverable" in line] if proc.logfile.exists() else []
+    lines = [line.strip() for line in proc.log.read_text(errors="replace").splitlines()
+             if "Error" in line or "error:" in line or "Unrecoverable" in line] if proc.log.exists() else []
     return lines[-1][-200:] if lines else "its log names no error"
 
 
 def judge(h: Harness, case: str, calls: list[Call], expected: Counter[tuple[str, str]], accepted: list,
           seen: Outage, missing_at_deadline: int, kills: list[tuple[float, int]], alive: dict[str, bool],
-          restarts: list[tuple[float, str, int | None]], procs: list[Proc], elapsed: float,
+          restarts: list[tuple[float, str, int | None]], procs: list[Process], elapsed: float,
           wait: float) -> tuple[list[Row], list[str]]:
     from chaos.tally import log_count, per_hundred_kills, tally
 

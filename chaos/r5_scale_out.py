@@ -18,8 +18,8 @@ from typing import Any
 
 from bench.harness import Harness
 from bench.report import Row, fmt
-from bench.servers import Proc, wait_for
 from chaos.r2_redis_outage import Call, expected_emails
+from ticketq.processes import Process, wait_for
 
 TAKEOVER_GOAL = 30.0
 BATCH, QUICK_BATCH = 60, 12  # orders confirmed while a whole worker is killed
@@ -34,8 +34,8 @@ class World:
     sentinel: Any
     replica: Any
     url: str
-    workers: list[Proc] = field(default_factory=list)
-    beats: list[Proc] = field(default_factory=list)
+    workers: list[Process] = field(default_factory=list)
+    beats: list[Process] = field(default_factory=list)
     api_url: str = ""
 
 
@@ -78,12 +78,12 @@ def master_client(world: World) -> Any:
     return redis_client(world.url, socket_timeout=2, socket_connect_timeout=2)
 
 
-def active_beat(world: World) -> Proc | None:
+def active_beat(world: World) -> Process | None:
     """The live beat whose log says it holds the lock (it took it more often than it lost it)."""
     for beat in world.beats:
-        if beat.process is None or beat.process.poll() is not None:
+        if beat.popen is None or beat.poll() is not None:
             continue
-        text = beat.logfile.read_text(errors="replace")
+        text = beat.log.read_text(errors="replace")
         if text.count("beat: Acquired lock") > text.count("beat: lost the lock"):
             return beat
     return None
@@ -96,10 +96,10 @@ def done_orders(world: World, orders: list[str]) -> set[str]:
     return complete_orders(world.h.sink.snapshot(), set(orders))
 
 
-def kill_group(proc: Proc) -> None:
+def kill_group(proc: Process) -> None:
     os.killpg(os.getpgid(proc.pid), signal.SIGKILL)
-    assert proc.process is not None
-    proc.process.wait(10)
+    assert proc.popen is not None
+    proc.popen.wait(10)
 
 
 def relay_only_job(db: Any, identifier: str) -> None:
@@ -194,10 +194,10 @@ def whole_worker_kill(world: World, db: Any, seed: Any, quick: bool) -> tuple[li
     count = QUICK_BATCH if quick else BATCH
     orders = make_pending(db, seed, count, first=100_000)
     victim = world.workers[0]
-    received = victim.logfile.read_text(errors="replace").count("orders.confirm[")
+    received = victim.log.read_text(errors="replace").count("orders.confirm[")
     payer = threading.Thread(target=complete_all, args=(db, orders), daemon=True)
     payer.start()
-    wait_for(lambda: victim.logfile.read_text(errors="replace").count("orders.confirm[") > received + 1, 60,
+    wait_for(lambda: victim.log.read_text(errors="replace").count("orders.confirm[") > received + 1, 60,
              "the victim worker never took a job")
     kill_group(victim)
     killed = time.time()

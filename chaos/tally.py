@@ -12,7 +12,8 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from bench.servers import Accepted, Proc
+from bench.servers import Accepted
+from ticketq.processes import Process
 
 MESSAGE_ID = re.compile(r"<ticketq\.[^.>]+\.(\d+)@")
 LogicalKey = tuple[str, str, tuple[str, ...], str]  # order, kind, recipients, batch
@@ -74,6 +75,6 @@ def per_hundred_kills(duplicates: int, kills: int) -> float:
     return 100 * duplicates / kills if kills else float("nan")
 
 
-def log_count(procs: Iterable[Proc], needle: str) -> int:
+def log_count(procs: Iterable[Process], needle: str) -> int:
     """Lines containing `needle` in the logs of these processes."""
-    return sum(proc.logfile.read_text(errors="replace").count(needle) for proc in procs if proc.logfile.exists())
+    return sum(proc.log.read_text(errors="replace").count(needle) for proc in procs if proc.log.exists())

@@ -1,12 +1,12 @@
 """kombu's Redis transports, with one fix: a worker that loses Redis while it holds a job no longer dies.
 
-Celery 5.7, on losing an established broker connection, first `collect()`s the connection (which
-drops its transport's reference to it) and then `close()`s it; closing the default channel then
-restores the unacknowledged job, which needs the connection parameters, and reading them from the
-dropped reference raises AttributeError ("'NoneType' object has no attribute 'hostname'"). Only
-connection errors are ignored there, so the worker stopped with "Unrecoverable error" (chaos R2,
-3 runs in 4 with a job in flight). Here that case is a connection error, which Celery ignores: the
-job stays in Redis's unacked set (and in PostgreSQL), the worker reconnects.
+On losing the broker, Celery's worker `collect()`s the connection (dropping its transport's reference
+to it) and then `close()`s it, ignoring only connection errors. When the default channel was not
+closed during the collect (a BRPOP in flight, another channel's close failing first), that close
+restores the unacknowledged job, which reads the connection parameters from the dropped reference:
+AttributeError "'NoneType' object has no attribute 'hostname'", and the worker stops with
+"Unrecoverable error". Here a channel whose connection was collected closes without restoring
+(kombu's documented `do_restore` flag): the job stays in Redis's unacked set, the worker reconnects.
 
 `register()` makes these the transports of the redis://, rediss:// and sentinel:// schemes for every
 kombu connection of the process (worker, beat, producer, Flower), so URLs and logs read as usual.
@@ -18,19 +18,21 @@ from typing import Any
 
 from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import redis as kombu_redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 
-class _ClosedConnectionIsAConnectionError:
+class _NoRestoreOnceCollected:
     connection: Any
+    do_restore: bool
 
-    def _connparams(self, asynchronous: bool = False) -> Any:
-        if getattr(self.connection, "client", None) is None:
-            raise RedisConnectionError("the broker connection was already collected while its channel closed")
-        return super()._connparams(asynchronous)  # type: ignore[misc]
+    def close(self) -> None:
+        if self.connection is not None and self.connection.client is None:
+            # Collected: no parameters to reach Redis with. The job stays in the unacked set, which
+            # Redis's visibility timeout (and the job's lease in PostgreSQL) gives back.
+            self.do_restore = False
+        super().close()  # type: ignore[misc]
 
 
-class Channel(_ClosedConnectionIsAConnectionError, kombu_redis.Channel):
+class Channel(_NoRestoreOnceCollected, kombu_redis.Channel):
     pass
 
 
@@ -38,7 +40,7 @@ class Transport(kombu_redis.Transport):
     Channel = Channel
 
 
-class SentinelChannel(_ClosedConnectionIsAConnectionError, kombu_redis.SentinelChannel):
+class SentinelChannel(_NoRestoreOnceCollected, kombu_redis.SentinelChannel):
     pass
 
 

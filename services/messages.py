@@ -1,27 +1,18 @@
-"""Building a message: what each email says (Jinja2 templates, its PDFs, event.ics) as a MIME message."""
+"""Composing an email: what each kind says (Jinja2 templates), its PDFs and event.ics, as an
+`email.message.EmailMessage` written to its wire form by the `email` package."""
 
 from __future__ import annotations
 
-import binascii
-import email.utils
-import random
-import sys
+import email.policy
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import date
-from email import encoders
+from dataclasses import dataclass
 from email.header import Header
-from email.headerregistry import Address
-from email.message import Message
-from email.mime.base import MIMEBase
-from email.mime.multipart import MIMEMultipart
-from email.mime.text import MIMEText
+from email.headerregistry import Address, BaseHeader, HeaderRegistry, UnstructuredHeader
+from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from functools import lru_cache
 from typing import Any
-from zoneinfo import ZoneInfo
 
-import icalendar
 import jinja2
 
 from core.settings import settings
@@ -29,9 +20,10 @@ from models.base import utcnow
 from models.deliveries import DocumentKind, EmailDelivery, EmailKind
 from models.orders import Order
 from models.users import normalize_email
+from services.calendar import event_ics as event_ics  # services/deliveries.py builds one per order
 from services.presenters import order_context
 from services.rendering import template_env
-from services.smtp import WIRE_POLICY, DeliveryError, Outgoing
+from services.smtp import DeliveryError, Outgoing
 from services.storage import DocumentKey
 
 # Kinds that carry the order's PDFs: they wait for the documents to be rendered.
@@ -45,6 +37,40 @@ SUBJECTS = {
 }
 
 
+class _Text(UnstructuredHeader, BaseHeader):
+    """A header value taken literally and written by the email package's `Header` (RFC 2047).
+
+    policy.default would decode anything in the value that looks like an encoded word (an event
+    named "=?utf-8?q?=0D=0ABcc:_x@evil?=" became a raw Bcc line on Python 3.11), and its folder
+    drops the space between two encoded words it puts on separate lines (CPython gh-144156)."""
+
+    @classmethod
+    def parse(cls, value: str, kwds: dict[str, Any]) -> None:
+        kwds["parse_tree"] = None  # fold() below never reads it
+        kwds["decoded"] = value
+
+    def fold(self, *, policy: email.policy.Policy) -> str:
+        # Encoded as a whole if anything in it could be read as non-ASCII or as an encoded word.
+        charset = "us-ascii" if self.isascii() and "=?" not in self else "utf-8"
+        value = Header(str(self), charset, header_name=self.name)
+        folded = value.encode(linesep=policy.linesep, maxlinelen=policy.max_line_length)
+        return f"{self.name}: {folded}{policy.linesep}"
+
+
+class _UniqueText(_Text):
+    max_count = 1
+
+
+_HEADERS = HeaderRegistry(default_class=_Text)  # X-Order-Identifier, X-Email-Kind
+# The Message-ID too, so it goes out exactly as recorded: the standard class cuts short one it cannot parse.
+for _name in ("subject", "message-id"):
+    _HEADERS.map_to_type(_name, _UniqueText)
+
+# CRLF line ends and every part 7-bit clean: we do not ask the server for 8BITMIME, so UTF-8 text
+# goes out quoted-printable or base64, and non-ASCII header text as RFC 2047 encoded words.
+POLICY = email.policy.SMTP.clone(cte_type="7bit", header_factory=_HEADERS)
+
+
 class DocumentsMissing(Exception):
     """The email needs PDFs of the order's current revision that are not stored yet."""
 
@@ -55,6 +81,7 @@ class Attachment:
     content: bytes
     maintype: str = "application"
     subtype: str = "pdf"
+
 
 @dataclass(frozen=True)
 class Mail:
@@ -67,81 +94,24 @@ class Mail:
     html: str
     attachments: tuple[Attachment, ...] = ()
     message_id: str | None = None
-    extra_headers: dict[str, str] = field(default_factory=dict)
+
 
 def clean_header(value: str) -> str:
     """One line, whatever the data: a name holding "\\r\\nBcc: x" must never become a header."""
     return " ".join(value.replace("\r", " ").replace("\n", " ").split())
 
+
 def checked_address(value: str) -> str:
-    """A bare addr-spec; anything with line breaks or several addresses is refused (a permanent failure)."""
+    """A bare ASCII addr-spec (an internationalized domain in its IDNA form); anything with line
+    breaks, several addresses or a non-ASCII local part is refused (a permanent failure)."""
     if any(c in value for c in "\r\n,;<>") or value.count("@") != 1:
         raise DeliveryError(f"invalid recipient address {value[:80]!r}", temporary=False)
+    local, _, domain = value.strip().partition("@")
     try:
-        return str(Address(addr_spec=value.strip()))
-    except (ValueError, IndexError) as exc:
+        domain = domain if domain.isascii() else domain.encode("idna").decode("ascii")
+        return str(Address(addr_spec=f"{local}@{domain}"))
+    except (ValueError, IndexError) as exc:  # UnicodeError is a ValueError
         raise DeliveryError(f"invalid recipient address {value[:80]!r}: {exc}", temporary=False) from None
-
-def new_message_id(sender: str) -> str:
-    domain = sender.rpartition("@")[2] or "localhost"
-    return make_msgid(idstring="ticketq", domain=clean_header(domain))
-
-def message_id_for(identifier: str, delivery_id: int, sender: str) -> str:
-    """The Message-ID of one logical email: derived from its record, so every try carries the same
-    one and a receiver can drop a repeat, even if the try that recorded it was lost."""
-    domain = clean_header(sender.rpartition("@")[2] or "localhost")
-    return f"<ticketq.{clean_header(identifier)}.{delivery_id}@{domain}>"
-
-def _header(value: str) -> str | Header:
-    value = clean_header(value)
-    return value if value.isascii() else Header(value, "utf-8")
-
-def build_message(mail: Mail) -> Message:
-    """Text and HTML alternatives; with attachments the alternative part sits inside multipart/mixed.
-
-    Built with the classic MIME classes: several times cheaper than EmailMessage's header registry,
-    which counts when every confirmed order sends three of these.
-    """
-    alternative = MIMEMultipart("alternative")
-    alternative.attach(MIMEText(mail.text, "plain", "utf-8"))
-    alternative.attach(MIMEText(mail.html, "html", "utf-8"))
-    message = alternative
-    if mail.attachments:
-        message = MIMEMultipart("mixed")
-        message.attach(alternative)
-        for item in mail.attachments:
-            part = MIMEBase(item.maintype, item.subtype)
-            part.set_payload(item.content)
-            encoders.encode_base64(part)
-            part.add_header("Content-Disposition", "attachment", filename=clean_header(item.filename))
-            message.attach(part)
-    message["From"] = checked_address(mail.sender)
-    message["To"] = checked_address(mail.recipient)
-    headers = {
-        "Subject": mail.subject,
-        "Date": format_datetime(utcnow()),
-        "Message-ID": mail.message_id or new_message_id(mail.sender),
-        "X-Order-Identifier": mail.identifier,
-        "X-Email-Kind": mail.kind,
-        **mail.extra_headers,
-    }
-    for name, value in headers.items():
-        message[clean_header(name)] = _header(value)  # type: ignore[assignment]  # a Header is allowed here
-    return message
-
-
-_CRLF = b"\r\n"
-
-
-def _folded(name: str, value: str | Header) -> bytes:
-    if isinstance(value, str) and len(name) + 2 + len(value) <= _MAX_LINE and value.isascii() and value.isprintable():
-        # What compat32 writes for a header that fits on one line (tests/worker/test_mail_building.py
-        # compares): most of a message's headers, without the email package's Header machinery.
-        return f"{name}: {value}\r\n".encode()
-    return WIRE_POLICY.fold_binary(name, value)  # type: ignore[arg-type]  # compat32 folds a Header too
-
-
-_MAX_LINE = 78  # compat32's max_line_length
 
 
 @lru_cache(maxsize=16)
@@ -149,123 +119,41 @@ def _checked_sender(value: str) -> str:
     return checked_address(value)
 
 
-# A boundary is always "=" * 15 + 19 digits + "==": one folded with a placeholder of that shape
-# (digits fold like digits) is the template every multipart's Content-Type is cut from.
-_BOUNDARY_PLACEHOLDER = "0" * 19
+def new_message_id(sender: str) -> str:
+    domain = sender.rpartition("@")[2] or "localhost"
+    return make_msgid(idstring="ticketq", domain=clean_header(domain))
 
 
-@lru_cache(maxsize=4)
-def _multipart_type(subtype: str) -> tuple[bytes, bytes]:
-    folded = _folded("Content-Type", f'multipart/{subtype}; boundary="==============={_BOUNDARY_PLACEHOLDER}=="')
-    before, placeholder, after = folded.partition(_BOUNDARY_PLACEHOLDER.encode())
-    assert placeholder, folded
-    return before, after
+def message_id_for(identifier: str, delivery_id: int, sender: str) -> str:
+    """The Message-ID of one logical email: derived from its record, so every try carries the same
+    one and a receiver can drop a repeat, even if the try that recorded it was lost."""
+    domain = clean_header(sender.rpartition("@")[2] or "localhost")
+    return f"<ticketq.{clean_header(identifier)}.{delivery_id}@{domain}>"
 
 
-def _base64(content: bytes) -> bytes:
-    """Lines of 76 characters, as the MIME encoders write them (base64.encodebytes with CRLF, in one
-    pass: encodebytes encodes 57 bytes per call)."""
-    encoded = binascii.b2a_base64(content, newline=False)
-    if not encoded:
-        return b""
-    return _CRLF.join([encoded[i:i + 76] for i in range(0, len(encoded), 76)]) + _CRLF
-
-
-def _part(content_type: str, content: bytes, disposition: str | None = None) -> bytes:
-    head = _folded("Content-Type", content_type) + b"MIME-Version: 1.0\r\nContent-Transfer-Encoding: base64\r\n"
-    if disposition:
-        head += _folded("Content-Disposition", disposition)
-    return head + _CRLF + _base64(content)
-
-
-def _multipart(subtype: str, parts: list[bytes], head: bytes = b"") -> bytes:
-    # Every part is base64, which never holds a run of '=' like the boundary: no need to look for it.
-    digits = f"{random.randrange(sys.maxsize):019d}"
-    delimiter = f"--==============={digits}==".encode()
-    body = b"".join(delimiter + _CRLF + part + _CRLF for part in parts)
-    before, after = _multipart_type(subtype)
-    return (before + digits.encode() + after + b"MIME-Version: 1.0\r\n"
-            + head + _CRLF + body + delimiter + b"--" + _CRLF)
-
-
-def _disposition(filename: str) -> str:
-    filename = clean_header(filename)
-    if filename.isascii():
-        return f'attachment; filename="{email.utils.quote(filename)}"'
-    part = Message()
-    part.add_header("Content-Disposition", "attachment", filename=filename)
-    return str(part["Content-Disposition"])
+def build_message(mail: Mail) -> EmailMessage:
+    """Text and HTML alternatives; with attachments the alternative part sits inside multipart/mixed."""
+    message = EmailMessage(policy=POLICY)
+    message["From"] = _checked_sender(mail.sender)
+    message["To"] = checked_address(mail.recipient)
+    message["Subject"] = clean_header(mail.subject)
+    message["Date"] = format_datetime(utcnow())
+    message["Message-ID"] = clean_header(mail.message_id or new_message_id(mail.sender))
+    message["X-Order-Identifier"] = clean_header(mail.identifier)
+    message["X-Email-Kind"] = clean_header(mail.kind)
+    message.set_content(mail.text)
+    message.add_alternative(mail.html, subtype="html")
+    for item in mail.attachments:
+        message.add_attachment(item.content, maintype=item.maintype, subtype=item.subtype,
+                               filename=clean_header(item.filename),
+                               params={"charset": "utf-8"} if item.maintype == "text" else None)
+    return message
 
 
 def wire_message(mail: Mail) -> Outgoing:
-    """The same message as `build_message`, written straight to its wire form.
-
-    Same structure, headers and encodings as the standard classes and generator produce (see
-    tests/worker/test_mail_building.py), without building and walking a tree of Message objects,
-    which was most of the CPU a confirmation spent on its emails apart from the SMTP dialogue.
-    """
-    sender, recipient = _checked_sender(mail.sender), checked_address(mail.recipient)
-    headers = {
-        "From": sender, "To": recipient, "Subject": mail.subject, "Date": format_datetime(utcnow()),
-        "Message-ID": mail.message_id or new_message_id(mail.sender),
-        "X-Order-Identifier": mail.identifier, "X-Email-Kind": mail.kind, **mail.extra_headers,
-    }
-    head = b"".join(_folded(clean_header(name), _header(value)) for name, value in headers.items())
-    alternative = [_part('text/plain; charset="utf-8"', mail.text.encode()),
-                   _part('text/html; charset="utf-8"', mail.html.encode())]
-    if not mail.attachments:
-        return Outgoing(sender, recipient, _multipart("alternative", alternative, head))
-    parts = [_multipart("alternative", alternative)] + [
-        _part(f"{a.maintype}/{a.subtype}", a.content, _disposition(a.filename)) for a in mail.attachments]
-    return Outgoing(sender, recipient, _multipart("mixed", parts, head))
-
-
-@lru_cache(maxsize=64)
-def vtimezone(tzid: str, first_year: int, last_year: int) -> icalendar.Timezone:
-    """The zone's transitions over the event's years, built once per process: the full 1970-2038
-    table icalendar builds by default costs more than the rest of the email."""
-    return icalendar.Timezone.from_tzid(tzid, first_date=date(first_year, 1, 1), last_date=date(last_year + 1, 1, 1))
-
-
-@lru_cache(maxsize=64)
-def _vtimezone_ical(tzid: str, first_year: int, last_year: int) -> bytes:
-    return bytes(vtimezone(tzid, first_year, last_year).to_ical())
-
-
-_CALENDAR_END = b"END:VCALENDAR\r\n"
-
-
-@lru_cache(maxsize=1)
-def _calendar_head() -> bytes:
-    """The calendar's own lines (the same for every order), as icalendar writes them."""
-    calendar = icalendar.Calendar()
-    calendar.add("prodid", "-//ticketq//tickets//EN")
-    calendar.add("version", "2.0")
-    calendar.add("method", "PUBLISH")
-    ical = bytes(calendar.to_ical())
-    assert ical.endswith(_CALENDAR_END)
-    return ical.removesuffix(_CALENDAR_END)
-
-
-def event_ics(order: Order) -> bytes:
-    """A calendar entry in the event's own timezone; the UID is stable per order so a resend updates it.
-
-    What icalendar writes for the calendar holding the zone and the entry (each component's lines in
-    turn, tests/worker/test_mail_building.py compares): the calendar's lines and the zone's, the same
-    for every order of the event, are written once per process."""
-    event = order.event
-    zone = ZoneInfo(event.timezone)
-    entry = icalendar.Event()
-    entry.add("uid", f"{order.identifier}@ticketq")
-    entry.add("dtstamp", utcnow())
-    entry.add("dtstart", event.starts_at.astimezone(zone))
-    entry.add("dtend", event.ends_at.astimezone(zone))
-    entry.add("summary", event.name)
-    if event.location:
-        entry.add("location", event.location)
-    entry.add("description", f"Order {order.identifier}")
-    return (_calendar_head() + _vtimezone_ical(event.timezone, event.starts_at.year, event.ends_at.year)
-            + bytes(entry.to_ical()) + _CALENDAR_END)
+    """The message as SMTP sends it (the email package's generator, CRLF line ends), with its envelope."""
+    message = build_message(mail)
+    return Outgoing(_checked_sender(mail.sender), checked_address(mail.recipient), message.as_bytes(policy=POLICY))
 
 
 def _pdf(documents: Mapping[DocumentKey, bytes], filename: str, kind: DocumentKind,

@@ -120,16 +120,11 @@ def render_html(html: str, fetcher: AssetOnlyFetcher | None = None) -> tuple[byt
 
 
 class _CollectorPause:
-    """The cyclic garbage collector off while any layout or split runs, and one young collection when
-    the last one ends.
+    """The cyclic garbage collector off while any layout or split runs, one young collection after.
 
-    A layout builds a large graph of boxes and styles that lives until its PDF is written. With the
-    collector on, every young collection during the layout walked the growing graph and promoted it,
-    and the full collections that followed walked it again: 11 ms of a 2-attendee order's ~128 ms of
-    rendering, and a fifth of a 50-attendee order's 1.5 s (bench/ANALYSIS.md, fourth pass). The graph
-    is garbage only once the layout is done, so collecting during it finds nothing: one collection of
-    the young generation afterwards frees its cycles, at the same peak memory. A counter, not a flag:
-    layouts in two threads (a worker run with a thread pool) leave it off until both are done."""
+    A layout's graph of boxes lives until its PDF is written, so collecting during it finds nothing
+    and only walks the graph again and again (measured in bench/ANALYSIS.md). A counter, not a flag:
+    layouts in two threads leave it off until both are done."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -230,11 +225,8 @@ def warm_up() -> None:
 
 
 def freeze_heap() -> None:
-    """Take everything alive after the warm-up out of the cyclic garbage collector's sight.
-
-    A worker child holds Celery, SQLAlchemy, WeasyPrint's caches and the fonts: every full collection
-    walked all of it, again and again during each layout (16 ms of a 2-attendee order's ~120 ms of
-    CPU in bench/profile_confirm.py, against 5 ms once frozen). What each job allocates is still
-    collected as before; only the long-lived heap is skipped (gc.freeze, meant for prefork servers)."""
+    """Take everything alive after the warm-up out of the cyclic garbage collector's sight (gc.freeze,
+    meant for prefork servers): full collections stop walking Celery, SQLAlchemy and WeasyPrint's
+    caches; what each job allocates is still collected."""
     gc.collect()
     gc.freeze()

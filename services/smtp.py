@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import smtplib
 import ssl
 import threading
 import time
 from dataclasses import dataclass
-from email.generator import NLCRE, BytesGenerator  # type: ignore[attr-defined]
-from email.message import Message
-from email.policy import compat32
 from urllib.parse import parse_qs, unquote, urlsplit
 
 log = logging.getLogger("ticketq.smtp")
@@ -20,8 +16,6 @@ SMTP_TIMEOUT = 15.0  # a job's hard time limit is 60 s: a hung server must not e
 
 # A connection idle longer than this may have been closed by the server: NOOP before reusing it.
 IDLE_CHECK_SECONDS = 30.0
-
-WIRE_POLICY = compat32.clone(linesep="\r\n")
 
 
 class DeliveryError(Exception):
@@ -33,22 +27,6 @@ class DeliveryError(Exception):
         self.reply = reply
         self.temporary = temporary
         self.unreachable = unreachable
-
-
-class _WireGenerator(BytesGenerator):
-    """The standard generator, writing each part's lines in one call instead of one call per line
-    (a confirmation's base64 PDFs are thousands of lines: this was most of its serialization)."""
-
-    def _write_lines(self, lines: str) -> None:
-        if lines:
-            self.write(NLCRE.sub(self._NL, lines))  # type: ignore[attr-defined]  # the generator's own
-
-
-def message_bytes(message: Message) -> bytes:
-    """The message as SMTP wants it: CRLF line ends."""
-    buffer = io.BytesIO()
-    _WireGenerator(buffer, mangle_from_=False, policy=WIRE_POLICY).flatten(message, unixfrom=False)
-    return buffer.getvalue()
 
 
 @dataclass(frozen=True)

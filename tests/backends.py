@@ -19,9 +19,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from tests.embedded_postgres import EmbeddedPostgres
-from ticketq.embedded import EmbeddedRedis, SmtpSink, port_answers, stop_process
+from ticketq.embedded import EmbeddedRedis, SmtpSink, port_answers
+from ticketq.processes import ChildFailed, Process
 
 LOCK_PREFIX = "ticketq-test-lock:"
 SHARED_REDIS = "redis://127.0.0.1:6379/0"
@@ -216,34 +215,26 @@ class CeleryWorker:
     def __init__(self, logfile: Path, *, concurrency: int = 2, queues: str = "orders,documents,mail",
                  hostname: str | None = None, beat: bool = False, env: dict[str, str] | None = None) -> None:
         self.logfile = logfile
-        self.args = [sys.executable, "-m", "celery", "-A", "worker", "worker", "-l", "info", "-Q", queues,
-                     "-c", str(concurrency), "-n", hostname or f"test-{secrets.token_hex(3)}@%h",
-                     "--without-gossip", "--without-mingle"]  # task events as configured (TASK_EVENTS)
-        self.env = {**os.environ, **(env or {})}
+        args = [sys.executable, "-m", "celery", "-A", "worker", "worker", "-l", "info", "-Q", queues,
+                "-c", str(concurrency), "-n", hostname or f"test-{secrets.token_hex(3)}@%h",
+                "--without-gossip", "--without-mingle"]  # task events as configured (TASK_EVENTS)
+        environ = {**os.environ, **(env or {})}
         if beat:  # an embedded beat: the outbox relay every second (retries, lost jobs); no expiry sweeps.
             # It keeps its schedule in a file, so the standby-beat tests' redbeat lock stays theirs.
-            self.args += ["-B", "--scheduler", "celery.beat:PersistentScheduler",
-                          "-s", str(logfile.with_suffix(".beat"))]
-            self.env.update({"OUTBOX_RELAY_SECONDS": "1", "EXPIRY_SWEEP_SECONDS": "3600", **(env or {})})
-        self.process: subprocess.Popen[bytes] | None = None
+            args += ["-B", "--scheduler", "celery.beat:PersistentScheduler", "-s", str(logfile.with_suffix(".beat"))]
+            environ.update({"OUTBOX_RELAY_SECONDS": "1", "EXPIRY_SWEEP_SECONDS": "3600", **(env or {})})
+        self.process = Process("worker", args, environ, logfile, cwd=Path(__file__).resolve().parent.parent)
 
     def start(self, timeout: float = 60) -> CeleryWorker:
-        self.logfile.parent.mkdir(parents=True, exist_ok=True)
-        with self.logfile.open("ab") as log:
-            self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                            cwd=Path(__file__).resolve().parent.parent)
-        deadline = time.monotonic() + timeout
-        while b" ready." not in self.logfile.read_bytes():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"celery worker did not start:\n{self.logfile.read_text()[-3000:]}")
-            time.sleep(0.1)
+        try:
+            self.process.start().wait_ready(line=b" ready.", timeout=timeout)
+        except ChildFailed:  # its exit status and the end of its log
+            self.stop()
+            raise
         return self
 
     def child_pids(self) -> list[int]:
-        assert self.process is not None
-        out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True)
-        return [int(pid) for pid in out.stdout.split()]
+        return self.process.children()
 
     def stop(self) -> None:
-        stop_process(self.process, 20)
+        self.process.stop(20)

@@ -150,3 +150,15 @@ def test_docker_compose_config_validates(tmp_path: Path) -> None:
     refused = subprocess.run([*cli, "config", "-q"], cwd=tmp_path, env=env, capture_output=True, text=True,
                              check=False)
     assert refused.returncode != 0 and "FLOWER_BASIC_AUTH" in refused.stderr
+
+
+def test_the_image_installs_the_lock_and_copies_every_package() -> None:
+    """The image runs the locked versions, and every package of pyproject.toml is in it."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "pip install --require-hashes -r requirements.lock" in dockerfile
+    assert re.search(r"pip install --no-deps \.", dockerfile)
+    copied = set(re.findall(r"^COPY (\w+) \./\1$", dockerfile, re.M))
+    include = re.search(r"include = \[([^\]]*)\]", (ROOT / "pyproject.toml").read_text())
+    assert include is not None
+    packages = {name.strip().strip('"').rstrip("*") for name in include.group(1).split(",")}
+    assert packages <= copied, f"not copied into the image: {packages - copied}"

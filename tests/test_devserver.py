@@ -1,4 +1,5 @@
-"""The supervisor behind `ticketq up` / `demo` leaves no process behind, whatever its children do."""
+"""The supervisor behind `ticketq up` / `demo` (and ticketq.processes, which bench, chaos and the tests'
+worker share) leaves no process behind, whatever its children do."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.waiting import wait_until
-from ticketq import devserver
-from ticketq.devserver import ChildFailed, Supervisor
+from ticketq.devserver import Supervisor
+from ticketq.processes import Backoff, ChildFailed, Process
 
 ENV = dict(os.environ)
 
@@ -66,12 +67,12 @@ def wait_checking(sup: Supervisor, ready: Callable[[], object], timeout: float =
 
 def test_a_worker_that_dies_is_restarted_with_backoff_and_its_log_says_so(tmp_path: Path) -> None:
     with Supervisor(tmp_path, stop_timeout=1) as sup:
-        child = sup.spawn("worker", ["sh", "-c", "echo serving; sleep 60 & wait"], ENV, restart=True)
+        child = sup.spawn("worker", ["sh", "-c", "echo serving; sleep 60 & wait"], ENV, restart=Backoff())
         first = child.pid
         wait_checking(sup, lambda: b"serving" in (tmp_path / "log" / "worker.log").read_bytes())
         os.killpg(first, signal.SIGKILL)
         wait_checking(sup, lambda: child.restarts == 1)
-        assert child.pid != first and child.process.poll() is None
+        assert child.pid != first and child.poll() is None
         assert (tmp_path / "run" / "worker.pid").read_text().strip() == str(child.pid)
         text = (tmp_path / "log" / "worker.log").read_text()
         assert f"worker (pid {first}) exited with status -9; restarting in 1s" in text
@@ -85,14 +86,31 @@ def test_a_worker_that_dies_is_restarted_with_backoff_and_its_log_says_so(tmp_pa
     assert sup.leftovers() == []
 
 
-def test_a_child_that_keeps_dying_at_start_fails_the_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(devserver, "BACKOFF_FIRST", 0.01)
+def test_a_child_that_keeps_dying_at_start_fails_the_stack(tmp_path: Path) -> None:
     with Supervisor(tmp_path) as sup:
-        child = sup.spawn("beat", ["sh", "-c", "echo cannot reach redis; exit 1"], ENV, restart=True)
+        child = sup.spawn("beat", ["sh", "-c", "echo cannot reach redis; exit 1"], ENV, restart=Backoff(first=0.01))
         with pytest.raises(ChildFailed, match=r"beat exited with status 1 6 times in a row[\s\S]*cannot reach redis"):
             wait_checking(sup, lambda: False, timeout=30)
-        assert child.restarts == devserver.MAX_QUICK_DEATHS - 1
+        assert child.restarts == 5  # the sixth quick exit fails the stack instead of a restart
     assert sup.leftovers() == []
+
+
+def test_a_process_is_ready_by_its_own_run_s_output_or_says_why_it_is_not(tmp_path: Path) -> None:
+    """What bench, chaos and the tests' worker wait on: a line of this run (an earlier run's does not
+    count), or a port; an exit before that is reported with the end of its log."""
+    log = tmp_path / "server.log"
+    log.write_text("listening\n")  # an earlier run's
+    server = Process("server", ["sh", "-c", "sleep 0.3; echo listening; sleep 60"], ENV, log)
+    try:
+        began = time.monotonic()
+        server.start().wait_ready(line=b"listening", timeout=10)
+        assert time.monotonic() - began >= 0.3
+    finally:
+        server.stop(1)
+    assert server.leftovers() == [] and server.poll() is not None
+    broken = Process("broken", ["sh", "-c", "echo no config; exit 2"], ENV, tmp_path / "broken.log").start()
+    with pytest.raises(ChildFailed, match=r"broken exited with status 2[\s\S]*no config"):
+        broken.wait_ready(line=b"listening", timeout=10)
 
 
 def test_ticketq_up_restarts_a_worker_killed_whole_and_it_serves_again(tmp_path: Path) -> None:

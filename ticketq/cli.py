@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from core.settings import ConfigurationError, settings
+from core.version import VERSION
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:
@@ -49,6 +50,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ticketq", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"ticketq {VERSION}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     db = sub.add_parser("db", help="database migrations").add_subparsers(dest="db_command", required=True)

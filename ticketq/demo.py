@@ -18,8 +18,9 @@ import httpx
 
 from core.settings import settings
 from ticketq.demo_report import COLOURS, Progress, Report, render
-from ticketq.devserver import ChildFailed, Supervisor
+from ticketq.devserver import Supervisor
 from ticketq.embedded import SmtpSink
+from ticketq.processes import ChildFailed
 from ticketq.stack import Stack, start_stack
 
 Email = tuple[str, str, str]  # (order identifier, kind, recipient)

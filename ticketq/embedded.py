@@ -4,7 +4,6 @@ keeps every message (the demo's and the tests'). PostgreSQL for tests: tests/emb
 from __future__ import annotations
 
 import socket
-import subprocess
 import threading
 import time
 from collections import deque
@@ -14,31 +13,17 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+# stop_process and port_answers live in ticketq.processes; the tests import them from here too.
+from ticketq.processes import Process, port_answers, stop_process
+
+__all__ = ["EmbeddedRedis", "EmbeddedSentinel", "SmtpSink", "free_port", "port_answers", "redis_binary",
+           "stop_process"]
+
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def port_answers(host: str, port: int, timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def stop_process(process: subprocess.Popen[Any] | None, timeout: float = 10) -> None:
-    """SIGTERM, wait up to `timeout` seconds, then SIGKILL: every child we start is stopped this way."""
-    if process is None or process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def redis_binary() -> str:
@@ -55,41 +40,46 @@ class EmbeddedRedis:
     """A real Valkey server on a free loopback port, in its own session (its owner stops it).
 
     `persistent` keeps an append-only file, so a stop and a restart on the same port lose nothing,
-    like a production Redis (chaos R2); otherwise nothing is written to disk.
+    like a production Redis (chaos R2); otherwise nothing is written to disk. `process` is built
+    here and started by `start()`, or handed to a supervisor that starts it (`ticketq up`).
     """
 
     directory: Path
     port: int = field(default_factory=free_port)
     persistent: bool = False
     replica_of: int | None = None  # the loopback port of its master: a replica (Sentinel failover tests)
-    process: subprocess.Popen[bytes] | None = None
+    log: Path | None = None  # default: redis.log in `directory`
+    process: Process = field(init=False)
 
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self, timeout: float = 10) -> EmbeddedRedis:
-        self.directory.mkdir(parents=True, exist_ok=True)
+    def __post_init__(self) -> None:
         persistence = ["--appendonly", "no"]
         if self.persistent:
             persistence = ["--appendonly", "yes", "--appendfsync", "everysec"]
         if self.replica_of is not None:
             persistence += ["--replicaof", "127.0.0.1", str(self.replica_of)]
-        self.process = subprocess.Popen(
-            [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *persistence,
-             "--dir", str(self.directory), "--logfile", str(self.directory / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout
-        while not port_answers("127.0.0.1", self.port):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"embedded Redis did not start; see {self.directory / 'redis.log'}")
-            time.sleep(0.05)
+        argv = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *persistence,
+                "--dir", str(self.directory)]
+        self.process = Process("redis", argv, log=self.log or self.directory / "redis.log")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def answers(self) -> bool:
+        return port_answers("127.0.0.1", self.port)
+
+    def start(self, timeout: float = 10) -> EmbeddedRedis:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self.process.start().wait_ready(port=self.port, timeout=timeout)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
         """SIGTERM: Valkey flushes its append-only file before exiting."""
-        stop_process(self.process, 10)
+        self.process.stop(10)
 
 
 @dataclass
@@ -105,7 +95,7 @@ class EmbeddedSentinel:
     master_name: str = "ticketq"
     port: int = field(default_factory=free_port)
     down_after_ms: int = 2000
-    process: subprocess.Popen[bytes] | None = None
+    process: Process | None = None
 
     def url(self, db: int = 0) -> str:
         return f"sentinel://127.0.0.1:{self.port}/{self.master_name}/{db}"
@@ -114,18 +104,18 @@ class EmbeddedSentinel:
         self.directory.mkdir(parents=True, exist_ok=True)
         config = self.directory / "sentinel.conf"
         config.write_text(
-            f"port {self.port}\nbind 127.0.0.1\ndir {self.directory}\nlogfile {self.directory / 'sentinel.log'}\n"
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.directory}\n"
             f"sentinel monitor {self.master_name} 127.0.0.1 {self.master_port} 1\n"
             f"sentinel down-after-milliseconds {self.master_name} {self.down_after_ms}\n"
             f"sentinel failover-timeout {self.master_name} 10000\n"
             f"sentinel parallel-syncs {self.master_name} 1\n")
-        self.process = subprocess.Popen([redis_binary(), str(config), "--sentinel"], stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while not port_answers("127.0.0.1", self.port):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"embedded sentinel did not start; see {self.directory / 'sentinel.log'}")
-            time.sleep(0.05)
+        self.process = Process("sentinel", [redis_binary(), str(config), "--sentinel"],
+                               log=self.directory / "sentinel.log")
+        try:
+            self.process.start().wait_ready(port=self.port, timeout=timeout)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def master_port_now(self) -> int:
@@ -140,7 +130,8 @@ class EmbeddedSentinel:
         return int(host_port[1])
 
     def stop(self) -> None:
-        stop_process(self.process, 10)
+        if self.process is not None:
+            self.process.stop(10)
 
 
 class SmtpSink:

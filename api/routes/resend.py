@@ -4,22 +4,19 @@ a malformed body still costs the sender one request."""
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import json
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from fastapi import APIRouter, Request
+import anyio.to_thread
+from anyio import CapacityLimiter
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from starlette.concurrency import run_in_threadpool
-from starlette.types import Scope, Send
 
 from api.access import COORGANIZER_REQUIRED, valid_identifier
-from api.deps import bearer_token, client_ip, ip_limit_key, lookup_connection
+from api.deps import READ_POOL, bearer_token, client_ip, ip_limit_key, lookup_connection
 from api.errors import ApiError
 from api.publish import publish
 from api.ratelimit import ResendLimits
@@ -31,12 +28,9 @@ from models.status import is_resendable
 
 log = logging.getLogger("ticketq.api.resend")
 router = APIRouter(prefix="/v1/orders", tags=["orders"])
-PATH = "/v1/orders/resend-email"
-# The threads of the direct path (`answer`): 8, fewer than the read pool's 10 connections, so a thread
-# never waits for one. With anyio's 40, threads only queued on the GIL and the pool: bench P2 on
-# 2026-12-04, 4 interleaved pairs at load 0.5-3.5, 1.25-1.79 ms of CPU per request with 8 against
-# 1.53-1.77 with 40 (one tie); the round trips overlap as well with 8 at 16 clients.
-_threads = ThreadPoolExecutor(max_workers=8, thread_name_prefix="resend")
+# Fewer threads than the read pool has connections (two left for other routes): a burst of resends
+# queues on the event loop instead of in threads blocked on a pool checkout.
+RESEND_THREADS = READ_POOL[0] - 2
 NOT_RESENDABLE = "Only placed and completed orders have confirmation"
 # Documented by hand: the body is parsed in the handler, after the limits and the token.
 BODY_SCHEMA = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
@@ -57,39 +51,16 @@ class MalformedJSON(ApiError):
 @router.post("/resend-email", status_code=202, response_model=ResendAccepted, openapi_extra=BODY_SCHEMA)
 async def resend_email(request: Request) -> JSONResponse:
     """Queue the buyer's and attendees' confirmation emails again (co-organizers)."""
-    raw = await request.body()  # already buffered by the guard; only parsed after the limits
-    return await run_in_threadpool(_resend, request, raw)
+    raw = await request.body()  # only parsed after the limits counted the request
+    return await anyio.to_thread.run_sync(_resend, request, raw, limiter=_threads(request.app))
 
 
-async def answer(scope: Scope, raw: bytes, send: Send) -> None:
-    """The same request answered without FastAPI's router and its inner middleware (the guard calls this
-    for POST PATH with the body it buffered; bench P2: the per-request machinery cost about as much as
-    a statement). `_resend` runs in one hop to a plain thread pool, and what it raises is answered by
-    the handler the app registered for it, looked up as Starlette's ExceptionMiddleware does: the
-    same status, body and headers as through the route, which stays for the OpenAPI document (and
-    for a caller of the app without the guard)."""
-    request = Request(scope)
-    try:
-        response = await asyncio.get_running_loop().run_in_executor(_threads, _resend, request, raw)
-    except Exception as exc:
-        handler = _handler_for(request.app.exception_handlers, exc)
-        if handler is None:
-            raise  # the guard answers 500 and logs it, as for any route
-        response = handler(request, exc)
-        if inspect.isawaitable(response):
-            response = await response
-    await response(scope, _no_receive, send)
-
-
-def _handler_for(handlers: dict[Any, Any], exc: Exception) -> Any:
-    for cls in type(exc).__mro__:
-        if cls in handlers:
-            return handlers[cls]
-    return None
-
-
-async def _no_receive() -> Any:  # a response reads nothing; the guard already read the body
-    raise RuntimeError("the request body was already read")
+def _threads(app: FastAPI) -> CapacityLimiter:
+    """The app's resend threads (a limiter made the first time, on the event loop)."""
+    limiter: CapacityLimiter | None = getattr(app.state, "resend_threads", None)
+    if limiter is None:
+        limiter = app.state.resend_threads = CapacityLimiter(RESEND_THREADS)
+    return limiter
 
 
 def _resend(request: Request, raw: bytes) -> JSONResponse:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 from collections.abc import Iterator
 from typing import Any
 
@@ -90,13 +91,16 @@ def test_openapi_and_docs_are_served(client: TestClient) -> None:
 
 def test_healthz(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     from core.settings import settings
+    from core.version import VERSION
     from ticketq.embedded import free_port
 
-    assert client.get("/healthz").json() == {"status": "ok", "database": "ok", "redis": "ok"}
+    assert VERSION == importlib.metadata.version("ticketq") != "0+unknown"
+    assert client.get("/healthz").json() == {"status": "ok", "database": "ok", "redis": "ok", "version": VERSION}
+    assert client.get("/openapi.json").json()["info"]["version"] == VERSION
     monkeypatch.setattr(settings, "redis_url", f"redis://127.0.0.1:{free_port()}/0")
     down = client.get("/healthz")
     assert down.status_code == 503
-    assert down.json() == {"status": "unavailable", "database": "ok", "redis": "unavailable"}
+    assert down.json() == {"status": "unavailable", "database": "ok", "redis": "unavailable", "version": VERSION}
 
 
 def test_bad_configuration_is_refused_at_startup(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:

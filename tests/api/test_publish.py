@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import time
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -12,6 +14,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.jobs import CONFIRM_TASK, RESEND_TASK
 from models.outbox import OutboxJob
 from tests.api.test_orders import FORM, new_order
+
+PARKED = "test-parked"  # a queue no worker consumes: what is sent there stays in Redis to be read
+PRODUCER_QUEUE = "test-producer"  # consumed only by the worker a test starts for it
 
 
 def test_submitting_an_order_sends_its_confirmation_job_at_once(
@@ -31,37 +36,54 @@ def test_submitting_an_order_sends_its_confirmation_job_at_once(
     assert job.queue == "documents" and (job.published_at - job.created_at).total_seconds() < 2
 
 
-def test_a_job_is_the_message_celery_send_task_would_put_on_the_broker(broker: Any, own_queue: str) -> None:
-    """The producer builds its messages with Celery's own builder but skips send_task's per-message extras;
-    what lands in Redis is the same message as `send_task` gives (but the random delivery tag)."""
-    import json
+def test_a_worker_runs_the_jobs_the_producer_sends(db: sessionmaker[Session], broker: Any, smtp: Any,
+                                                   tmp_path: Path) -> None:
+    """What the producer puts on the broker is a task message a real worker runs as the job it names."""
+    from core.producer import Job, send_jobs
+    from models.base import utcnow
+    from tests.backends import CeleryWorker
+    from tests.tasks.confirm_helpers import BUYER, confirmed_order
 
-    from core.producer import Job, _send_task, producer_app, send_jobs
+    identifier = confirmed_order(db, [("Ada Buyer", BUYER)], completed=False)
+    with db() as session, session.begin():
+        row = session.scalars(sa.select(OutboxJob).where(OutboxJob.task == CONFIRM_TASK)).one()
+        row.published_at = utcnow()  # as the marker would: no relay sends it meanwhile
+        job = Job(row.id, row.task, list(row.args), PRODUCER_QUEUE)
+    assert job.args == [identifier]
+    worker = CeleryWorker(tmp_path / "worker.log", queues=PRODUCER_QUEUE, concurrency=1).start()
+    try:
+        assert send_jobs([job]) == [job.id]
+        deadline = time.monotonic() + 90
+        while True:
+            with db() as session:
+                ran = session.get(OutboxJob, job.id)
+            if ran is not None and ran.done_at is not None:
+                break
+            assert time.monotonic() < deadline, f"no worker ran the job:\n{worker.logfile.read_text()[-3000:]}"
+            time.sleep(0.2)
+        assert ran.attempts == 1
+    finally:
+        worker.stop()
 
-    app = producer_app()
-    job = Job(7, RESEND_TASK, ["ABC123", "org@example.com"], own_queue)  # a queue no worker takes from
-    assert send_jobs([job]) == [7]
-    with app.producer_or_acquire() as producer:
-        _send_task(app, producer, job, "outbox-7")
-    ours, celerys = (json.loads(m) for m in reversed(broker.lrange(own_queue, 0, -1)))
-    for message in (ours, celerys):
-        assert message["properties"].pop("delivery_tag")
-    assert ours == celerys
-    assert ours["headers"]["id"] == "outbox-7" and ours["headers"]["task"] == RESEND_TASK
 
-
-def test_jobs_sent_together_land_in_order_in_pipelined_batches(broker: Any, monkeypatch: Any, own_queue: str) -> None:
-    """Several jobs go in round trips of PIPELINE messages each; every one lands, in order, with its own id."""
+def test_jobs_sent_together_land_in_order_in_pipelined_batches(broker: Any, monkeypatch: Any) -> None:
+    """Several jobs go in round trips of PIPELINE messages each; every one lands, in order, with its own id,
+    on the queue it names."""
     import json
 
     import core.producer as broker_module
     from core.producer import Job, send_jobs
 
     monkeypatch.setattr(broker_module, "PIPELINE", 2)  # 5 jobs: three round trips, the last one short
-    jobs = [Job(n, RESEND_TASK, [f"ORDER{n}", "org@example.com"], own_queue) for n in range(1, 6)]
-    assert send_jobs(jobs) == [1, 2, 3, 4, 5]
-    landed = [json.loads(m) for m in reversed(broker.lrange(own_queue, 0, -1))]
+    jobs = [Job(n, RESEND_TASK, [f"ORDER{n}", "org@example.com"], PARKED) for n in range(1, 6)]
+    try:
+        assert send_jobs(jobs) == [1, 2, 3, 4, 5]
+        landed = [json.loads(m) for m in reversed(broker.lrange(PARKED, 0, -1))]
+    finally:
+        broker.delete(PARKED)
     assert [m["headers"]["id"] for m in landed] == [f"outbox-{n}" for n in range(1, 6)]
+    assert [m["headers"]["task"] for m in landed] == [RESEND_TASK] * 5
+    assert [json.loads(base64.b64decode(m["body"]))[0] for m in landed] == [job.args for job in jobs]
 
 
 def test_the_sender_thread_hands_on_what_gathered_while_it_was_busy_in_the_next_batch() -> None:
