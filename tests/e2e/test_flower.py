@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.backends import CeleryWorker
+from tests.backends import Backends, CeleryWorker
 from tests.waiting import wait_until
 from ticketq.embedded import free_port, stop_process
 
@@ -26,7 +26,7 @@ AUTH = ("ops", "s3cret-enough")
 
 
 @pytest.fixture
-def flower(tmp_path: Path) -> Iterator[str]:
+def flower(backends: Backends, tmp_path: Path) -> Iterator[str]:
     port = free_port()
     env = dict(os.environ, FLOWER_BASIC_AUTH=":".join(AUTH))
     log = (tmp_path / "flower.log").open("wb")
@@ -50,7 +50,7 @@ def flower(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def watched_worker(tmp_path: Path) -> Iterator[tuple[str, str]]:
+def watched_worker(backends: Backends, tmp_path: Path) -> Iterator[tuple[str, str]]:
     """A worker sending task events, as where Flower is deployed: (its hostname, its queue)."""
     name = f"flower-{os.getpid()}-{time.monotonic_ns()}"
     worker = CeleryWorker(tmp_path / "worker.log", concurrency=1, queues=name, hostname=f"{name}@ticketq-test",
