@@ -89,6 +89,19 @@ def test_two_api_processes_share_the_per_user_limit(api_process: Callable[..., A
     assert other.status_code == 202
 
 
+def test_two_api_processes_share_the_per_ip_limit(api_process: Callable[..., ApiProcess],
+                                                  limits_reset: None, world: dict[str, Any],
+                                                  token_for: Callable[..., dict[str, str]]) -> None:
+    """Different users from one address (loopback) through two processes: the IP's window is one."""
+    limits = {"RESEND_LIMIT_PER_USER": "100/minute", "RESEND_LIMIT_PER_IP": "4/minute"}
+    first, second = api_process(**limits), api_process(**limits)
+    admins = [token_for(f"ip-admin{i}@example.org", admin=True) for i in range(6)]
+    body = {"data": {"order": world["orders"]["completed"]}}
+    codes = [httpx.post(f"{(first, second)[i % 2].url}/v1/orders/resend-email", json=body, headers=admins[i],
+                        timeout=10).status_code for i in range(6)]
+    assert codes == [202] * 4 + [429] * 2
+
+
 def test_an_order_submitted_while_redis_is_down_is_confirmed_once_it_is_back(
         api_process: Callable[..., ApiProcess], own_database: sessionmaker[Session], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch, smtp: Any) -> None:
