@@ -4,7 +4,6 @@ exactly one winner."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,7 +17,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.jobs import CANCELLATION_TASK, CONFIRM_TASK, QUEUE_OF, RESEND_TASK
 from core.settings import settings
 from models.base import Base, utcnow
-from models.db import driver_rows
 from models.errors import Conflict, InvalidInput, InvalidTransition, NotFound, SoldOut
 from models.events import Event, TicketType
 from models.orders import Attendee, Order, OrderEvent
@@ -81,13 +79,8 @@ _LOCK_ORDER = sa.select(Order.__table__.c.id).where(
 
 
 def lock_order(session: Session, order_id: int) -> None:
-    """Hold the order's row lock until the transaction ends (without loading the order again; on
-    PostgreSQL a driver statement, prepared once per connection)."""
-    if session.get_bind().dialect.name == "postgresql":
-        conn = session.connection()
-        driver_rows(conn, _LOCK_ORDER, {"order_id": order_id})
-    else:
-        session.execute(_LOCK_ORDER, {"order_id": order_id})
+    """Hold the order's row lock until the transaction ends, without loading the order again."""
+    session.execute(_LOCK_ORDER, {"order_id": order_id})
 
 
 def record(session: Session, order: Order, kind: str, *, actor: str | None = None, **detail: Any) -> None:
@@ -176,16 +169,15 @@ def request_resend(conn: sa.Connection, order_id: int, identifier: str, *, by: s
 
     On PostgreSQL this is ONE statement (two inserts in CTEs) on an autocommit connection: a single
     statement is its own transaction, so the job and the audit row commit together in one round trip.
-    Elsewhere (SQLite, the demo) the two inserts run in one transaction.
+    SQLite has no INSERT in a CTE: there the two inserts run in one transaction.
     """
     now = utcnow()
     args: list[Any] = [identifier, by]
     queue = QUEUE_OF[RESEND_TASK]
     params = {"task": RESEND_TASK, "args": args, "queue": queue, "created_at": now, "order_id": order_id,
               "kind": "resend-requested", "actor": by, "detail": {}}
-    if conn.dialect.name == "postgresql":  # the JSON values serialised here, as the JSON type's bind does
-        [(job_id,)] = driver_rows(
-            conn, _RESEND_BOTH, {**params, "args": json.dumps(args), "detail": "{}"})
+    if conn.dialect.name == "postgresql":
+        job_id = conn.execute(_RESEND_BOTH, params).scalar_one()
     else:
         with conn.begin():
             job_id = conn.scalar(_RESEND_JOB_ID, params)

@@ -18,7 +18,6 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core.jobs import JOB_TIME_LIMIT, ORDERS_QUEUE, QUEUE_OF
 from models.base import Base, UTCDateTime, utcnow
-from models.db import driver_rows
 
 # A lease outlasts a job's hard time limit: one that ran out means its holder is gone, not slow.
 LEASE = timedelta(seconds=JOB_TIME_LIMIT + 15)
@@ -90,11 +89,8 @@ class Claim(enum.StrEnum):
     UNKNOWN = "unknown"  # no such row (a table emptied under it)
 
 
-# The marks every job run makes, as Core statements on the table built once (bound parameters only).
-# On PostgreSQL each is the SELECT of a data-modifying CTE (`WITH m AS (UPDATE ... RETURNING ...)
-# SELECT ... FROM m`: the same UPDATE, one statement) run as a driver statement (models.db: compiled
-# once, prepared on the server once per connection); elsewhere the plain UPDATE. A NULL `steal_from`
-# matches no holder, so one statement serves both kinds of claim.
+# The marks every job run makes, built once with bound parameters (SQLAlchemy's compiled cache finds
+# them). A NULL `steal_from` matches no holder, so one statement serves both kinds of claim.
 _outbox = cast(sa.Table, OutboxJob.__table__)
 _NOW = sa.bindparam("now", type_=UTCDateTime)
 _CLAIM = (
@@ -112,18 +108,7 @@ _FINISH = (
     sa.update(_outbox)
     .where(_outbox.c.id == sa.bindparam("job_id", type_=sa.Integer), _outbox.c.done_at.is_(None))
     .values(done_at=_NOW, lease_until=sa.null(), last_error=sa.null())
-    .returning(_outbox.c.id)
 )
-_AS_SELECT: dict[sa.Update, sa.Select[Any]] = {
-    _CLAIM: sa.select(*_CLAIM.cte("claimed").c), _FINISH: sa.select(*_FINISH.cte("finished").c)}
-
-
-def _run_mark(session: Session | sa.Connection, statement: sa.Update, params: dict[str, Any]) -> list[Any]:
-    """The rows the mark returned. The values are int / str / aware UTC datetimes / None, which
-    psycopg2 takes as they are (UTCDateTime's binding only converts to UTC: utcnow() already is)."""
-    if isinstance(session, sa.Connection) and session.dialect.name == "postgresql":
-        return driver_rows(session, _AS_SELECT[statement], params)
-    return list(session.execute(statement, params))
 
 
 def claim_job(session: Session | sa.Connection, job_id: int, holder: str, lease: timedelta = LEASE, *,
@@ -133,10 +118,10 @@ def claim_job(session: Session | sa.Connection, job_id: int, holder: str, lease:
     `steal_from` names a holder known to be dead (a killed child on this host): its lease is void.
     """
     now = utcnow()
-    taken = _run_mark(session, _CLAIM, {"job_id": job_id, "holder": holder, "steal_from": steal_from, "now": now,
-                                        "lease_until": now + lease})
+    taken = session.execute(_CLAIM, {"job_id": job_id, "holder": holder, "steal_from": steal_from, "now": now,
+                                        "lease_until": now + lease}).first()
     if taken:
-        return Claim.CLAIMED, holder, int(taken[0][0])
+        return Claim.CLAIMED, holder, int(taken.attempts)
     row = session.execute(sa.select(OutboxJob.done_at, OutboxJob.claimed_by, OutboxJob.attempts)
                           .where(OutboxJob.id == job_id)).first()
     if row is None:
@@ -158,7 +143,7 @@ def adopt_job(session: Session, external_id: str, task: str, args: list[Any], qu
 
 def finish_job(session: Session | sa.Connection, job_id: int) -> None:
     """The work is done: the row leaves the unfinished set (a holder that lost its lease finishes too)."""
-    _run_mark(session, _FINISH, {"job_id": job_id, "now": utcnow()})
+    session.execute(_FINISH, {"job_id": job_id, "now": utcnow()})
 
 
 def give_back_job(session: Session | sa.Connection, job_id: int, holder: str, error: str,

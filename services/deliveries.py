@@ -13,7 +13,6 @@ and a database crash that loses such a commit costs at most the same duplicate.
 from __future__ import annotations
 
 import enum
-import json
 import logging
 import random
 from collections.abc import Iterator, Mapping, Sequence
@@ -23,17 +22,17 @@ from datetime import timedelta
 from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
 
 from core.jobs import SEND_DELIVERY_TASK
 from core.settings import settings
 from models.base import utcnow
-from models.db import autocommit, driver_rows
+from models.db import autocommit
 from models.deliveries import DeliveryState, EmailDelivery, EmailKind
 from models.ordering import record
-from models.orders import Order
+from models.orders import Order, OrderEvent
 from models.outbox import enqueue_job
 from models.status import is_resendable
 from models.users import normalize_email
@@ -78,20 +77,20 @@ def confirmation_recipients(session: Session, order: Order, *, organizers: bool)
 def ensure_deliveries(
     session: Session, order: Order, batch: str, plan: list[tuple[EmailKind, str]], *, requested_by: str | None = None
 ) -> list[EmailDelivery]:
-    """Insert-if-absent on (order, batch, kind, recipient): a job that runs twice records each email once."""
-    if plan and session.get_bind().dialect.name == "postgresql":  # ids in the plan's order, as VALUES gives them
-        driver_rows(session.connection(), _RECORD, {
-            "order_id": order.id, "batch": batch, "requested_by": requested_by, "now": utcnow(),
-            "kinds": [kind.value for kind, _ in plan], "recipients": [recipient for _, recipient in plan]})
-    elif plan:
+    """Insert-if-absent on (order, batch, kind, recipient): a job that runs twice records each email once.
+    One multi-row INSERT; the ids follow the plan's order, as its VALUES do."""
+    if plan:
         now = utcnow()
         rows = [{"order_id": order.id, "batch": batch, "kind": kind, "recipient": recipient,
                  "state": DeliveryState.QUEUED, "attempts": 0, "requested_by": requested_by,
                  "created_at": now, "updated_at": now} for kind, recipient in plan]
-        session.execute(sqlite.insert(EmailDelivery).values(rows).on_conflict_do_nothing())
+        session.execute(_RECORD[session.get_bind().dialect.name], rows)
     return batch_deliveries(session, order, batch)
 
 # Built once (bound parameters): executing them again skips building them and SQLAlchemy's cache key walk.
+_deliveries = cast(sa.Table, EmailDelivery.__table__)
+_RECORD = {"postgresql": postgresql.insert(_deliveries).on_conflict_do_nothing(),  # ON CONFLICT is per dialect
+           "sqlite": sqlite.insert(_deliveries).on_conflict_do_nothing()}
 _BATCH = (sa.select(EmailDelivery).where(EmailDelivery.order_id == sa.bindparam("order_id", type_=sa.Integer),
                                          EmailDelivery.batch == sa.bindparam("batch", type_=sa.String))
           .order_by(EmailDelivery.id))
@@ -133,44 +132,16 @@ class Prepared:
         return self.delivery.id
 
     def sent_params(self) -> dict[str, Any]:
-        """What the `sent` statement needs, worked out before the server is asked (see SENT_SQL)."""
+        """What the `sent` statement needs, worked out before the server is asked (see _SENT)."""
         d = self.delivery
         detail = {"email_kind": d.kind.value, "recipient": d.recipient, "batch": d.batch, "message_id": d.message_id}
-        return {"id": d.id, "detail": json.dumps(detail)}
+        return {"delivery_id": d.id, "detail": detail}
 
 
-# The statements every send makes, as SQL compiled once and prepared on the server once per
-# connection (models.db.driver_statement); DML as the SELECT of a data-modifying CTE, arrays through
-# unnest. PostgreSQL only: SQLite (no advisory locks) keeps the Core statements.
-_TRY_LOCKS = sa.text(
-    "SELECT id FROM unnest(CAST(:ids AS integer[])) AS id WHERE pg_try_advisory_lock(CAST(:class AS integer), id)"
-).columns(id=sa.Integer)
-_UNLOCK = sa.text(
-    "SELECT pg_advisory_unlock(CAST(:class AS integer), id) AS unlocked FROM unnest(CAST(:ids AS integer[])) AS id"
-).columns(unlocked=sa.Boolean)
-_MARK_SENDING = sa.text("""
-WITH marked AS (
-    UPDATE email_deliveries AS d SET state = 'sending', updated_at = CAST(:now AS timestamptz),
-        attempts = d.attempts + 1, message_id = m.message_id
-    FROM unnest(CAST(:ids AS integer[]), CAST(:message_ids AS varchar[])) AS m(id, message_id)
-    WHERE d.id = m.id RETURNING d.id
-) SELECT id FROM marked""").columns(id=sa.Integer)
-_RECORD = sa.text("""
-WITH recorded AS (
-    INSERT INTO email_deliveries (order_id, batch, kind, recipient, state, attempts, requested_by, created_at,
-                                  updated_at)
-    SELECT CAST(:order_id AS integer), CAST(:batch AS varchar), p.kind, p.recipient, 'queued', 0,
-           CAST(:requested_by AS varchar), CAST(:now AS timestamptz), CAST(:now AS timestamptz)
-    FROM unnest(CAST(:kinds AS varchar[]), CAST(:recipients AS varchar[])) WITH ORDINALITY AS p(kind, recipient, n)
-    ORDER BY p.n
-    ON CONFLICT DO NOTHING RETURNING id
-) SELECT id FROM recorded""").columns(id=sa.Integer)
-
-
-def _autocommit_rows(conn: sa.Connection, statement: sa.TextualSelect, params: dict[str, Any]) -> list[Any]:
-    """One statement as its own transaction (the advisory locks are the session's, not a transaction's)."""
-    with autocommit(conn):
-        return driver_rows(conn, statement, params)
+# The advisory locks of a set of deliveries, one statement each way (PostgreSQL only).
+_ids = sa.func.unnest(sa.bindparam("ids", type_=postgresql.ARRAY(sa.Integer))).column_valued("id")
+_TRY_LOCKS = sa.select(_ids).where(sa.func.pg_try_advisory_lock(sa.literal(ADVISORY_CLASS), _ids, type_=sa.Boolean))
+_UNLOCK = sa.select(sa.func.pg_advisory_unlock(sa.literal(ADVISORY_CLASS), _ids, type_=sa.Boolean))
 
 
 @contextmanager
@@ -184,8 +155,9 @@ def claimed(factory: sessionmaker[Session], ids: Sequence[int]) -> Iterator[tupl
     postgres = engine.dialect.name == "postgresql"
     with engine.connect() as conn:
         ours = sorted(set(ids))
-        if postgres and ours:
-            ours = sorted(row.id for row in _autocommit_rows(conn, _TRY_LOCKS, {"ids": ours, "class": ADVISORY_CLASS}))
+        if postgres and ours:  # session locks, not a transaction's: taken in autocommit, one round trip
+            with autocommit(conn):
+                ours = sorted(conn.scalars(_TRY_LOCKS, {"ids": ours}))
         try:
             with Session(bind=conn, expire_on_commit=False) as session:
                 yield session, ours
@@ -197,7 +169,8 @@ def claimed(factory: sessionmaker[Session], ids: Sequence[int]) -> Iterator[tupl
 def _unlock(conn: sa.Connection, ids: list[int]) -> None:
     try:
         conn.rollback()
-        _autocommit_rows(conn, _UNLOCK, {"ids": ids, "class": ADVISORY_CLASS})
+        with autocommit(conn):
+            conn.execute(_UNLOCK, {"ids": ids})
     except Exception:  # never hand a connection that may still hold a lock back to the pool
         log.exception("could not release the locks of deliveries %s; dropping the connection", ids)
         conn.invalidate()
@@ -248,24 +221,22 @@ def send_deliveries(factory: sessionmaker[Session], order: Order, ids: Sequence[
 # Acceptance -> this commit is the window in which a kill sends an email twice. On PostgreSQL it is
 # one statement (the record and its audit row) in autocommit on the claimed connection, with its
 # parameters worked out before sending: one round trip, an asynchronous commit, nothing in between.
-SENT_SQL = """
-WITH sent AS (
-    UPDATE email_deliveries SET state = 'sent', sent_at = now(), updated_at = now(), last_error = NULL
-    WHERE id = %(id)s RETURNING order_id
-)
-INSERT INTO order_events (order_id, kind, actor, detail, created_at)
-SELECT order_id, 'email-sent', NULL, CAST(%(detail)s AS json), now() FROM sent
-"""
+_sent = (sa.update(_deliveries).where(_deliveries.c.id == sa.bindparam("delivery_id", type_=sa.Integer))
+         .values(state=DeliveryState.SENT, sent_at=sa.func.now(), updated_at=sa.func.now(), last_error=sa.null())
+         .returning(_deliveries.c.order_id).cte("sent"))
+_SENT = sa.insert(cast(sa.Table, OrderEvent.__table__)).from_select(
+    ["order_id", "kind", "actor", "detail", "created_at"],
+    sa.select(_sent.c.order_id, sa.literal("email-sent"), sa.null(),
+              sa.bindparam("detail", type_=sa.JSON), sa.func.now()))
 
 
 def _commit_sent(session: Session, item: Prepared, params: dict[str, Any] | None, result: Sent) -> None:
     delivery, order = item.delivery, item.order
     if params is not None:
-        bind = session.get_bind()
-        assert isinstance(bind, sa.Connection)  # claimed() binds the session to its one connection
-        raw: Any = bind.connection.dbapi_connection  # psycopg2's, between two transactions here
-        with autocommit(bind), raw.cursor() as cursor:
-            cursor.execute(SENT_SQL, params)
+        conn = session.get_bind()
+        assert isinstance(conn, sa.Connection)  # claimed() binds the session to its one connection
+        with autocommit(conn):
+            conn.execute(_SENT, params)
         now = utcnow()
         for name, value in (("state", DeliveryState.SENT), ("sent_at", now), ("updated_at", now), ("last_error", None)):
             set_committed_value(delivery, name, value)  # what the statement wrote, without a reload
@@ -311,15 +282,11 @@ def _mark_sending(session: Session, prepared: list[Prepared]) -> None:
     """ONE statement marks every prepared delivery 'sending' with its Message-ID (no unit of work)."""
     if not prepared:
         return
-    now, table = utcnow(), cast(sa.Table, EmailDelivery.__table__)
+    now, table = utcnow(), _deliveries
     ids = {item.delivery.id: item.message_id for item in prepared}
-    if session.get_bind().dialect.name == "postgresql":
-        driver_rows(session.connection(), _MARK_SENDING, {"now": now, "ids": list(ids),
-                                                           "message_ids": list(ids.values())})
-    else:
-        session.execute(table.update().where(table.c.id.in_(list(ids))).values(
-            state=DeliveryState.SENDING, updated_at=now, attempts=table.c.attempts + 1,
-            message_id=sa.case(ids, value=table.c.id)))
+    session.execute(table.update().where(table.c.id.in_(list(ids))).values(
+        state=DeliveryState.SENDING, updated_at=now, attempts=table.c.attempts + 1,
+        message_id=sa.case(ids, value=table.c.id)))
     for item in prepared:  # what the statement wrote, without a reload
         d = item.delivery
         for name, value in (("state", DeliveryState.SENDING), ("message_id", item.message_id), ("updated_at", now),
