@@ -31,7 +31,7 @@ from core.settings import settings
 from models.base import utcnow
 from models.db import autocommit
 from models.deliveries import DeliveryState, EmailDelivery, EmailKind
-from models.ordering import record
+from models.history import record
 from models.orders import Order, OrderEvent
 from models.outbox import enqueue_job
 from models.status import is_resendable

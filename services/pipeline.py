@@ -20,10 +20,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.jobs import DELIVER_BATCH_TASK
 from core.settings import settings
 from models.deliveries import EmailDelivery, EmailKind
-from models.ordering import load_order, lock_order, record
+from models.history import record
 from models.orders import Order, OrderEvent
 from models.outbox import enqueue_job
 from models.status import is_resendable
+from models.transitions import load_order, lock_order
 from services.deliveries import (
     CANCELLATION_BATCH,
     CONFIRMATION_BATCH,

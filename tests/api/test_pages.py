@@ -13,8 +13,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import EmailDelivery, EventRole, Role
 from models.base import utcnow
-from models.ordering import change_status, expire_stale
+from models.expiration import expire_stale
 from models.status import COLOURS, OrderStatus
+from models.transitions import change_status
 from models.users import create_user_token
 from tests.factories import make_event, make_order, make_user
 

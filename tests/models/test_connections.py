@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from models import OrderEvent, OutboxJob
 from models.access import lookup
 from models.db import autocommit, create_engine, get_engine
-from models.ordering import request_resend
+from models.resending import request_resend
 from models.status import OrderStatus
 from models.users import create_user_token
 from tests.factories import make_event, make_order
