@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from core.jobs import QUEUE_OF, job_id_of
 from models.db import get_engine, get_sessionmaker
 from models.errors import OrderError
-from models.outbox import Claim, adopt_job, claim_job, finish_job, give_back_job
+from models.leases import Claim, adopt_job, claim_job, finish_job, give_back_job
 from services.pipeline import Done
 from services.relay import dead_local_holder, publish_jobs
 from worker.app import app

@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.jobs import CONFIRM_TASK
 from models.db import get_engine
-from models.outbox import Claim, OutboxJob, claim_job, enqueue_job, finish_job, give_back_job
+from models.leases import Claim, claim_job, finish_job, give_back_job
+from models.outbox import OutboxJob, enqueue_job
 
 HOLDER, OTHER = "host:1", "host:2"
 
