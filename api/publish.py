@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from core.producer import Job, send_jobs
@@ -92,7 +93,7 @@ def _mark(batch: list[int]) -> None:
             with get_sessionmaker()() as session, session.begin():
                 if session.get_bind().dialect.name == "postgresql":
                     # Losing this on a crash costs one extra send, which tasks recognise.
-                    session.connection().exec_driver_sql("SET LOCAL synchronous_commit = off")
+                    session.execute(sa.text("SET LOCAL synchronous_commit = off"))
                 mark_published(session, part)
         except Exception as exc:  # database away: the relay re-sends after its grace, tasks skip repeats
             log.warning("could not mark %d published job(s): %s", len(part), exc)

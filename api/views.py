@@ -15,7 +15,7 @@ from api.schemas import (
     decimal_string,
 )
 from models.deliveries import Document, DocumentKind, EmailDelivery
-from models.ordering import history
+from models.history import history
 from models.orders import Order
 
 DOWNLOADS = {DocumentKind.TICKETS: "tickets.pdf", DocumentKind.INVOICE: "invoice.pdf"}

@@ -87,7 +87,7 @@ def _render_loop(job: tuple[dict[str, Any], list[int], int, float]) -> tuple[flo
 def render_limit(db: Any, identifier: str, per_process: int) -> tuple[float, float]:
     """Orders' documents per second with nothing but rendering, on CONCURRENCY spawned processes,
     and the CPU seconds one order's documents take there."""
-    from models.ordering import load_order
+    from models.transitions import load_order
     from services.presenters import order_context
 
     with db() as session:

@@ -94,7 +94,7 @@ def run(h: Harness, quick: bool) -> tuple[list[Row], list[str]]:
 
 def idle_sweep(h: Harness, idle_n: int) -> list[Row]:
     from models.db import get_sessionmaker
-    from models.ordering import expire_stale
+    from models.expiration import expire_stale
 
     db = get_sessionmaker(h.database_url)
     times = []
@@ -112,7 +112,7 @@ def due_sweep(h: Harness, due_n: int, idle_n: int) -> tuple[list[Row], int]:
 
     from models.base import utcnow
     from models.db import get_engine, get_sessionmaker
-    from models.ordering import expire_stale
+    from models.expiration import expire_stale
 
     engine = get_engine(h.database_url)
     started = time.perf_counter()

@@ -91,7 +91,7 @@ def held_tickets(db: Any, ticket_id: int) -> int:
     """Tickets held by orders that still hold them (not expired, not cancelled)."""
     from models.base import utcnow
     from models.events import TicketType
-    from models.ordering import available
+    from models.placing import available
 
     with db() as session:
         ticket = session.get(TicketType, ticket_id)

@@ -77,9 +77,9 @@ def run(orders: int, cprofile: str | None, statements: bool, freeze: bool,
     import services.pipeline
     import tasks.orders
     from bench.workload import ORGANIZER, make_pending, seed_event
-    from models.ordering import change_status, load_order
     from models.outbox import pending_job_ids
     from models.status import OrderStatus
+    from models.transitions import change_status, load_order
     from services.rendering import freeze_heap, warm_up
 
     db = get_sessionmaker()

@@ -15,9 +15,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from bench.servers import Accepted
 from models import Event, EventRole, Role, TicketType
 from models.db import get_sessionmaker
-from models.ordering import LineItem, Person, change_status, create_order, load_order, submit_order
 from models.outbox import pending_job_ids
+from models.placing import LineItem, Person, create_order, submit_order
 from models.status import OrderStatus
+from models.transitions import change_status, load_order
 from models.users import create_user_token, get_or_create_user
 from tasks.outbox import publish_jobs
 

@@ -88,8 +88,8 @@ def pay_slice(job: tuple[str, list[tuple[str, float]]]) -> list[tuple[str, str, 
 def pay_at(db: object, identifier: str, at: float) -> tuple[str, str, float]:
     """Mark the order paid at `at`; returns the order, the outcome and when the payment began."""
     from models.errors import OrderError
-    from models.ordering import change_status, load_order
     from models.status import OrderStatus
+    from models.transitions import change_status, load_order
 
     time.sleep(max(0.0, at - time.time()))
     began = time.time()
@@ -104,7 +104,7 @@ def pay_at(db: object, identifier: str, at: float) -> tuple[str, str, float]:
 def buy_freed_tickets(db: object, seed: object, stop: threading.Event, n: int) -> None:
     """A new buyer trying every 50 ms: succeeds only when an expiry freed a ticket."""
     from models.errors import SoldOut
-    from models.ordering import LineItem, create_order
+    from models.placing import LineItem, create_order
     from models.users import get_or_create_user
 
     while not stop.wait(0.05):
@@ -121,7 +121,7 @@ def held_tickets(h: Harness, ticket_id: int) -> int:
     from models.base import utcnow
     from models.db import get_sessionmaker
     from models.events import TicketType
-    from models.ordering import available
+    from models.placing import available
 
     with get_sessionmaker(h.database_url)() as session:
         ticket = session.get_one(TicketType, ticket_id)

@@ -105,8 +105,8 @@ def kill_group(proc: Process) -> None:
 def relay_only_job(db: Any, identifier: str) -> None:
     """Mark paid and commit, publish nothing: as if the API lost Redis right after its commit."""
     from bench.workload import ORGANIZER
-    from models.ordering import change_status, load_order
     from models.status import OrderStatus
+    from models.transitions import change_status, load_order
 
     with db() as session, session.begin():
         change_status(session, load_order(session, identifier), OrderStatus.COMPLETED, by=ORGANIZER)

@@ -37,9 +37,6 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # Celery task events cost the worker CPU on every job; turn them on where Flower watches.
     task_events: bool = False
-    # Hot statements PREPAREd once per connection (models.db.driver_statement); off behind a pooler in
-    # transaction mode (PgBouncer), where a session's prepared statements do not follow it.
-    database_prepared_statements: bool = True
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

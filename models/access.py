@@ -8,7 +8,6 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from models.base import Base
-from models.db import driver_rows
 from models.events import EventRole
 from models.orders import Order
 from models.status import OrderStatus
@@ -33,7 +32,7 @@ class Lookup:
     runs_event: bool  # an admin, or a role on the order's (or the given) event: the contract's co-organizer
 
 
-# Plain Core on the tables (no ORM compile step), built once: executing it only binds parameters.
+# Core on the tables, built once: SQLAlchemy's compiled cache finds it without an ORM compile step.
 _users, _tokens, _orders, _roles = (Base.metadata.tables[m.__tablename__] for m in (User, ApiToken, Order, EventRole))
 _ROLE = sa.exists().where(
     _roles.c.event_id == sa.func.coalesce(_orders.c.event_id, sa.bindparam("event_id", type_=sa.Integer)),
@@ -53,11 +52,7 @@ def lookup(conn: sa.Connection, token: str, *, identifier: str | None = None,
     """The token's user, the order `identifier` (if any) and whether the user runs its event (or
     `event_id` when no order is named); None for an unknown or revoked token. One round trip."""
     params = {"token_hash": hash_token(token), "identifier": identifier, "event_id": event_id}
-    if conn.dialect.name == "postgresql":  # plain str / int / None parameters: the driver takes them as they are
-        rows = driver_rows(conn, _LOOKUP, params)
-        row = rows[0] if rows else None
-    else:
-        row = conn.execute(_LOOKUP, params).first()
+    row = conn.execute(_LOOKUP, params).first()
     if row is None:
         return None
     caller = Caller(id=row.id, email=row.email, is_admin=bool(row.is_admin))

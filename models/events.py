@@ -90,12 +90,3 @@ ROLE_GRANTERS = frozenset({Role.OWNER, Role.ORGANIZER})
 def is_coorganizer(session: Session, user: Principal, event_id: int) -> bool:
     """The contract's "co-organizer": an admin, or the event's owner, organizer or coorganizer."""
     return has_role(session, user, event_id, CO_ORGANIZER_ROLES)
-
-
-def organizer_emails(session: Session, event_id: int) -> list[str]:
-    """Each distinct address among owner, organizers and coorganizers, once."""
-    rows = session.scalars(
-        sa.select(User.email).join(EventRole, EventRole.user_id == User.id)
-        .where(EventRole.event_id == event_id).distinct().order_by(User.email)
-    )
-    return list(rows)

@@ -90,9 +90,3 @@ def create_user_token(
     session.add(ApiToken(user_id=user.id, token_hash=hash_token(token)))
     session.flush()
     return user, token
-
-
-def user_for_token(session: Session, token: str) -> User | None:
-    return session.scalar(
-        sa.select(User).join(ApiToken).where(ApiToken.token_hash == hash_token(token))
-    )

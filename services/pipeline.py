@@ -20,23 +20,23 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.jobs import DELIVER_BATCH_TASK
 from core.settings import settings
 from models.deliveries import EmailDelivery, EmailKind
-from models.ordering import load_order, lock_order, record
+from models.history import record
 from models.orders import Order, OrderEvent
 from models.outbox import enqueue_job
 from models.status import is_resendable
-from services.deliveries import (
+from models.transitions import load_order, lock_order
+from services.messages import WITH_DOCUMENTS
+from services.outcomes import Outcome
+from services.presenters import buyer_of, load_full_order, order_context
+from services.recipients import (
     CANCELLATION_BATCH,
     CONFIRMATION_BATCH,
-    UNSENT,
-    Outcome,
     confirmation_recipients,
     ensure_deliveries,
     next_resend_batch,
-    send_deliveries,
 )
-from services.messages import WITH_DOCUMENTS
-from services.presenters import buyer_of, load_full_order, order_context
 from services.rendering import order_documents, render_order
+from services.sending import UNSENT, send_deliveries
 from services.storage import DocumentKey, documents_ready, fingerprint_of, store_documents, stored_documents
 
 log = logging.getLogger("ticketq.pipeline")

@@ -31,15 +31,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.jobs import DOCUMENTS_QUEUE, MAIL_QUEUE, ORDERS_QUEUE
 from core.producer import Job, send_jobs
 from models.base import utcnow
-from models.outbox import (
-    OutboxJob,
+from models.outbox import OutboxJob, unfinished
+from models.relaying import (
     due_jobs,
     leases_held_on,
     purge_done,
     take_back_expired_leases,
     take_back_leases,
     take_back_published_before,
-    unfinished,
 )
 
 log = logging.getLogger("ticketq.relay")

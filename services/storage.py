@@ -15,8 +15,6 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from models.base import utcnow
-from models.db import driver_rows
 from models.deliveries import Document, DocumentKind
 from models.orders import Order
 from services.files import absolute, content_fingerprint, document_name, find_document, fingerprint_of
@@ -68,24 +66,12 @@ def documents_ready(session: Session, order: Order, fingerprint: str | None = No
     return True
 
 
-# On PostgreSQL the two statements of storing run as SQL compiled once and prepared on
-# the server once per connection (models.db.driver_statement); DML as the SELECT of a data-modifying
-# CTE, the rows through unnest (attendee id 0 for none: ids start at 1).
-_REPLACED = sa.text("""
-WITH replaced AS (
-    DELETE FROM documents WHERE order_id = CAST(:order_id AS integer) AND revision <= CAST(:revision AS integer)
-    RETURNING path
-) SELECT path FROM replaced""").columns(path=sa.String)
-_STORE = sa.text("""
-WITH stored AS (
-    INSERT INTO documents (order_id, kind, attendee_id, path, revision, size, created_at)
-    SELECT CAST(:order_id AS integer), d.kind, NULLIF(d.attendee_id, 0), d.path, CAST(:revision AS integer), d.size,
-           CAST(:now AS timestamptz)
-    FROM unnest(CAST(:kinds AS varchar[]), CAST(:attendees AS integer[]), CAST(:paths AS varchar[]),
-                CAST(:sizes AS integer[])) WITH ORDINALITY AS d(kind, attendee_id, path, size, n)
-    ORDER BY d.n
-    RETURNING id
-) SELECT id FROM stored""").columns(id=sa.Integer)
+_documents = cast(sa.Table, Document.__table__)
+_REPLACED = (sa.delete(_documents)
+             .where(_documents.c.order_id == sa.bindparam("order_id", type_=sa.Integer),
+                    _documents.c.revision <= sa.bindparam("revision", type_=sa.Integer))
+             .returning(_documents.c.path))
+_STORE = sa.insert(_documents)
 
 
 def store_documents(
@@ -105,20 +91,9 @@ def store_documents(
         rows.append({"order_id": order.id, "kind": kind, "attendee_id": attendee_id, "path": relative,
                      "revision": revision, "size": len(data)})
     # Two statements (no ORM unit of work): the rows this rendering replaces, then its own.
-    if session.get_bind().dialect.name == "postgresql":
-        conn = session.connection()
-        replaced = [r.path for r in driver_rows(conn, _REPLACED, {"order_id": order.id, "revision": revision})]
-        if rows:
-            driver_rows(conn, _STORE, {
-                "order_id": order.id, "revision": revision, "now": utcnow(),
-                "kinds": [row["kind"].value for row in rows], "paths": [row["path"] for row in rows],
-                "attendees": [row["attendee_id"] or 0 for row in rows], "sizes": [row["size"] for row in rows]})
-    else:
-        replaced = list(session.scalars(sa.delete(Document).where(
-            Document.order_id == order.id, Document.revision <= revision)
-            .returning(Document.path).execution_options(synchronize_session=False)))
-        if rows:
-            session.execute(sa.insert(cast(sa.Table, Document.__table__)), rows)  # one multi-row INSERT
+    replaced = list(session.scalars(_REPLACED, {"order_id": order.id, "revision": revision}))
+    if rows:
+        session.execute(_STORE, rows)  # one multi-row INSERT (SQLAlchemy's "insertmanyvalues")
     keep = {row["path"] for row in rows}
     for path in set(replaced) - keep:
         absolute(path).unlink(missing_ok=True)

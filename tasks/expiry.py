@@ -6,7 +6,7 @@ import logging
 
 from core.jobs import EXPIRE_TASK
 from models.db import get_sessionmaker
-from models.ordering import expire_stale
+from models.expiration import expire_stale
 from worker.app import app
 
 log = logging.getLogger("ticketq.tasks.expiry")

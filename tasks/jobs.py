@@ -23,9 +23,9 @@ from celery.exceptions import Ignore
 from sqlalchemy.orm import Session
 
 from core.jobs import QUEUE_OF, job_id_of
-from models.db import autocommit, get_engine, get_sessionmaker
+from models.db import get_engine, get_sessionmaker
 from models.errors import OrderError
-from models.outbox import Claim, adopt_job, claim_job, finish_job, give_back_job
+from models.leases import Claim, adopt_job, claim_job, finish_job, give_back_job
 from services.pipeline import Done
 from services.relay import dead_local_holder, publish_jobs
 from worker.app import app
@@ -52,20 +52,18 @@ def _job_transaction(*, adopting: bool = False) -> Iterator[Session | sa.Connect
     """Where the job's row is marked: a plain connection (the marks are single Core statements, no
     unit of work to pay for), or a session's transaction when a job row is to be adopted.
 
-    On PostgreSQL the connection is in autocommit: each mark is ONE statement, so it is its own
-    transaction, in one round trip instead of BEGIN, the statement and COMMIT. (A claim that finds
-    the lease taken reads the row in a second statement, as before in the same READ COMMITTED
-    transaction: each statement saw the latest commits either way.)"""
+    On PostgreSQL the connection is in autocommit: each mark is ONE statement, its own transaction,
+    in one round trip instead of BEGIN, the statement and COMMIT. (A claim that finds the lease taken
+    reads the row in a second statement; under READ COMMITTED it saw the latest commits either way.)"""
     if adopting:
         with get_sessionmaker()() as session, session.begin():
             yield session
         return
     with get_engine().connect() as conn:
-        if conn.dialect.name != "postgresql":
-            with conn.begin():
-                yield conn
+        if conn.dialect.name == "postgresql":  # the pool resets the isolation level on return
+            yield conn.execution_options(isolation_level="AUTOCOMMIT")
             return
-        with autocommit(conn):
+        with conn.begin():
             yield conn
 
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 from sqlalchemy.orm import Session
 
 from models import Event, EventRole, Order, Role, TicketType, User
-from models.ordering import LineItem, create_order
+from models.placing import LineItem, create_order
 from models.status import OrderStatus
 from models.users import get_or_create_user
 

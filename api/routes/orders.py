@@ -16,9 +16,10 @@ from api.views import order_public
 from models.access import Lookup
 from models.deliveries import DocumentKind
 from models.errors import Forbidden, InvalidInput, NotFound
-from models.ordering import LineItem, Person, change_status, create_order, load_order, submit_order
 from models.orders import Order
+from models.placing import LineItem, Person, create_order, submit_order
 from models.status import OrderStatus, parse_status
+from models.transitions import change_status, load_order
 from models.users import Principal
 from services.files import find_document
 

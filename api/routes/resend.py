@@ -23,7 +23,7 @@ from api.ratelimit import ResendLimits
 from api.schemas import ResendAccepted, ResendRequest
 from core.producer import Job
 from models.errors import Forbidden, InvalidTransition, NotFound
-from models.ordering import request_resend
+from models.resending import request_resend
 from models.status import is_resendable
 
 log = logging.getLogger("ticketq.api.resend")

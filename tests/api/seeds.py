@@ -9,8 +9,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import EmailDelivery
 from models.base import utcnow
-from models.ordering import change_status, expire_stale
+from models.expiration import expire_stale
 from models.status import OrderStatus
+from models.transitions import change_status
 from models.users import create_user_token
 from tests.factories import make_event, make_order, make_user
 

@@ -53,8 +53,10 @@ def test_an_order_created_over_http_expires_900_s_later_and_1800_s_after_it_goes
 
 
 def test_the_deadlines_are_900_and_1800_s_to_the_microsecond(db: sessionmaker[Session]) -> None:
-    from models.ordering import Person, expire_stale, load_order, submit_order
+    from models.expiration import expire_stale
+    from models.placing import Person, submit_order
     from models.status import OrderStatus
+    from models.transitions import load_order
     from tests.factories import make_event, make_order, make_user
 
     created_at = datetime(2030, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)

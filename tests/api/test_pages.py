@@ -98,30 +98,16 @@ def test_filter_by_status_and_paginate(client: TestClient, db: sessionmaker[Sess
 
 
 class StatementCounter:
-    """Statements run on `engine`: SQLAlchemy's cursor events, plus driver statements (run on the
-    driver's cursor, which those events do not see)."""
+    """Statements run on `engine`, as SQLAlchemy's cursor events see them."""
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine, self.statements = engine, list[str]()
 
     def __enter__(self) -> StatementCounter:
-        from models.db import DriverStatement
-
         sa.event.listen(self.engine, "before_cursor_execute", self._count)
-        self._rows = rows = DriverStatement.rows
-        counter = self
-
-        def counted(statement: DriverStatement, conn: sa.Connection, params: dict[str, Any]) -> list[Any]:
-            if conn.engine is counter.engine and getattr(conn.connection.dbapi_connection, "autocommit", False):
-                counter.statements.append(statement.run)
-            return rows(statement, conn, params)
-        DriverStatement.rows = counted  # type: ignore[method-assign]
         return self
 
     def __exit__(self, *exc: object) -> None:
-        from models.db import DriverStatement
-
-        DriverStatement.rows = self._rows  # type: ignore[method-assign]
         sa.event.remove(self.engine, "before_cursor_execute", self._count)
 
     def _count(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:

@@ -14,8 +14,10 @@ from models import Order, OutboxJob
 from models.base import utcnow
 from models.db import create_engine
 from models.errors import OrderError, SoldOut
-from models.ordering import change_status, expire_stale, history, load_order
+from models.expiration import expire_stale
+from models.history import history
 from models.status import OrderStatus
+from models.transitions import change_status, load_order
 from tests.factories import make_event, make_order, make_user
 
 S = OrderStatus

@@ -10,7 +10,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.settings import settings
 from models import Order
 from models.base import utcnow
-from models.ordering import expire_stale, history
+from models.expiration import expire_stale
+from models.history import history
 from models.status import OrderStatus
 from tests.factories import make_event, make_order, make_user
 
@@ -76,7 +77,7 @@ def test_large_backlogs_are_expired_in_batches(db: sessionmaker[Session]) -> Non
 
 
 def test_expired_orders_release_their_tickets(db: sessionmaker[Session]) -> None:
-    from models.ordering import available
+    from models.placing import available
 
     with db() as session, session.begin():
         event, buyer = make_event(session, tickets=(("Few", "1.00", 3),)), make_user(session)

@@ -14,8 +14,9 @@ from core.settings import settings
 from models import Order, OrderEvent, OutboxJob
 from models.base import utcnow
 from models.errors import Forbidden, InvalidInput, InvalidTransition, NotFound, SoldOut, UnknownPaymentMode
-from models.ordering import LineItem, Person, change_status, create_order, load_order, submit_order
+from models.placing import LineItem, Person, create_order, submit_order
 from models.status import OrderStatus
+from models.transitions import change_status, load_order
 from tests.factories import make_event, make_order, make_user
 
 S = OrderStatus

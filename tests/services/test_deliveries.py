@@ -15,21 +15,13 @@ from models.deliveries import DeliveryState, EmailDelivery, EmailKind
 from models.orders import Order
 from models.outbox import OutboxJob
 from services import pipeline
-from services.deliveries import (
-    ADVISORY_CLASS,
-    CANCELLATION_BATCH,
-    CONFIRMATION_BATCH,
-    MAX_SEND_ATTEMPTS,
-    Outcome,
-    _prepare_all,
-    claimed,
-    confirmation_recipients,
-    ensure_deliveries,
-    send_deliveries,
-)
+from services.claims import ADVISORY_CLASS, claimed
 from services.messages import message_id_for
+from services.outcomes import MAX_SEND_ATTEMPTS, Outcome
 from services.pipeline import ensure_documents
 from services.presenters import load_full_order
+from services.recipients import CANCELLATION_BATCH, CONFIRMATION_BATCH, confirmation_recipients, ensure_deliveries
+from services.sending import _prepare_all, send_deliveries
 from services.smtp import close_clients, smtp_client
 from tests.tasks.confirm_helpers import BUYER, SHARED, confirmed_order, deliveries
 from ticketq.embedded import SmtpSink

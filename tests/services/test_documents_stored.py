@@ -6,9 +6,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.deliveries import Document, DocumentKind
-from models.ordering import change_status, load_order, lock_order
 from models.orders import Order
 from models.status import OrderStatus
+from models.transitions import change_status, load_order, lock_order
 from services import pipeline
 from services.presenters import load_full_order
 from services.storage import DocumentKey, absolute, document_name, find_document, store_documents

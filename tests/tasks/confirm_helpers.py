@@ -13,9 +13,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from models import Order
 from models.deliveries import DeliveryState, EmailDelivery
 from models.events import EventRole, Role
-from models.ordering import Person, change_status, submit_order
 from models.outbox import OutboxJob
+from models.placing import Person, submit_order
 from models.status import OrderStatus
+from models.transitions import change_status
 from tests.factories import make_event, make_order, make_user
 from tests.waiting import wait_until
 

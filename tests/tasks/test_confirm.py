@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.jobs import CONFIRM_TASK
 from models.deliveries import DeliveryState, DocumentKind
 from models.events import Role
-from models.ordering import load_order
+from models.transitions import load_order
 from services.storage import find_document
 from tests.backends import CeleryWorker
 from tests.tasks.confirm_helpers import (

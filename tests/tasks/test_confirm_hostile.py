@@ -9,8 +9,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.jobs import CANCELLATION_TASK, CONFIRM_TASK
 from models.deliveries import DeliveryState
 from models.events import Role
-from models.ordering import change_status, load_order
 from models.status import OrderStatus
+from models.transitions import change_status, load_order
 from tests.backends import CeleryWorker
 from tests.services.hostile import counting_server, hostile_names
 from tests.tasks.confirm_helpers import BUYER, SHARED, attachments, by_kind, confirmed_order, pdf_text, wait_settled

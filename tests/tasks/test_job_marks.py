@@ -1,6 +1,5 @@
-"""A job's lease and done marks: the same outcomes and the same row whether they run as PostgreSQL
-driver statements (a plain connection, as the worker's JobTask does) or as the Core UPDATE (a
-session, as when a job is adopted, and SQLite)."""
+"""A job's lease and done marks: the same outcomes and the same row whether they run on a plain
+connection (as the worker's JobTask does) or in a session (as when a job is adopted)."""
 
 from __future__ import annotations
 
@@ -12,7 +11,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.jobs import CONFIRM_TASK
 from models.db import get_engine
-from models.outbox import Claim, OutboxJob, claim_job, enqueue_job, finish_job, give_back_job
+from models.leases import Claim, claim_job, finish_job, give_back_job
+from models.outbox import OutboxJob, enqueue_job
 
 HOLDER, OTHER = "host:1", "host:2"
 
@@ -47,7 +47,7 @@ def _walk(db: sessionmaker[Session], on_connection: bool) -> list[tuple[Claim, s
     return seen
 
 
-@pytest.mark.parametrize("on_connection", [True, False], ids=["driver statements", "core"])
+@pytest.mark.parametrize("on_connection", [True, False], ids=["connection", "session"])
 def test_the_marks_take_release_and_refuse_leases(db: sessionmaker[Session], on_connection: bool) -> None:
     claimed, refused, stolen, finished, after = _walk(db, on_connection)
     assert claimed[:3] == (Claim.CLAIMED, HOLDER, 1) and claimed[3]["leased"] and claimed[3]["published"]

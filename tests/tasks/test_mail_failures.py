@@ -6,8 +6,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.jobs import CANCELLATION_TASK, CONFIRM_TASK, SEND_DELIVERY_TASK
 from models.deliveries import DeliveryState, EmailKind
-from models.ordering import change_status, load_order
 from models.status import OrderStatus
+from models.transitions import change_status, load_order
 from tests.backends import CeleryWorker
 from tests.tasks.confirm_helpers import BUYER, SHARED, by_kind, confirmed_order, wait_jobs_done, wait_settled
 from ticketq.embedded import SmtpSink

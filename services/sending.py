@@ -1,0 +1,148 @@
+"""Sending an order's deliveries: claim them, mark them 'sending' with their messages, then send each
+over the process's one SMTP connection and record what happened, queued -> sending -> sent | failed,
+at most once per success."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, cast
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.attributes import set_committed_value
+
+from core.settings import settings
+from models.base import utcnow
+from models.deliveries import DeliveryState, EmailDelivery, EmailKind
+from models.orders import Order
+from models.status import is_resendable
+from services.claims import claimed
+from services.messages import WITH_DOCUMENTS, DocumentsMissing, compose, event_ics, message_id_for, wire_message
+from services.outcomes import Outcome, Sent, commit_sent, fail_delivery, finish_unsent, sent_params
+from services.presenters import order_context
+from services.smtp import DeliveryError, Outgoing, smtp_client
+from services.storage import DocumentKey
+
+UNSENT = (DeliveryState.QUEUED, DeliveryState.SENDING)
+# SQLite has no advisory locks: a 'sending' row younger than this is taken to have a live sender.
+SENDING_LEASE = timedelta(seconds=120)
+INTERRUPTED = "interrupted before the server answered"
+
+_deliveries = cast(sa.Table, EmailDelivery.__table__)
+_CLAIMED_ROWS = (sa.select(EmailDelivery).where(EmailDelivery.id.in_(sa.bindparam("ids", expanding=True)),
+                                                EmailDelivery.order_id == sa.bindparam("order_id", type_=sa.Integer))
+                 .order_by(EmailDelivery.id).with_for_update())
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A delivery marked 'sending' with its message; holding the rows keeps them in the session."""
+
+    delivery: EmailDelivery
+    order: Order
+    message: Outgoing
+    message_id: str
+
+    @property
+    def delivery_id(self) -> int:
+        return self.delivery.id
+
+
+def send_deliveries(factory: sessionmaker[Session], order: Order, ids: Sequence[int],
+                    documents: Mapping[DocumentKey, bytes], smtp_url: str) -> Sent:
+    """Send each delivery of one order over the process's SMTP connection; one outcome per id.
+
+    Each record is committed 'sent' right after the server accepted it, in its own short
+    transaction with nothing else in it: a worker killed in between is the only way one email goes
+    out twice, and then with the same Message-ID. A temporary failure schedules the delivery's
+    retry as a job in the same transaction; once the server is unreachable, the rest of the batch
+    is not tried now but scheduled the same way.
+    """
+    result = Sent()
+    with claimed(factory, ids) as (session, ours):
+        result.outcomes.update({i: Outcome.BUSY for i in ids if i not in ours})
+        with session.begin():
+            prepared = _prepare_all(session, order, ours, documents, result.outcomes)
+        client = smtp_client(smtp_url)
+        unreachable: DeliveryError | None = None
+        postgres = session.get_bind().dialect.name == "postgresql"
+        for index, item in enumerate(prepared):
+            error = unreachable
+            params = sent_params(item.delivery) if postgres else None
+            try:
+                if error is None:
+                    client.send(item.message)
+            except DeliveryError as exc:
+                error = exc
+                if exc.unreachable:
+                    unreachable = exc
+            except BaseException:  # a time limit or a bug: never leave a row 'sending' for a live job
+                client.drop()
+                with session.begin():
+                    for rest in prepared[index:]:
+                        finish_unsent(session, rest.delivery, rest.order, DeliveryError(INTERRUPTED, temporary=True),
+                                      result)
+                raise
+            if error is None:
+                commit_sent(session, item.delivery, item.order, params, result)
+            else:
+                with session.begin():
+                    finish_unsent(session, item.delivery, item.order, error, result)
+    return result
+
+
+def _prepare_all(session: Session, order: Order, ids: list[int], documents: Mapping[DocumentKey, bytes],
+                 outcomes: dict[int, Outcome]) -> list[Prepared]:
+    rows = session.scalars(_CLAIMED_ROWS, {"ids": ids, "order_id": order.id}).all() if ids else []
+    outcomes.update({i: Outcome.DONE for i in ids})  # unknown ids (a truncated table) are done too
+    context = order_context(order)
+    ics = event_ics(order) if any(r.kind in WITH_DOCUMENTS for r in rows) else b""  # one per order
+    prepared = []
+    for delivery in rows:
+        result = _prepare(session, delivery, order, documents, context, ics)
+        if isinstance(result, Outcome):
+            outcomes[delivery.id] = result
+        else:
+            prepared.append(result)
+    _mark_sending(session, prepared)
+    return prepared
+
+
+def _mark_sending(session: Session, prepared: list[Prepared]) -> None:
+    """ONE statement marks every prepared delivery 'sending' with its Message-ID (no unit of work)."""
+    if not prepared:
+        return
+    now, table = utcnow(), _deliveries
+    ids = {item.delivery.id: item.message_id for item in prepared}
+    session.execute(table.update().where(table.c.id.in_(list(ids))).values(
+        state=DeliveryState.SENDING, updated_at=now, attempts=table.c.attempts + 1,
+        message_id=sa.case(ids, value=table.c.id)))
+    for item in prepared:  # what the statement wrote, without a reload
+        d = item.delivery
+        for name, value in (("state", DeliveryState.SENDING), ("message_id", item.message_id), ("updated_at", now),
+                            ("attempts", d.attempts + 1)):
+            set_committed_value(d, name, value)
+
+
+def _prepare(session: Session, delivery: EmailDelivery, order: Order, documents: Mapping[DocumentKey, bytes],
+             context: dict[str, Any], ics: bytes) -> Outcome | Prepared:
+    if delivery.state in (DeliveryState.SENT, DeliveryState.FAILED):
+        return Outcome.DONE
+    now = utcnow()
+    if (delivery.state is DeliveryState.SENDING and session.get_bind().dialect.name != "postgresql"
+            and delivery.updated_at > now - SENDING_LEASE):
+        return Outcome.BUSY
+    if delivery.kind is not EmailKind.CANCELLATION and not is_resendable(order.status):
+        fail_delivery(session, delivery, order, f"order is {order.status.value}; email not sent")
+        return Outcome.FAILED
+    message_id = delivery.message_id or message_id_for(order.identifier, delivery.id, settings.mail_from)
+    try:
+        message = wire_message(compose(order, delivery, message_id, documents, context, ics))
+    except DocumentsMissing:
+        return Outcome.NEEDS_DOCUMENTS
+    except DeliveryError as exc:  # an unusable address: nothing will ever send it
+        fail_delivery(session, delivery, order, exc.reply)
+        return Outcome.FAILED
+    return Prepared(delivery, order, message, message_id)
