@@ -10,9 +10,11 @@ from alembic.migration import MigrationContext
 from migrations.migrate import upgrade
 from models import Base
 from models.db import create_engine, get_engine
+from tests.backends import Backends
 
 
-def test_the_migrated_postgresql_schema_matches_the_models() -> None:
+def test_the_migrated_postgresql_schema_matches_the_models(backends: Backends) -> None:
+    """The run's database, which the backends fixture migrated when it started."""
     with get_engine().connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
 
