@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 LOCK      := requirements.lock
 TEST_LOCK := requirements-test.lock
 # Licences the image may be distributed with (permissive, weak copyleft, the fonts' OFL).
-LICENSES_OK := MIT;BSD;Apache;ISC;Mozilla Public License;MPL;PSF;Python Software Foundation;Lesser General Public License;LGPL;OFL;Unlicense;DFSG approved
+LICENSES_OK := MIT;BSD;Public Domain;Apache;ISC;Mozilla Public License;MPL;PSF;Python Software Foundation;Lesser General Public License;LGPL;OFL;Unlicense;DFSG approved
 COMPILE   := $(VENV)/bin/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes --quiet --custom-compile-command "make lock"
 
 .PHONY: demo test lint lock bench bench-memory chaos up clean system-deps browser-deps compose-deps
