@@ -81,8 +81,11 @@ def send_jobs(jobs: Sequence[Job], app: Celery | None = None) -> list[int]:
                 with producer.batch(max_size=PIPELINE):  # sent when the block ends
                     for job in chunk:
                         # add_to_parent=False: a job sent from inside a task (the relay) is not its child.
+                        # argsrepr: a job's args are a few JSON primitives, whose plain repr is what
+                        # Celery's saferepr would write, at a fraction of its cost.
                         app.send_task(job.task, args=job.args, queue=job.queue, task_id=task_id_of(job.id),
-                                      producer=producer, ignore_result=True, retry=False, add_to_parent=False)
+                                      producer=producer, ignore_result=True, retry=False, add_to_parent=False,
+                                      argsrepr=repr(job.args), kwargsrepr="{}")
                 sent.extend(job.id for job in chunk)
     except Exception as exc:  # kombu raises many kinds for a dead broker; the relay sends the rest
         if own:
