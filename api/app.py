@@ -28,7 +28,7 @@ from api.errors import (
 )
 from api.guard import GuardMiddleware
 from api.ratelimit import ResendLimits, resend_limits
-from api.routes import events, health, orders, pages, resend
+from api.routes import events, exports, health, orders, pages, resend, signin
 from core.settings import ConfigurationError, settings
 from core.version import VERSION
 from models.errors import OrderError
@@ -49,7 +49,8 @@ def create_app(limits: ResendLimits | None = None) -> FastAPI:
     app = FastAPI(title="ticketq", version=VERSION, description=DESCRIPTION, lifespan=_lifespan)
     app.state.resend_limits = limits or resend_limits(
         settings.require_redis_url(), settings.resend_limit_per_ip, settings.resend_limit_per_user)
-    for router in (health.router, events.router, resend.router, orders.router, pages.router):
+    for router in (health.router, events.router, exports.router, resend.router, orders.router, pages.router,
+                   signin.router):
         app.include_router(router)
     _install_error_handlers(app)
     _document_own_errors_only(app)

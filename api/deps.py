@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.errors import Unauthorized
 from api.schemas import DB_INT_MAX
+from api.sessions import session_token
 from core.settings import settings
 from models.access import Lookup, lookup
 from models.db import create_engine
@@ -88,19 +89,23 @@ def closes_session(handler: Handler) -> Handler:
     return cast(Handler, run)
 
 
-# For /docs only (its Authorize button): `bearer_token` reads the header itself, so that the
-# contract's 401 texts stay.
+# For /docs only (its Authorize button): `bearer_token` reads the header itself, so that the page's
+# session cookie also works and the contract's 401 texts stay.
 bearer = HTTPBearer(auto_error=False, scheme_name="bearer",
                     description="The token `ticketq users create EMAIL` prints, as `Authorization: Bearer <token>`")
 BearerDocs = Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
 
 
 def bearer_token(request: Request) -> str:
-    """The token of the Authorization header; 401 for a missing or malformed one."""
+    """The token of the Authorization header, else the organizer page's session cookie (its writes
+    checked for CSRF); 401 for a missing or malformed one."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip()
     if not header:
+        cookie = session_token(request)
+        if cookie is not None and len(cookie) <= MAX_TOKEN_LENGTH:
+            return cookie
         raise Unauthorized("Authentication credentials were not provided")
     if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_LENGTH:
         raise Unauthorized("Invalid authorization header; expected 'Bearer <token>'")
