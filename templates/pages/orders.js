@@ -36,7 +36,8 @@
       const failed = Boolean(counts.failed);
       const summary = el("summary", {}, [
         el("strong", { textContent: batchLabel(batch) }), " · " + formatTime(latest, state.timeZone) + " · ",
-        ...Object.entries(counts).map(([s, n]) => el("span", { className: "state state-" + s, textContent: n + " " + s + " " })),
+        ...Object.entries(counts).flatMap(([s, n], i) => [i ? ", " : "",
+          el("span", { className: "state state-" + s, textContent: n + " " + s })]),
       ]);
       const items = mails.map((m) => el("li", {}, [
         m.kind + " → " + m.recipient + " ", el("span", { className: "state state-" + m.state, textContent: m.state }),
