@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,15 +16,28 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import publish
 from api.deps import trusted_networks
-from api.errors import ERROR_RESPONSES, ApiError, domain_error, error_object, error_response, single_error
+from api.errors import (
+    ApiError,
+    UnsupportedMediaType,
+    Where,
+    domain_error,
+    error_object,
+    error_response,
+    error_source,
+    single_error,
+)
 from api.guard import GuardMiddleware
 from api.ratelimit import ResendLimits, resend_limits
-from api.routes import events, health, orders, pages, resend
+from api.routes import events, exports, health, orders, pages, resend, signin
 from core.settings import ConfigurationError, settings
 from core.version import VERSION
 from models.errors import OrderError
 
 log = logging.getLogger("ticketq.api")
+DESCRIPTION = (
+    "Orders, tickets and confirmations. Authenticate with `Authorization: Bearer <token>` (the token "
+    "`ticketq users create EMAIL` prints; **Authorize** above). Every failure is a JSON:API error document: "
+    "`source.pointer` names the field of the body sent, `source.parameter` the path or query parameter.")
 
 
 def create_app(limits: ResendLimits | None = None) -> FastAPI:
@@ -32,13 +46,14 @@ def create_app(limits: ResendLimits | None = None) -> FastAPI:
         trusted_networks()
     except ValueError as exc:
         raise ConfigurationError(f"TRUSTED_PROXIES: {exc}") from None
-    app = FastAPI(title="ticketq", version=VERSION, description="Orders, tickets and confirmations.",
-                  responses=ERROR_RESPONSES, lifespan=_lifespan)
+    app = FastAPI(title="ticketq", version=VERSION, description=DESCRIPTION, lifespan=_lifespan)
     app.state.resend_limits = limits or resend_limits(
         settings.require_redis_url(), settings.resend_limit_per_ip, settings.resend_limit_per_user)
-    for router in (health.router, events.router, resend.router, orders.router, pages.router):
+    for router in (health.router, events.router, exports.router, resend.router, orders.router, pages.router,
+                   signin.router):
         app.include_router(router)
     _install_error_handlers(app)
+    _document_own_errors_only(app)
     app.add_middleware(GuardMiddleware)  # outermost: 413 before anything reads the body, JSON 500s
     return app
 
@@ -59,14 +74,44 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(sqlalchemy.exc.TimeoutError, _database_down)  # no pooled connection came free
 
 
+def _document_own_errors_only(app: FastAPI) -> None:
+    """FastAPI adds its own 422 (a shape ticketq never answers) to every route with parameters; each
+    route lists the JSON:API errors it can answer itself (api/errors.py `error_responses`)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            for operations in schema["paths"].values():
+                for operation in operations.values():
+                    responses = operation.get("responses", {})
+                    for status, response in list(responses.items()):
+                        if "HTTPValidationError" in json.dumps(response):
+                            del responses[status]
+            for name in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(name, None)
+        assert app.openapi_schema is not None  # build() stored it
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _where(request: Request, pointer: str | None) -> Where:
+    # The resend body has the `{"data": …}` envelope the domain's pointers assume (api/routes/resend.py).
+    enveloped = bool(getattr(request.state, "data_envelope", False))
+    return error_source(pointer, dict(request.path_params), enveloped=enveloped)
+
+
 async def _order_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, OrderError)
-    return domain_error(exc)
+    return domain_error(exc, _where(request, exc.pointer))
 
 
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return single_error(exc.status, exc.detail, pointer=exc.pointer, title=exc.title, headers=exc.headers)
+    pointer, parameter = _where(request, exc.pointer)
+    return single_error(exc.status, exc.detail, pointer=pointer, parameter=parameter, title=exc.title,
+                        headers=exc.headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -74,14 +119,29 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     errors = list(exc.errors())
     if any(e.get("type") == "json_invalid" for e in errors):
         return single_error(400, "Malformed JSON body", pointer="")
+    # FastAPI hands a body it did not read as JSON (no or another Content-Type) to the model as bytes.
+    content_type = request.headers.get("content-type") or ""
+    if not _is_json(content_type) and any(tuple(e.get("loc", ())) == ("body",) and e.get("type") != "missing"
+                                          for e in errors):
+        refused = UnsupportedMediaType(content_type.split(";")[0].strip() or "a body without Content-Type")
+        return single_error(415, refused.detail, pointer="", title=refused.title)
     return error_response(422, [_validation_object(e) for e in errors])
 
 
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";")[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
 def _validation_object(error: dict[str, Any]) -> dict[str, Any]:
+    """Pointers in the shape of the body sent; messages without pydantic's "Value error, " prefix."""
     where, *path = error.get("loc", ()) or ("body",)
     message = str(error.get("msg", "Invalid value"))
+    for prefix in ("Value error, ", "Assertion failed, "):
+        message = message.removeprefix(prefix)
+    message = message[:1].upper() + message[1:]
     if where == "body":
-        return error_object(422, message, pointer="/data" + "".join(f"/{p}" for p in path))
+        return error_object(422, message, pointer="".join(f"/{p}" for p in path))
     return error_object(422, message, parameter=".".join(str(p) for p in path) or str(where))
 
 
@@ -95,7 +155,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _integrity_error(request: Request, exc: Exception) -> JSONResponse:
     log.info("integrity error on %s: %s", request.url.path, exc)
-    return single_error(409, "The change conflicts with a concurrent one; try again", pointer="/data")
+    return single_error(409, "The change conflicts with a concurrent one; try again", pointer="")
 
 
 async def _database_down(request: Request, exc: Exception) -> JSONResponse:

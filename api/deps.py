@@ -10,12 +10,14 @@ from functools import lru_cache
 from typing import Annotated, Any, TypeVar, cast
 
 import sqlalchemy as sa
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Path, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.errors import Unauthorized
 from api.schemas import DB_INT_MAX
+from api.sessions import session_token
 from core.settings import settings
 from models.access import Lookup, lookup
 from models.db import create_engine
@@ -87,12 +89,23 @@ def closes_session(handler: Handler) -> Handler:
     return cast(Handler, run)
 
 
+# For /docs only (its Authorize button): `bearer_token` reads the header itself, so that the page's
+# session cookie also works and the contract's 401 texts stay.
+bearer = HTTPBearer(auto_error=False, scheme_name="bearer",
+                    description="The token `ticketq users create EMAIL` prints, as `Authorization: Bearer <token>`")
+BearerDocs = Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
+
+
 def bearer_token(request: Request) -> str:
-    """The token of the Authorization header; 401 for a missing or malformed one."""
+    """The token of the Authorization header, else the organizer page's session cookie (its writes
+    checked for CSRF); 401 for a missing or malformed one."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip()
     if not header:
+        cookie = session_token(request)
+        if cookie is not None and len(cookie) <= MAX_TOKEN_LENGTH:
+            return cookie
         raise Unauthorized("Authentication credentials were not provided")
     if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_LENGTH:
         raise Unauthorized("Invalid authorization header; expected 'Bearer <token>'")
@@ -134,7 +147,7 @@ def authenticate(request: Request) -> Caller:
     return checked_lookup(bearer_token(request)).caller
 
 
-def current_user(request: Request) -> Caller:
+def current_user(request: Request, _: BearerDocs) -> Caller:
     return authenticate(request)
 
 
@@ -195,7 +208,7 @@ def ip_limit_key(ip: str) -> str:
     return str(address)
 
 
-def order_lookup(identifier: str, request: Request) -> Lookup:
+def order_lookup(identifier: str, request: Request, _: BearerDocs) -> Lookup:
     """The caller and the order of the path, in one statement (404/403 are the handler's to raise,
     after the body was validated)."""
     from api.access import valid_identifier
@@ -206,7 +219,7 @@ def order_lookup(identifier: str, request: Request) -> Lookup:
 OrderLookup = Annotated[Lookup, Depends(order_lookup)]
 
 
-def event_lookup(event_id: Annotated[int, Path(ge=1, le=DB_INT_MAX)], request: Request) -> Lookup:
+def event_lookup(event_id: Annotated[int, Path(ge=1, le=DB_INT_MAX)], request: Request, _: BearerDocs) -> Lookup:
     """The caller and whether they run the event of the path, in one statement."""
     return checked_lookup(bearer_token(request), event_id=event_id)
 

@@ -24,6 +24,14 @@ class ApiError(Exception):
         self.headers: dict[str, str] = {}
 
 
+class UnsupportedMediaType(ApiError):
+    status = 415
+    title = "Unsupported Media Type"
+
+    def __init__(self, content_type: str) -> None:
+        super().__init__(f"Send the body as JSON (Content-Type: application/json), not {content_type}", pointer="")
+
+
 class Unauthorized(ApiError):
     status = 401
     title = "Unauthorized"
@@ -47,9 +55,28 @@ def domain_status(exc: OrderError) -> int:
     return 422
 
 
-def domain_error(exc: OrderError) -> JSONResponse:
+def domain_error(exc: OrderError, where: Where | None = None) -> JSONResponse:
     status = domain_status(exc)
-    return single_error(status, exc.detail, pointer=exc.pointer, title=DOMAIN_TITLE[status])
+    pointer, parameter = where or (exc.pointer, None)
+    return error_response(status, [error_object(status, exc.detail, pointer=pointer, parameter=parameter,
+                                                title=DOMAIN_TITLE[status])])
+
+
+Where = tuple[str | None, str | None]  # (source.pointer, source.parameter)
+# What the domain calls the order and the event, and the path parameter that names them in a URL.
+PATH_PARAMETERS = {"order": "identifier", "event": "event_id"}
+
+
+def error_source(pointer: str | None, path_params: dict[str, str], *, enveloped: bool = False) -> Where:
+    """The domain's pointers name fields of a `{"data": …}` envelope (the resend body's shape); other
+    bodies have none, so "/data/x" becomes "/x", and a thing the URL names becomes that parameter."""
+    if pointer is None or enveloped or not (pointer == "/data" or pointer.startswith("/data/")):
+        return pointer, None
+    pointer = pointer.removeprefix("/data")
+    first = pointer.split("/")[1] if pointer else ""
+    if PATH_PARAMETERS.get(first) in path_params:
+        return None, PATH_PARAMETERS[first]
+    return pointer, None
 
 
 class ErrorSource(BaseModel):
@@ -70,10 +97,15 @@ class ErrorDocument(BaseModel):
     errors: list[ErrorObject]
 
 
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorDocument, "description": HTTPStatus(status).phrase}
-    for status in (400, 401, 403, 404, 409, 413, 422, 429, 503)
-}
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` of a route: only the failures it can answer, each a JSON:API document."""
+    return {status: {"model": ErrorDocument, "description": HTTPStatus(status).phrase} for status in statuses}
+
+
+# Every route that reads the database may answer 503 while it is away (contract section 8).
+READ_ERRORS = (401, 503)
+# What any JSON body may get: malformed (400), too large (413), not JSON (415), invalid (422).
+BODY_ERRORS = (400, 401, 413, 415, 422, 503)
 
 
 def error_object(status: int, detail: str, *, pointer: str | None = "", parameter: str | None = None,
@@ -91,5 +123,6 @@ def error_response(status: int, errors: list[dict[str, Any]], headers: dict[str,
 
 
 def single_error(status: int, detail: str, *, pointer: str | None = "", title: str | None = None,
-                 headers: dict[str, str] | None = None) -> JSONResponse:
-    return error_response(status, [error_object(status, detail, pointer=pointer, title=title)], headers)
+                 headers: dict[str, str] | None = None, parameter: str | None = None) -> JSONResponse:
+    return error_response(status, [error_object(status, detail, pointer=pointer, parameter=parameter, title=title)],
+                          headers)

@@ -3,13 +3,23 @@ no input reaches the database in a shape it would choke on (NUL bytes, huge numb
 
 from __future__ import annotations
 
-import zoneinfo
 from datetime import datetime
 from decimal import Decimal
-from functools import cache
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
+
+from api.validation import iana_timezone, in_event_timezone, iso_4217, not_in_past, sane_year
+from models.status import OrderStatus, PaymentMode
 
 DB_INT_MAX = 2**31 - 1
 # Pages beyond this hold nothing any event has; the bound keeps OFFSET far from 64-bit overflow.
@@ -27,24 +37,8 @@ Email = Annotated[EmailStr, StringConstraints(max_length=254)]
 DbId = Annotated[int, Field(ge=1, le=DB_INT_MAX)]
 
 
-@cache
-def _timezones() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones())
-
-
-def _iana(value: str) -> str:
-    if value not in _timezones():
-        raise ValueError("Unknown IANA timezone")
-    return value
-
-
-def _sane_year(value: datetime) -> datetime:
-    if not 1970 <= value.year <= 9000:
-        raise ValueError("Year must be between 1970 and 9000")
-    return value
-
-
-Timestamp = Annotated[AwareDatetime, AfterValidator(_sane_year)]
+# ISO 8601 with an offset, or without one: a wall-clock time in the event's timezone.
+Timestamp = Annotated[datetime, AfterValidator(sane_year)]
 
 
 class Strict(BaseModel):
@@ -53,11 +47,23 @@ class Strict(BaseModel):
 
 class EventCreate(Strict):
     name: Name
-    starts_at: Timestamp
-    ends_at: Timestamp
-    timezone: Annotated[str, StringConstraints(max_length=64), AfterValidator(_iana)]
+    timezone: Annotated[str, StringConstraints(max_length=64), AfterValidator(iana_timezone)] = Field(
+        description="IANA name, e.g. Europe/Berlin")  # before the times: they are read in it
+    starts_at: Timestamp = Field(description="Local time in `timezone`, or with that zone's offset (or UTC)")
+    ends_at: Timestamp = Field(description="As starts_at; not in the past")
     location: Location | None = None
-    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] = "EUR"
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$"), AfterValidator(iso_4217)] = Field(
+        default="EUR", description="ISO 4217 code")
+
+    @field_validator("starts_at", "ends_at")
+    @classmethod
+    def read_in_timezone(cls, value: datetime, info: ValidationInfo) -> datetime:
+        return in_event_timezone(value, info)
+
+    @field_validator("ends_at")
+    @classmethod
+    def ends_in_future(cls, value: datetime) -> datetime:
+        return not_in_past(value)
 
 
 class EventPublic(BaseModel):
@@ -105,7 +111,7 @@ class OrderLine(Strict):
 class OrderCreate(Strict):
     event: DbId
     tickets: Annotated[list[OrderLine], Field(min_length=1, max_length=MAX_LINES)]
-    status: Annotated[str, StringConstraints(max_length=32)] | None = Field(
+    status: OrderStatus | None = Field(
         default=None, description="Co-organizers only: create the order directly in this status")
 
 
@@ -117,10 +123,10 @@ class PersonIn(Strict):
 class OrderUpdate(Strict):
     """Either the buyer's form (payment_mode, buyer, attendees) or a co-organizer's `status`."""
 
-    payment_mode: Annotated[str, StringConstraints(max_length=32)] | None = None
+    payment_mode: PaymentMode | None = None
     buyer: PersonIn | None = None
     attendees: Annotated[list[PersonIn], Field(max_length=MAX_LINES * MAX_TICKETS_PER_LINE)] | None = None
-    status: Annotated[str, StringConstraints(max_length=32)] | None = None
+    status: OrderStatus | None = Field(default=None, description="Co-organizers: completed (paid) or cancelled")
 
 
 class ResendData(Strict):
@@ -181,7 +187,7 @@ class HistoryOut(BaseModel):
 class OrderPublic(BaseModel):
     identifier: str
     event: int
-    status: str
+    status: OrderStatus
     color: str
     amount: str
     currency: str
@@ -192,45 +198,6 @@ class OrderPublic(BaseModel):
     documents: list[DocumentOut]
     emails: list[EmailOut]
     history: list[HistoryOut]
-
-
-class DeliveryRow(BaseModel):
-    batch: str
-    kind: str
-    recipient: str
-    state: str
-    attempts: int
-    last_error: str | None
-    updated_at: datetime | None
-
-
-class OrderRow(BaseModel):
-    identifier: str
-    status: str
-    color: str
-    resendable: bool
-    amount: str
-    currency: str
-    payment_mode: str | None
-    buyer: PersonOut
-    created_at: datetime
-    emails: list[DeliveryRow]
-
-
-class EventRef(BaseModel):
-    id: int
-    name: str
-    currency: str
-
-
-class EventOrders(BaseModel):
-    """One page of an event's orders (the organizer order page's data)."""
-
-    event: EventRef
-    orders: list[OrderRow]
-    page: int
-    per_page: int
-    total: int
 
 
 class Health(BaseModel):

@@ -26,7 +26,7 @@ def order_public(session: Session, order: Order, *, new: bool = False) -> OrderP
     return OrderPublic(
         identifier=order.identifier,
         event=order.event_id,
-        status=order.status.value,
+        status=order.status,
         color=order.color,
         amount=decimal_string(order.amount),
         currency=order.currency,

@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     resend_limit_per_ip: str = "60/minute"
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_level: str = "INFO"
+    # Who may POST /v1/events: any user with a token (as before), or admins (`users create --admin`) only.
+    event_creators: Literal["anyone", "admins"] = "anyone"
     # Celery task events cost the worker CPU on every job; turn them on where Flower watches.
     task_events: bool = False
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from models.base import Base
+from models.base import Base, UTCDateTime, utcnow
 from models.events import EventRole
 from models.orders import Order
 from models.status import OrderStatus
@@ -42,7 +42,8 @@ _LOOKUP = (
               _orders.c.event_id, _orders.c.user_id.label("buyer_id"), _orders.c.status, _ROLE.label("has_role"))
     .select_from(_tokens.join(_users, _users.c.id == _tokens.c.user_id)
                  .outerjoin(_orders, _orders.c.identifier == sa.bindparam("identifier", type_=sa.String)))
-    .where(_tokens.c.token_hash == sa.bindparam("token_hash", type_=sa.String))
+    .where(_tokens.c.token_hash == sa.bindparam("token_hash", type_=sa.String),
+           sa.or_(_tokens.c.expires_at.is_(None), _tokens.c.expires_at > sa.bindparam("now", type_=UTCDateTime)))
     .limit(1)
 )
 
@@ -51,7 +52,7 @@ def lookup(conn: sa.Connection, token: str, *, identifier: str | None = None,
            event_id: int | None = None) -> Lookup | None:
     """The token's user, the order `identifier` (if any) and whether the user runs its event (or
     `event_id` when no order is named); None for an unknown or revoked token. One round trip."""
-    params = {"token_hash": hash_token(token), "identifier": identifier, "event_id": event_id}
+    params = {"token_hash": hash_token(token), "identifier": identifier, "event_id": event_id, "now": utcnow()}
     row = conn.execute(_LOOKUP, params).first()
     if row is None:
         return None

@@ -28,18 +28,30 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _page_statement(event_id: int, status: OrderStatus | None, page: int, per_page: int) -> sa.Select[Any]:
+def matching(event_id: int, status: OrderStatus | None, search: str | None) -> list[sa.ColumnElement[bool]]:
+    """The filters of the order page: the event, a status, and a search in buyer name, email or order code."""
+    where = [Order.event_id == event_id]
+    if status is not None:
+        where.append(Order.status == status)
+    search = (search or "").strip()
+    if search:
+        where.append(sa.or_(Order.buyer_name.icontains(search, autoescape=True),
+                            Order.buyer_email.icontains(search, autoescape=True),
+                            Order.identifier.istartswith(search, autoescape=True)))
+    return where
+
+
+def _page_statement(event_id: int, status: OrderStatus | None, page: int, per_page: int,
+                    search: str | None = None) -> sa.Select[Any]:
     """Orders of one page LEFT JOINed to their deliveries; `count(*) OVER ()` carries the total."""
     orders = (
         sa.select(Order.id, Order.identifier, Order.status, Order.buyer_name, Order.buyer_email, Order.amount,
                   Order.currency, Order.payment_mode, Order.created_at,
                   sa.func.count().over().label("total"))
-        .where(Order.event_id == event_id)
+        .where(*matching(event_id, status, search))
         .order_by(Order.created_at.desc(), Order.id.desc())
         .limit(per_page).offset((page - 1) * per_page)
     )
-    if status is not None:
-        orders = orders.where(Order.status == status)
     page_rows = orders.subquery("page")
     return (
         sa.select(page_rows, EmailDelivery.id.label("delivery_id"), EmailDelivery.batch, EmailDelivery.kind,
@@ -69,12 +81,12 @@ def _delivery_json(row: Any) -> dict[str, Any]:
 
 def list_event_orders(
     session: Session, event_id: int, *, status: OrderStatus | None = None, page: int = 1,
-    per_page: int = DEFAULT_PER_PAGE,
+    per_page: int = DEFAULT_PER_PAGE, search: str | None = None,
 ) -> OrdersPage:
     """One page of an event's orders, newest first, each with its email deliveries: ONE statement."""
     result = OrdersPage()
     by_id: dict[int, dict[str, Any]] = {}
-    for row in session.execute(_page_statement(event_id, status, page, per_page)):
+    for row in session.execute(_page_statement(event_id, status, page, per_page, search)):
         result.total = row.total
         if row.id not in by_id:
             by_id[row.id] = _order_json(row)
@@ -83,6 +95,15 @@ def list_event_orders(
             by_id[row.id]["emails"].append(_delivery_json(row))
     if not result.orders and page > 1:
         # Past the last page the window carries no total; only then ask for it separately.
-        count = sa.select(sa.func.count()).select_from(Order).where(Order.event_id == event_id)
-        result.total = session.scalar(count if status is None else count.where(Order.status == status)) or 0
+        count = sa.select(sa.func.count()).select_from(Order).where(*matching(event_id, status, search))
+        result.total = session.scalar(count) or 0
     return result
+
+
+def export_rows(session: Session, event_id: int, *, status: OrderStatus | None = None,
+                search: str | None = None) -> sa.Result[Any]:
+    """Every order the page's filters match, newest first, without deliveries (the CSV export)."""
+    return session.execute(
+        sa.select(Order.identifier, Order.status, Order.buyer_name, Order.buyer_email, Order.amount, Order.currency,
+                  Order.payment_mode, Order.created_at)
+        .where(*matching(event_id, status, search)).order_by(Order.created_at.desc(), Order.id.desc()))

@@ -34,12 +34,29 @@ COLOURS: Mapping[OrderStatus, str] = {
     OrderStatus.CANCELLED: "grey",
 }
 
-FREE_MODE = "free"
-OFFLINE_MODES = frozenset({"bank", "cheque", "onsite"})
+class PaymentMode(enum.StrEnum):
+    """Every mode the buyer's form accepts (an enum, so the API's schema lists them)."""
+
+    FREE = "free"
+    BANK = "bank"
+    CHEQUE = "cheque"
+    ONSITE = "onsite"
+    STRIPE = "stripe"
+    PAYPAL = "paypal"
+    OMISE = "omise"
+    ALIPAY = "alipay"
+    PAYTM = "paytm"
+    CARD = "card"
+    ONLINE = "online"
+
+
+M = PaymentMode
+FREE_MODE = M.FREE.value
+OFFLINE_MODES = frozenset({M.BANK.value, M.CHEQUE.value, M.ONSITE.value})
 # "Any other mode" of the contract means an online provider; we name the ones we accept so a
 # typo or a hostile string is refused instead of silently parking the order in `pending`.
-ONLINE_MODES = frozenset({"stripe", "paypal", "omise", "alipay", "paytm", "card", "online"})
-PAYMENT_MODES = frozenset({FREE_MODE}) | OFFLINE_MODES | ONLINE_MODES
+ONLINE_MODES = frozenset(m.value for m in M) - OFFLINE_MODES - {FREE_MODE}
+PAYMENT_MODES = frozenset(m.value for m in M)
 
 S, B, O, X = OrderStatus, Actor.BUYER, Actor.ORGANIZER, Actor.SYSTEM  # noqa: E741
 

@@ -8,6 +8,7 @@ and SMTP sink only for the missing ones; `ticketq demo` always runs self-contain
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 import time
 import urllib.error
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from core.redis_urls import display
 from core.settings import settings
-from ticketq.devserver import Supervisor
+from ticketq.devserver import RESTART, Supervisor
 from ticketq.embedded import free_port
 
 # Short windows so the demo shows expiry and the resend limit within seconds.
@@ -45,6 +46,7 @@ class Stack:
     smtp_url: str
     maildir: Path | None = None
     embedded: list[str] = field(default_factory=list)
+    flower: str | None = None  # "url (user:password)" when `up --flower` started it
     supervisor: Supervisor | None = None  # whoever waits on the stack calls its check(): restarts what died
 
 
@@ -71,11 +73,13 @@ def base_env(var_dir: Path, *, demo: bool) -> dict[str, str]:
 
 
 def start_stack(sup: Supervisor, *, demo: bool, host: str = "127.0.0.1", port: int | None = None,
-                to_log: bool = True, ready_timeout: float = 90) -> Stack:
+                to_log: bool = True, ready_timeout: float = 90, flower_port: int | None = None) -> Stack:
     """Start every piece in order; raises ChildFailed (after which the caller's `with` stops all)."""
     var_dir = sup.var_dir.resolve()
     var_dir.mkdir(parents=True, exist_ok=True)
     env = base_env(var_dir, demo=demo)
+    if flower_port is not None:
+        env["TASK_EVENTS"] = "true"  # Flower shows tasks only from workers that send task events
     embedded: list[str] = []
 
     if not env.get("REDIS_URL"):
@@ -91,6 +95,7 @@ def start_stack(sup: Supervisor, *, demo: bool, host: str = "127.0.0.1", port: i
     port = port or free_port()
     api_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"  # noqa: S104
     worker = sup.start_app(env, host=host, port=port, to_log=to_log)
+    flower = _start_flower(sup, env, host, flower_port, to_log) if flower_port is not None else None
     if sup.sink is not None:
         sup.sink.start()  # after the spawns: no thread may run while we fork (see processes._die_with_parent)
 
@@ -99,14 +104,25 @@ def start_stack(sup: Supervisor, *, demo: bool, host: str = "127.0.0.1", port: i
         sup.wait_until(lambda: worker.said(b" ready."), "celery worker", ready_timeout)
     return Stack(env=env, api_url=api_url, var_dir=var_dir, files_dir=Path(env["FILES_DIR"]).resolve(),
                  database_url=env["DATABASE_URL"], redis_url=env["REDIS_URL"], smtp_url=env["SMTP_URL"],
-                 maildir=maildir, embedded=embedded, supervisor=sup)
+                 maildir=maildir, embedded=embedded, flower=flower, supervisor=sup)
 
 
-def run_up(host: str = "127.0.0.1", port: int = 8000) -> int:
-    """`ticketq up`: API + worker + beat (+ embedded Redis/SMTP where no URL is set) until Ctrl-C."""
+def _start_flower(sup: Supervisor, env: dict[str, str], host: str, port: int, to_log: bool) -> str:
+    """Flower on the stack's own Redis (the env's REDIS_URL, embedded or not), never open: basic auth
+    from FLOWER_BASIC_AUTH, or a password made for this run and shown in the banner."""
+    auth = env.get("FLOWER_BASIC_AUTH") or f"admin:{secrets.token_urlsafe(12)}"
+    sup.spawn("flower", [sys.executable, "-m", "celery", "-A", "worker", "flower", f"--port={port}",
+                         f"--address={host}", f"--basic-auth={auth}"], env, to_log=to_log, restart=RESTART)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
+    return f"http://{shown}:{port}   login {auth}"
+
+
+def run_up(host: str = "127.0.0.1", port: int = 8000, flower_port: int | None = None) -> int:
+    """`ticketq up`: API + worker + beat (+ embedded Redis/SMTP where no URL is set, + Flower when
+    asked) until Ctrl-C."""
     with Supervisor(settings.var_dir) as sup:
         try:
-            stack = start_stack(sup, demo=False, host=host, port=port, to_log=False)
+            stack = start_stack(sup, demo=False, host=host, port=port, to_log=False, flower_port=flower_port)
             print(_banner(stack), file=sys.stderr, flush=True)
             while True:
                 sup.check()
@@ -135,5 +151,9 @@ def _banner(stack: Stack) -> str:
         " each restarted with backoff if it dies",
     ]
     lines += [f"  embedded  {item}" for item in stack.embedded]
+    if stack.flower:
+        lines.append(f"  flower    {stack.flower}")
     lines.append("  create a token: ticketq users create you@example.com --admin")
+    lines.append(f"  organizer page: {stack.api_url}/events (sign in: ticketq login-link you@example.com"
+                 f" --base-url {stack.api_url})")
     return "\n".join(lines)

@@ -10,11 +10,12 @@ from fastapi import APIRouter, Path, Query
 
 from api.access import COORGANIZER_REQUIRED, find_event, require_coorganizer, require_granter
 from api.deps import CurrentUser, DbSession, EventLookup, closes_session
+from api.errors import BODY_ERRORS, READ_ERRORS, error_responses
+from api.event_schemas import EventDetail, EventList, EventOrders
 from api.schemas import (
     DB_INT_MAX,
     MAX_PAGE,
     EventCreate,
-    EventOrders,
     EventPublic,
     RoleCreate,
     RolePublic,
@@ -22,7 +23,9 @@ from api.schemas import (
     TicketPublic,
     decimal_string,
 )
+from core.settings import settings
 from models.errors import Conflict, Forbidden, InvalidInput
+from models.event_listing import events_run_by, ticket_stock
 from models.events import Event, EventRole, Role, TicketType
 from models.listing import DEFAULT_PER_PAGE, MAX_PER_PAGE, list_event_orders
 from models.status import OrderStatus
@@ -30,12 +33,20 @@ from models.users import get_or_create_user
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 EventId = Annotated[int, Path(ge=1, le=DB_INT_MAX)]
+Search = Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$",
+                                      description="part of the buyer's name or email, or the start of the order code")]
 
 
-@router.post("", status_code=201, response_model=EventPublic)
+ADMINS_ONLY = "Only admins may create events here (EVENT_CREATORS=admins)"
+
+
+@router.post("", status_code=201, response_model=EventPublic, responses=error_responses(*BODY_ERRORS, 403))
 @closes_session
 def create_event(body: EventCreate, user: CurrentUser, session: DbSession) -> EventPublic:
-    """Create an event; the caller becomes its owner."""
+    """Create an event; the caller becomes its owner. Times without an offset are read in `timezone`.
+    Who may: anyone with a token, or only admins where EVENT_CREATORS=admins."""
+    if settings.event_creators == "admins" and not user.is_admin:
+        raise Forbidden(ADMINS_ONLY, pointer="")
     if body.ends_at < body.starts_at:
         raise InvalidInput("An event cannot end before it starts", pointer="/data/ends_at")
     event = Event(name=body.name, starts_at=body.starts_at, ends_at=body.ends_at, timezone=body.timezone,
@@ -48,7 +59,37 @@ def create_event(body: EventCreate, user: CurrentUser, session: DbSession) -> Ev
     return EventPublic.model_validate(event, from_attributes=True)
 
 
-@router.post("/{event_id}/tickets", status_code=201, response_model=TicketPublic)
+@router.get("", response_model=EventList, responses=error_responses(*READ_ERRORS, 422))
+@closes_session
+def list_events(
+    user: CurrentUser, session: DbSession,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=MAX_PER_PAGE)] = DEFAULT_PER_PAGE,
+) -> EventList:
+    """The events the caller runs (owner, organizer or coorganizer; an admin: every event)."""
+    found = events_run_by(session, user, page=page, per_page=per_page)
+    return EventList.model_validate({
+        "events": [{**EventPublic.model_validate(e, from_attributes=True).model_dump(), "roles": roles}
+                   for e, roles in found.events],
+        "page": page, "per_page": per_page, "total": found.total})
+
+
+@router.get("/{event_id}", response_model=EventDetail, responses=error_responses(*READ_ERRORS, 403, 404, 422))
+@closes_session
+def read_event(event_id: EventId, found: EventLookup, session: DbSession) -> EventDetail:
+    """The event with its ticket types: how many are sold, held by open orders and left (co-organizers)."""
+    if not found.runs_event:  # before the lookup: outsiders learn nothing, not even 404
+        raise Forbidden(COORGANIZER_REQUIRED, pointer="/data/event")
+    event = find_event(session, event_id)
+    roles = session.scalars(sa.select(EventRole.role).where(
+        EventRole.event_id == event_id, EventRole.user_id == found.caller.id).order_by(EventRole.id)).all()
+    return EventDetail.model_validate({
+        **EventPublic.model_validate(event, from_attributes=True).model_dump(),
+        "roles": [role.value for role in roles], "tickets": ticket_stock(session, event)})
+
+
+@router.post("/{event_id}/tickets", status_code=201, response_model=TicketPublic,
+             responses=error_responses(*BODY_ERRORS, 403, 404))
 @closes_session
 def create_ticket_type(event_id: EventId, body: TicketCreate, user: CurrentUser, session: DbSession) -> TicketPublic:
     """Add a ticket type (co-organizers)."""
@@ -61,7 +102,8 @@ def create_ticket_type(event_id: EventId, body: TicketCreate, user: CurrentUser,
                         quantity=ticket.quantity)
 
 
-@router.post("/{event_id}/roles", status_code=201, response_model=RolePublic)
+@router.post("/{event_id}/roles", status_code=201, response_model=RolePublic,
+             responses=error_responses(*BODY_ERRORS, 403, 404, 409))
 @closes_session
 def grant_role(event_id: EventId, body: RoleCreate, user: CurrentUser, session: DbSession) -> RolePublic:
     """Make someone organizer or coorganizer (owner and organizers); unknown emails get a user."""
@@ -79,7 +121,8 @@ def grant_role(event_id: EventId, body: RoleCreate, user: CurrentUser, session: 
     return RolePublic(id=grant.id, event=event_id, email=member.email, role=role.value)
 
 
-@router.get("/{event_id}/orders", response_model=EventOrders)
+@router.get("/{event_id}/orders", response_model=EventOrders,
+            responses=error_responses(*READ_ERRORS, 403, 404, 422))
 @closes_session
 def event_orders(
     event_id: EventId,
@@ -88,13 +131,14 @@ def event_orders(
     status: Annotated[OrderStatus | None, Query(description="only orders in this status")] = None,
     page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
     per_page: Annotated[int, Query(ge=1, le=MAX_PER_PAGE)] = DEFAULT_PER_PAGE,
+    q: Search = None,
 ) -> EventOrders:
     """The event's orders with their email deliveries, for co-organizers (the order page's data)."""
     if not found.runs_event:  # before the lookup: outsiders learn nothing, not even 404
         raise Forbidden(COORGANIZER_REQUIRED, pointer="/data/event")
     event = find_event(session, event_id)
-    listed = list_event_orders(session, event_id, status=status, page=page, per_page=per_page)
+    listed = list_event_orders(session, event_id, status=status, page=page, per_page=per_page, search=q)
     return EventOrders.model_validate({
-        "event": {"id": event.id, "name": event.name, "currency": event.currency},
+        "event": {"id": event.id, "name": event.name, "currency": event.currency, "timezone": event.timezone},
         "orders": listed.orders, "page": page, "per_page": per_page, "total": listed.total,
     })

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from api.access import COORGANIZER_REQUIRED, is_buyer, require_access, require_coorganizer
 from api.deps import CurrentUser, DbSession, OrderLookup, closes_session
+from api.errors import BODY_ERRORS, READ_ERRORS, error_responses
 from api.publish import commit_and_publish
 from api.schemas import OrderCreate, OrderPublic, OrderUpdate, PersonIn
 from api.views import order_public
@@ -25,10 +26,11 @@ from services.files import find_document
 
 router = APIRouter(prefix="/v1/orders", tags=["orders"])
 BUYER_FORM = ("payment_mode", "buyer", "attendees")
-PDF_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {"application/pdf": {}}, "description": "The PDF"}}
+PDF_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/pdf": {}}, "description": "The PDF"}, **error_responses(*READ_ERRORS, 403, 404)}
 
 
-@router.post("", status_code=201, response_model=OrderPublic)
+@router.post("", status_code=201, response_model=OrderPublic, responses=error_responses(*BODY_ERRORS, 403, 404, 409))
 @closes_session
 def create(body: OrderCreate, user: CurrentUser, session: DbSession) -> OrderPublic:
     """Reserve tickets; a co-organizer may create the order directly in a given status."""
@@ -42,7 +44,7 @@ def create(body: OrderCreate, user: CurrentUser, session: DbSession) -> OrderPub
     return order_public(session, order, new=True)
 
 
-@router.patch("/{identifier}", response_model=OrderPublic)
+@router.patch("/{identifier}", response_model=OrderPublic, responses=error_responses(*BODY_ERRORS, 403, 404, 409))
 @closes_session
 def update(identifier: str, body: OrderUpdate, found: OrderLookup, session: DbSession) -> OrderPublic:
     """The buyer submits the form; a co-organizer changes the status (paid, cancelled)."""
@@ -71,7 +73,7 @@ def _submit(session: Session, order: Order, user: Principal, body: OrderUpdate) 
         if getattr(body, field) is None:
             raise InvalidInput(f"Field required with the buyer's form: {field}", pointer=f"/data/{field}")
     assert body.payment_mode is not None and body.buyer is not None and body.attendees is not None
-    submit_order(session, order, payment_mode=body.payment_mode, buyer=_person(body.buyer),
+    submit_order(session, order, payment_mode=body.payment_mode.value, buyer=_person(body.buyer),
                  attendees=[_person(p) for p in body.attendees], by=user.email)
 
 
@@ -79,7 +81,7 @@ def _person(person: PersonIn) -> Person:
     return Person(name=person.name, email=str(person.email).lower())
 
 
-@router.get("/{identifier}", response_model=OrderPublic)
+@router.get("/{identifier}", response_model=OrderPublic, responses=error_responses(*READ_ERRORS, 403, 404))
 @closes_session
 def read(identifier: str, found: OrderLookup, session: DbSession) -> OrderPublic:
     require_access(found)

@@ -1,5 +1,6 @@
-"""The organizer order page: a server-rendered shell and its two static assets (its data comes from
-`GET /v1/events/{event_id}/orders`, in api/routes/events.py)."""
+"""The organizer pages: server-rendered shells and their static assets. Their data comes from the JSON
+API (`GET /v1/events`, `GET /v1/events/{event_id}/orders`), signed in by the session cookie of a
+one-time link (api/routes/signin.py) or by a pasted API token."""
 
 from __future__ import annotations
 
@@ -8,14 +9,15 @@ from typing import Annotated, Any
 
 import jinja2
 import limits
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, Response
 
 from api.schemas import DB_INT_MAX
+from api.sessions import CSRF_HEADER, SESSION_COOKIE, csrf_token
 from core.settings import settings
 from models.listing import DEFAULT_PER_PAGE
-from models.status import COLOURS, OrderStatus, is_resendable
+from models.status import COLOURS, TRANSITIONS, Actor, OrderStatus, is_resendable
 
 router = APIRouter(tags=["pages"])
 
@@ -31,13 +33,18 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-ASSETS = {"orders.css": "text/css; charset=utf-8", "orders.js": "text/javascript; charset=utf-8"}
+ASSETS = {"orders.css": "text/css; charset=utf-8", "orders.js": "text/javascript; charset=utf-8",
+          "session.js": "text/javascript; charset=utf-8", "events.js": "text/javascript; charset=utf-8"}
 
 _env = jinja2.Environment(
     loader=jinja2.FileSystemLoader(PAGES_DIR),
     autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
     undefined=jinja2.StrictUndefined,
 )
+
+
+def render(template: str, **context: Any) -> str:
+    return _env.get_template(template).render(**context)
 
 
 def limit_message() -> str:
@@ -51,19 +58,39 @@ def limit_message() -> str:
     return f"Only {item.amount} resend actions are allowed in {period}."
 
 
-def _page_config(event_id: int) -> dict[str, Any]:
+def _organizer_may(current: OrderStatus, target: OrderStatus) -> bool:
+    return Actor.ORGANIZER in TRANSITIONS.get((current, target), frozenset())
+
+
+def _session_config(request: Request) -> dict[str, Any]:
+    """Whether a session cookie came, and the CSRF token its writes must send (no database read: a
+    dead or expired session shows as a 401 on the first API call)."""
+    cookie = request.cookies.get(SESSION_COOKIE)
+    return {"cookie": bool(cookie), "csrf": csrf_token(cookie) if cookie else "", "csrfHeader": CSRF_HEADER}
+
+
+def _orders_config(event_id: int, request: Request) -> dict[str, Any]:
     return {
         "eventId": event_id, "ordersUrl": f"/v1/events/{event_id}/orders", "resendUrl": "/v1/orders/resend-email",
-        "statuses": [{"value": s.value, "color": COLOURS[s], "resendable": is_resendable(s)} for s in OrderStatus],
-        "perPage": DEFAULT_PER_PAGE, "limitMessage": limit_message(),
+        "statuses": [{"value": s.value, "color": COLOURS[s], "resendable": is_resendable(s),
+                      "markPaid": _organizer_may(s, OrderStatus.COMPLETED),
+                      "cancel": _organizer_may(s, OrderStatus.CANCELLED)} for s in OrderStatus],
+        "perPage": DEFAULT_PER_PAGE, "limitMessage": limit_message(), "session": _session_config(request),
     }
 
 
 @router.get("/events/{event_id}/orders", response_class=HTMLResponse, include_in_schema=False)
-def orders_page(event_id: Annotated[int, PathParam(ge=1, le=DB_INT_MAX)]) -> HTMLResponse:
-    """The HTML shell; it holds no data, so it needs no auth (the browser signs in with a token)."""
-    html = _env.get_template("orders.html").render(config=_page_config(event_id), event_id=event_id)
+def orders_page(event_id: Annotated[int, PathParam(ge=1, le=DB_INT_MAX)], request: Request) -> HTMLResponse:
+    """The HTML shell; it holds no data, so it needs no auth (the browser signs in)."""
+    html = render("orders.html", config=_orders_config(event_id, request), event_id=event_id)
     return HTMLResponse(html, headers=SECURITY_HEADERS)
+
+
+@router.get("/events", response_class=HTMLResponse, include_in_schema=False)
+def events_page(request: Request) -> HTMLResponse:
+    """The events the signed-in organizer runs, each linking to its orders."""
+    config = {"eventsUrl": "/v1/events", "perPage": DEFAULT_PER_PAGE, "session": _session_config(request)}
+    return HTMLResponse(render("events.html", config=config), headers=SECURITY_HEADERS)
 
 
 @router.get("/pages/{name}", include_in_schema=False)

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from api.access import COORGANIZER_REQUIRED, valid_identifier
 from api.deps import READ_POOL, bearer_token, client_ip, ip_limit_key, lookup_connection
-from api.errors import ApiError
+from api.errors import ApiError, error_responses
 from api.publish import publish
 from api.ratelimit import ResendLimits
 from api.schemas import ResendAccepted, ResendRequest
@@ -40,7 +40,7 @@ BODY_SCHEMA = {"requestBody": {"required": True, "content": {"application/json":
         "properties": {"order": {"type": "string", "minLength": 1, "maxLength": 64},
                        "user": {"description": "Accepted and ignored"}},
     }},
-}}}}}
+}}}}, "security": [{"bearer": []}]}
 
 
 class MalformedJSON(ApiError):
@@ -48,9 +48,11 @@ class MalformedJSON(ApiError):
     title = "Bad Request"
 
 
-@router.post("/resend-email", status_code=202, response_model=ResendAccepted, openapi_extra=BODY_SCHEMA)
+@router.post("/resend-email", status_code=202, response_model=ResendAccepted, openapi_extra=BODY_SCHEMA,
+             responses=error_responses(400, 401, 403, 404, 413, 422, 429, 503))
 async def resend_email(request: Request) -> JSONResponse:
     """Queue the buyer's and attendees' confirmation emails again (co-organizers)."""
+    request.state.data_envelope = True  # its body has the `data` envelope: error pointers keep it
     raw = await request.body()  # only parsed after the limits counted the request
     return await anyio.to_thread.run_sync(_resend, request, raw, limiter=_threads(request.app))
 
@@ -103,5 +105,5 @@ def _parse(raw: bytes) -> tuple[ResendRequest | None, Exception | None]:
 
 
 def _body_loc(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
-    """This body already has its `data` envelope; pointers elsewhere get "/data" added in front."""
-    return ("body", *loc[1:]) if loc[:1] == ("data",) else ("body", *loc)
+    """Pointers into the body as sent; a body that is not an object at all points at its `data`."""
+    return ("body", *(loc or ("data",)))

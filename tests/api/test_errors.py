@@ -38,7 +38,7 @@ def test_validation_errors_point_at_the_field(client: TestClient, world: dict[st
     response = client.post("/v1/orders", json={"event": world["event"], "tickets": [{"ticket": "x", "quantity": 1}]},
                            headers=world["headers"]["buyer"])
     assert response.status_code == 422
-    assert only_error(response)["source"] == {"pointer": "/data/tickets/0/ticket"}
+    assert only_error(response)["source"] == {"pointer": "/tickets/0/ticket"}
     bad_path = client.post("/v1/events/abc/tickets", json={}, headers=world["headers"]["owner"])
     assert bad_path.status_code == 422
     assert {"parameter": "event_id"} in [e["source"] for e in bad_path.json()["errors"]]

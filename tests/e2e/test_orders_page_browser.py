@@ -1,6 +1,7 @@
-"""The organizer order page in Debian's headless Chromium against a live `ticketq api` on loopback:
-sign in, see the coloured badges, resend five times, the sixth hits the per-user limit.
-Writes var/screenshots/orders-page.png for a person to look at."""
+"""The organizer pages in Debian's headless Chromium against a live `ticketq api` on loopback: sign in
+with a token, see the coloured badges, resend five times (each confirmed), the sixth hits the per-user
+limit; sign in with a one-time link, mark a bank transfer paid, cancel with the keyboard, search,
+export, and use it all at phone width. Writes var/screenshots/orders-page*.png for a person to look at."""
 
 from __future__ import annotations
 
@@ -20,10 +21,13 @@ import pytest
 import sqlalchemy as sa
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.jobs import RESEND_TASK
+from models import EmailDelivery, Order
+from models.logins import create_login_link
 from models.outbox import OutboxJob
 from models.status import COLOURS, OrderStatus
 from tests.api.seeds import HOSTILE, seed_event
@@ -82,7 +86,14 @@ def _wait_healthy(base: str, process: subprocess.Popen[bytes], log_path: Path, t
 
 
 @pytest.fixture
-def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def downloads(tmp_path: Path) -> Path:
+    path = tmp_path / "downloads"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def browser(monkeypatch: pytest.MonkeyPatch, downloads: Path) -> Iterator[Any]:
     """Headless Debian Chromium through /usr/bin/chromedriver; Selenium Manager never downloads."""
     missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not os.access(path, os.X_OK)]
     if missing:
@@ -95,7 +106,11 @@ def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1500,900"):
         options.add_argument(flag)
+    options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                              "download.prompt_for_download": False})
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    # Headless Chromium saves downloads (the CSV export) only where DevTools allows it.
+    driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
     try:
         yield driver
     finally:
@@ -124,6 +139,24 @@ def _rows(driver: Any) -> dict[str, Any]:
     return {row.get_attribute("data-status"): row for row in driver.find_elements("css selector", "#orders tbody tr")}
 
 
+def _loads(driver: Any) -> int:
+    return int(driver.execute_script("return Number(document.body.dataset.loads || 0)"))
+
+
+def _act(driver: Any, identifier: str, action: str) -> None:
+    """Click the row's action, confirm it in the dialog, and wait until the table has reloaded."""
+    before = _loads(driver)
+    driver.find_element("css selector", f'tr[data-identifier="{identifier}"] button.{action}').click()
+    dialog = driver.find_element("id", "confirm")
+    _wait(driver, lambda d: dialog.get_attribute("open") is not None)
+    driver.find_element("id", "confirm-yes").click()
+    _wait(driver, lambda d: _loads(d) > before)
+
+
+def _status_of(driver: Any, identifier: str) -> str:
+    return str(driver.find_element("css selector", f'tr[data-identifier="{identifier}"]').get_attribute("data-status"))
+
+
 def test_sign_in_see_badges_resend_five_times_then_hit_the_limit(
     live_api: str, browser: Any, db: sessionmaker[Session]
 ) -> None:
@@ -145,7 +178,7 @@ def test_sign_in_see_badges_resend_five_times_then_hit_the_limit(
     rows = _rows(browser)
     for status in OrderStatus:
         badge = rows[status.value].find_element("css selector", ".badge")
-        assert badge.text.lower() == status.value
+        assert badge.text == status.value  # written as the API and the filter write it
         assert badge.value_of_css_property("background-color").replace("rgba", "rgb").replace(", 1)", ")") \
             == BADGE_RGB[COLOURS[status]], status
         buttons = rows[status.value].find_elements("css selector", "button.resend")
@@ -154,11 +187,10 @@ def test_sign_in_see_badges_resend_five_times_then_hit_the_limit(
     assert browser.execute_script("return document.querySelectorAll('#orders script').length") == 0
 
     placed = seeded["orders"][OrderStatus.PLACED]
-    button = rows["placed"].find_element("css selector", "button.resend")
     for seq in range(2, 7):
-        button.click()
+        _act(browser, placed, "resend")
         assert _next_message(browser, seq) == (f"Confirmation emails for order {placed} have been queued", "success")
-    button.click()
+    _act(browser, placed, "resend")
     text, kind = _next_message(browser, 7)
     limited = LIMIT_TEXT.match(text)
     assert limited and kind == "error", text
@@ -174,5 +206,79 @@ def test_sign_in_see_badges_resend_five_times_then_hit_the_limit(
     Select(browser.find_element("id", "status-filter")).select_by_value("completed")
     _wait(browser, lambda d: _statuses(d) == ["completed"])
     assert "status=completed" in browser.current_url
-    emails = _rows(browser)["completed"].find_element("css selector", "ul.emails").text
+    emails = _rows(browser)["completed"].find_element("css selector", ".emails").text
     assert "confirmation-attendee → ann@example.org failed" in emails
+    assert "Reply: 550 no such user" in emails  # a failed email's group is open, with the server's reply
+
+
+def test_sign_in_with_a_link_then_mark_paid_cancel_search_export_and_use_a_phone(
+    live_api: str, browser: Any, db: sessionmaker[Session], downloads: Path
+) -> None:
+    seeded = seed_event(db)
+    placed, pending = seeded["orders"][OrderStatus.PLACED], seeded["orders"][OrderStatus.PENDING]
+    completed = seeded["orders"][OrderStatus.COMPLETED]
+    with db() as s, s.begin():
+        s.execute(sa.update(Order).where(Order.identifier == placed).values(payment_mode="bank"))
+        order_id = s.scalar(sa.select(Order.id).where(Order.identifier == completed))
+        s.add(EmailDelivery(order_id=order_id, batch="resend-1", kind="confirmation-buyer",
+                            recipient="buyer@example.org", state="sent"))
+        _, token = create_login_link(s, "owner@example.org")
+
+    browser.get(f"{live_api}/login?token={token}")
+    assert "Sign in as owner@example.org" in browser.find_element("tag name", "h2").text
+    browser.find_element("id", "login-button").click()
+    _wait(browser, lambda d: d.current_url.endswith("/events") and d.find_elements("css selector", "#events tbody a"))
+    cookie = browser.get_cookie("ticketq_session")
+    assert cookie and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert browser.execute_script("return document.cookie") == ""  # out of any script's reach
+    browser.find_element("link text", "PyCon <Test>").click()
+    _wait(browser, lambda d: len(_statuses(d)) == 6)
+
+    row = browser.find_element("css selector", f'tr[data-identifier="{placed}"]')
+    assert row.find_element("css selector", ".payment").text == "bank"
+    assert re.search(r"\d{4}, \d{2}:\d{2} (CET|CEST|GMT\+1|GMT\+2)$", row.find_element("css selector", ".created").text)
+    groups = browser.find_element("css selector", f'tr[data-identifier="{completed}"] .emails').text
+    assert groups.index("First confirmation") < groups.index("Resend 1")
+    _act(browser, placed, "mark-paid")
+    assert _status_of(browser, placed) == "completed"  # the table refreshed by itself
+    assert browser.find_element("id", "message").text == f"Order {placed} is marked paid"
+
+    # Keyboard only: Enter opens the dialog on "Back"; Escape changes nothing; Shift+Tab reaches the action.
+    cancel = browser.find_element("css selector", f'tr[data-identifier="{pending}"] button.cancel')
+    cancel.send_keys(Keys.ENTER)
+    _wait(browser, lambda d: d.switch_to.active_element.get_attribute("id") == "confirm-no")
+    browser.switch_to.active_element.send_keys(Keys.ESCAPE)
+    _wait(browser, lambda d: d.find_element("id", "confirm").get_attribute("open") is None)
+    assert _status_of(browser, pending) == "pending"
+    before = _loads(browser)
+    browser.find_element("css selector", f'tr[data-identifier="{pending}"] button.cancel').send_keys(Keys.ENTER)
+    _wait(browser, lambda d: d.switch_to.active_element.get_attribute("id") == "confirm-no")
+    browser.switch_to.active_element.send_keys(Keys.SHIFT, Keys.TAB)
+    assert browser.switch_to.active_element.get_attribute("id") == "confirm-yes"
+    browser.switch_to.active_element.send_keys(Keys.ENTER)
+    _wait(browser, lambda d: _loads(d) > before)
+    assert _status_of(browser, pending) == "cancelled"
+
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(SCREENSHOT.with_name("orders-page-session.png")))
+    search = browser.find_element("id", "search")
+    search.send_keys("buyer 3")
+    _wait(browser, lambda d: _statuses(d) == ["completed"])
+    assert "q=buyer+3" in browser.current_url
+    browser.find_element("id", "export").click()
+    _wait(browser, lambda d: any(p.suffix == ".csv" for p in downloads.iterdir()))
+    exported = next(p for p in downloads.iterdir() if p.suffix == ".csv").read_text().splitlines()
+    assert len(exported) == 2 and exported[1].startswith(completed)
+    with db() as s:
+        statuses = {row.identifier: row.status for row in s.execute(sa.select(Order.identifier, Order.status))}
+    assert (statuses[placed], statuses[pending]) == (OrderStatus.COMPLETED, OrderStatus.CANCELLED)
+
+    browser.set_window_size(390, 844)  # a phone: cards, nothing scrolls sideways, actions in reach
+    search.clear()
+    search.send_keys(Keys.ENTER)
+    _wait(browser, lambda d: len(_statuses(d)) == 6)
+    assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+    assert not browser.find_element("css selector", "#orders thead").is_displayed()
+    button = browser.find_element("css selector", f'tr[data-identifier="{completed}"] button.cancel')
+    assert button.is_displayed() and button.rect["x"] + button.rect["width"] <= 390
+    browser.save_screenshot(str(SCREENSHOT.with_name("orders-page-phone.png")))
