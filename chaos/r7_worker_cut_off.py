@@ -53,7 +53,7 @@ class Netns:
             "netns", self.inner)
         _ip("-n", self.outer, "addr", "add", f"{self.outer_addr}/30", "dev", self.link_outer)
         _ip("-n", self.inner, "addr", "add", f"{self.inner_addr}/30", "dev", self.link_inner)
-        _ip("-n", self.outer, "link", "set", self.link_outer, "up")
+        _ip("-n", self.inner, "link", "set", self.link_inner, "up")
         self.set_link(True)
         return self
 
@@ -62,13 +62,18 @@ class Netns:
         path = self.sockets / f"{name}.sock"
         self.relays.append(subprocess.Popen(["socat", f"UNIX-LISTEN:{path},fork,unlink-early",
                                              f"TCP:127.0.0.1:{port}"], stderr=subprocess.DEVNULL))
+        # The relay stands in for the servers' TCP stack facing the worker, so it keeps the keepalive
+        # settings the workers ask of PostgreSQL (models/db.py): a dead peer is noticed in ~25 s.
         self.relays.append(subprocess.Popen(["ip", "netns", "exec", self.outer, "socat",
-                                             f"TCP-LISTEN:{port},bind={self.outer_addr},fork,reuseaddr",
+                                             f"TCP-LISTEN:{port},bind={self.outer_addr},fork,reuseaddr,"
+                                             "keepalive,keepidle=10,keepintvl=5,keepcnt=3",
                                              f"UNIX-CONNECT:{path}"], stderr=subprocess.DEVNULL))
         return port
 
     def set_link(self, up: bool) -> None:
-        _ip("-n", self.inner, "link", "set", self.link_inner, "up" if up else "down")
+        """The far end of the cable: the worker's host keeps its address and routes, its packets go
+        nowhere (a partition, not a refused connection)."""
+        _ip("-n", self.outer, "link", "set", self.link_outer, "up" if up else "down")
 
     def down(self) -> None:
         for relay in self.relays:
