@@ -14,6 +14,7 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -25,7 +26,7 @@ from bench.report import Row
 from bench.servers import Restarter
 from ticketq.processes import Process
 
-ORDERS, QUICK_ORDERS = 160, 40
+ORDERS, QUICK_ORDERS = 240, 200  # 2 min of payments: the link comes back while they go on
 RATE = 2.0  # payments/s
 CUT = 90.0  # the cut; the leases it holds (75 s) run out within it
 WAIT = 120.0
@@ -155,6 +156,8 @@ def cut_under_load(h: Harness, net: Netns, quick: bool) -> tuple[list[Row], list
     finally:
         halt.set()
         supervisor.halt.set()
+        for proc in (cut_off, other, beat):
+            h.stop(proc)
     got = tally(h.database_url, accepted, paid)
     missing = sum(max(0, 3 - n) for n in _kinds_per_order(got, paid).values())
     took = max((t - cut_at for t in done_at.values() if t is not None), default=float("nan"))
@@ -204,7 +207,7 @@ def _wait_holding(db: Any, worker: Process, timeout: float) -> list[tuple[int, s
 
     deadline = time.time() + timeout
     while True:
-        holders = {f"{os.uname().nodename}:{pid}" for pid in worker.children()}
+        holders = {f"{socket.gethostname()}:{pid}" for pid in worker.children()}
         with db() as session:
             rows = [(int(i), str(c)) for i, c in session.execute(sa.select(OutboxJob.id, OutboxJob.claimed_by).where(
                 OutboxJob.done_at.is_(None), OutboxJob.claimed_by.in_(holders)))] if holders else []
