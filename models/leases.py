@@ -132,13 +132,12 @@ def adopt_job(session: Session, external_id: str, task: str, args: list[Any], qu
     return job.id
 
 
-def finish_job(session: Session | sa.Connection, job_id: int, lease: Lease | None = None) -> bool:
+def finish_job(session: Session | sa.Connection, job_id: int, lease: Lease | None = None) -> None:
     """The work is done: the row leaves the unfinished set. With `lease`, only while the row is still
     that run's (a run whose lease was taken back leaves the row to the relay or the new holder)."""
     statement = _FINISH if lease is None else _FINISH.where(_outbox.c.claimed_by == lease.holder,
                                                             _outbox.c.attempts == lease.attempt)
-    result = session.execute(statement, {"job_id": job_id, "now": utcnow()})
-    return bool(getattr(result, "rowcount", 1))
+    session.execute(statement, {"job_id": job_id, "now": utcnow()})
 
 
 def give_back_job(session: Session | sa.Connection, job_id: int, holder: str, error: str,

@@ -168,7 +168,8 @@ def _mark(lease: Lease, done: bool, error: str, retry_in: float | None) -> bool:
     """The run's end in its row, fenced by its claim: done, or the lease given back."""
     with _job_transaction() as session:
         if done:
-            return finish_job(session, lease.job_id, lease)
+            finish_job(session, lease.job_id, lease)
+            return True
         return give_back_job(session, lease.job_id, lease.holder, error, retry_in, lease.attempt)
 
 
