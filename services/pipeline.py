@@ -13,14 +13,12 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.jobs import DELIVER_BATCH_TASK, SEND_DELIVERY_TASK
+from core.jobs import DELIVER_BATCH_TASK
 from core.settings import settings
-from models.base import utcnow
 from models.deliveries import EmailDelivery, EmailKind
 from models.history import record
 from models.orders import Order, OrderEvent
@@ -42,8 +40,6 @@ from services.sending import UNSENT, send_deliveries
 from services.storage import DocumentKey, documents_ready, fingerprint_of, store_documents, stored_documents
 
 log = logging.getLogger("ticketq.pipeline")
-
-BUSY_RECHECK = timedelta(seconds=30)
 
 
 @dataclass
@@ -148,12 +144,6 @@ def _deliver(factory: sessionmaker[Session], order: Order, batch: str, rows: Seq
     if sent.ids(Outcome.NEEDS_DOCUMENTS):
         with factory() as session, session.begin():
             done.jobs.append(enqueue_job(session, DELIVER_BATCH_TASK, [order.identifier, batch]).id)
-    if busy := sent.ids(Outcome.BUSY):
-        # Another session holds them: a live run records them, but a session that outlived its worker
-        # (a host cut off, until the server drops it) never will. Look again later; a recorded one is done.
-        with factory() as session, session.begin():
-            for delivery_id in busy:
-                enqueue_job(session, SEND_DELIVERY_TASK, [delivery_id], run_after=utcnow() + BUSY_RECHECK)
     return done
 
 

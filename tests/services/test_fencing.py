@@ -13,15 +13,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.jobs import CONFIRM_TASK, SEND_DELIVERY_TASK
+from core.jobs import CONFIRM_TASK
 from models.base import utcnow
 from models.db import get_engine
 from models.deliveries import DeliveryState
 from models.leases import Claim, Lease, LeaseLost, claim_job, running_lease
 from models.orders import OrderEvent
 from models.outbox import OutboxJob, enqueue_job
-from services import pipeline
-from services.claims import ADVISORY_CLASS
 from services.outcomes import Outcome
 from services.smtp import close_clients
 from tests.services.test_deliveries import planned, send_all
@@ -120,17 +118,3 @@ def test_a_run_that_holds_its_lease_sends_and_records_every_email(db: sessionmak
     assert outcomes == {i: Outcome.SENT for i in ids}
     assert [r.state for r in deliveries(db, identifier)] == [DeliveryState.SENT] * 3
     assert len(smtp.messages) == 3 and sent_events(db) == 3
-
-
-def test_an_email_another_session_holds_is_looked_at_again_later(db: sessionmaker[Session], smtp: SmtpSink) -> None:
-    """A session that outlived its worker (a host cut off, until the server drops it) may hold a
-    delivery's claim: the run that finds it busy schedules a look at it later instead of forgetting it."""
-    identifier = confirmed_order(db, completed=False)
-    buyer, *_ = planned(db, identifier)
-    with db() as session, session.begin():
-        session.execute(sa.select(sa.func.pg_advisory_xact_lock(ADVISORY_CLASS, buyer)))
-        done = pipeline.send_delivery(db, buyer)
-    assert done.outcomes == {buyer: Outcome.BUSY} and not smtp.messages
-    with db() as session:
-        [job] = session.scalars(sa.select(OutboxJob).where(OutboxJob.task == SEND_DELIVERY_TASK)).all()
-    assert job.args == [buyer] and job.run_after is not None and job.run_after > utcnow()
