@@ -26,8 +26,10 @@ from bench.report import Row
 from bench.servers import Restarter
 from ticketq.processes import Process
 
-ORDERS, QUICK_ORDERS = 240, 200  # 2 min of payments: the link comes back while they go on
-RATE = 2.0  # payments/s
+# About 2 min of payments, so the link comes back while they go on; at a pace the other worker keeps
+# up with alone, so the time to redo the cut-off worker's jobs measures their leases, not a backlog.
+ORDERS, QUICK_ORDERS = 130, 110
+RATE = 1.0  # payments/s
 CUT = 90.0  # the cut; the leases it holds (75 s) run out within it
 WAIT = 120.0
 GOAL_SECONDS = 90.0
@@ -164,6 +166,7 @@ def cut_under_load(h: Harness, net: Netns, quick: bool) -> tuple[list[Row], list
     undone = sum(1 for t in done_at.values() if t is None)
     after = _log_after(cut_off, back_at)
     sent_after = sum(1 for line in after if " sent to " in line)
+    said = {k: sum(1 for line in after if k in line) for k in ("not run", "stopped", "failed", "given back")}
     rows = [
         Row("R7", f"emails missing ({len(paid)} orders paid, {3 * len(paid)} emails expected)", str(missing), "0",
             missing == 0),
@@ -172,13 +175,13 @@ def cut_under_load(h: Harness, net: Netns, quick: bool) -> tuple[list[Row], list
         Row("R7", f"seconds from the cut until the other worker had done the {len(held)} jobs the cut-off worker held",
             f"{took:.1f} s" if not undone else f"{undone} never done", f"<= {GOAL_SECONDS:.0f} s",
             not undone and bool(held) and took <= GOAL_SECONDS),
-        Row("R7", "emails the cut-off worker sent after the link came back (its log)", str(sent_after), "no repeat",
+        Row("R7", "the cut-off worker once the link came back: its runs stopped by their fence (LeaseLost); "
+            "emails it sent (new work)", f"{said['stopped']} stopped; {sent_after} sent", "nothing sent twice",
             got.duplicates == 0),
         Row("R7", "processes alive at the end (cut-off worker, worker, beat); exits restarted by the script",
             f"{sum(alive.values())}/{len(alive)}; {len(restarts)}", f"{len(alive)}/{len(alive)}; 0",
             all(alive.values()) and not restarts),
     ]
-    said = {k: sum(1 for line in after if k in line) for k in ("not run", "stopped", "failed", "given back")}
     notes = [f"R7: a worker `-c 2` in a network namespace of its own reaches Redis, PostgreSQL and the SMTP sink "
              "through a veth pair to a second namespace where socat relays on to the servers (no address outside "
              f"the two namespaces); {RATE:g} payments/s; beat and a second worker run on the host. Its link went "
