@@ -12,7 +12,7 @@ TEST_LOCK := requirements-test.lock
 LICENSES_OK := MIT;BSD;Public Domain;Apache;ISC;Mozilla Public License;MPL;PSF;Python Software Foundation;Lesser General Public License;LGPL;OFL;Unlicense;DFSG approved
 COMPILE   := $(VENV)/bin/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes --quiet --custom-compile-command "make lock"
 
-.PHONY: demo test lint lock bench bench-memory chaos up clean system-deps browser-deps compose-deps
+.PHONY: demo test lint lock bench bench-memory chaos up clean system-deps browser-deps compose-deps postgres-deps
 
 $(STAMP): pyproject.toml $(LOCK) $(TEST_LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "ticketq needs Python 3.11+ (found: $$($(PYTHON) --version))"; exit 1; }
@@ -71,7 +71,28 @@ compose-deps:
 	  echo "system-deps: WARNING no docker compose client; the compose validation test will skip"; \
 	fi
 
-test: $(STAMP) system-deps browser-deps compose-deps
+# The PostgreSQL outage test and chaos R6 crash a cluster of their own: Debian's server binaries
+# (initdb, pg_ctl), run as the postgres user. Production and the demo do not need them here. Debian
+# would also create and start a `main` cluster on 5432, which the tests would then try to use:
+# postgresql-common's createcluster.conf says not to.
+postgres-deps:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  echo "system-deps: PostgreSQL server binaries present (outage test, chaos R6)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "system-deps: installing postgresql with apt-get (outage test, chaos R6)"; \
+	  mkdir -p /etc/postgresql-common; \
+	  grep -qs '^create_main_cluster' /etc/postgresql-common/createcluster.conf || \
+	    echo 'create_main_cluster = false' >> /etc/postgresql-common/createcluster.conf; \
+	  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o Dpkg::Options::=--force-confold postgresql >/dev/null 2>&1 || \
+	   (apt-get update -qq >/dev/null 2>&1 && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o Dpkg::Options::=--force-confold postgresql >/dev/null 2>&1)) || \
+	  echo "system-deps: WARNING could not install postgresql; the PostgreSQL outage test and chaos R6 will fail"; \
+	else \
+	  echo "system-deps: WARNING PostgreSQL's server binaries are missing and I am not root with apt-get;"; \
+	  echo "             the outage test and chaos R6 will fail. Install them: sudo apt-get install postgresql"; \
+	fi
+
+test: $(STAMP) system-deps browser-deps compose-deps postgres-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
@@ -92,7 +113,7 @@ bench: $(STAMP) system-deps
 bench-memory: $(STAMP) system-deps
 	$(PY) -m bench --only p5
 
-chaos: $(STAMP) system-deps
+chaos: $(STAMP) system-deps postgres-deps
 	$(PY) -m chaos
 
 clean:

@@ -47,6 +47,8 @@ def claimed(factory: sessionmaker[Session], ids: Sequence[int]) -> Iterator[tupl
 
 
 def _unlock(conn: sa.Connection, ids: list[int]) -> None:
+    if conn.invalidated:  # the database went away under it: its locks went with that session
+        return
     try:
         conn.rollback()
         with autocommit(conn):

@@ -15,7 +15,9 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from core.settings import settings
 from models.base import utcnow
+from models.db import autocommit
 from models.deliveries import DeliveryState, EmailDelivery, EmailKind
+from models.leases import Lease, LeaseLost, lease_holds, running_lease
 from models.orders import Order
 from models.status import is_resendable
 from services.claims import claimed
@@ -56,9 +58,10 @@ def send_deliveries(factory: sessionmaker[Session], order: Order, ids: Sequence[
 
     Each record is committed 'sent' right after the server accepted it, in its own short
     transaction with nothing else in it: a worker killed in between is the only way one email goes
-    out twice, and then with the same Message-ID. A temporary failure schedules the delivery's
-    retry as a job in the same transaction; once the server is unreachable, the rest of the batch
-    is not tried now but scheduled the same way.
+    out twice, and then with the same Message-ID. Run as a job, the lease is checked right before each
+    email and fences its record: a run whose lease was taken back sends and records nothing more. A
+    temporary failure schedules the delivery's retry as a job in the same transaction; once the server
+    is unreachable, the rest of the batch is not tried now but scheduled the same way.
     """
     result = Sent()
     with claimed(factory, ids) as (session, ours):
@@ -68,9 +71,12 @@ def send_deliveries(factory: sessionmaker[Session], order: Order, ids: Sequence[
         client = smtp_client(smtp_url)
         unreachable: DeliveryError | None = None
         postgres = session.get_bind().dialect.name == "postgresql"
+        lease = running_lease.get()
         for index, item in enumerate(prepared):
             error = unreachable
-            params = sent_params(item.delivery) if postgres else None
+            params = sent_params(item.delivery, lease) if postgres else None
+            if error is None:  # outside the handlers below: a lost lease or database writes nothing more
+                _check_lease(session, lease, postgres)
             try:
                 if error is None:
                     client.send(item.message)
@@ -86,11 +92,28 @@ def send_deliveries(factory: sessionmaker[Session], order: Order, ids: Sequence[
                                       result)
                 raise
             if error is None:
-                commit_sent(session, item.delivery, item.order, params, result)
+                commit_sent(session, item.delivery, item.order, params, result, lease)
             else:
+                _check_lease(session, lease, postgres)  # its retry job must not race the lease's new holder
                 with session.begin():
                     finish_unsent(session, item.delivery, item.order, error, result)
     return result
+
+
+def _check_lease(session: Session, lease: Lease | None, postgres: bool) -> None:
+    """Right before an email leaves: is the job's lease still this run's? (None: not run as a job.)"""
+    if lease is None:
+        return
+    if postgres:
+        conn = session.get_bind()
+        assert isinstance(conn, sa.Connection)
+        with autocommit(conn):
+            holds = lease_holds(conn, lease)
+    else:
+        with session.begin():
+            holds = lease_holds(session, lease)
+    if not holds:
+        raise LeaseLost(f"job {lease.job_id}: lease of claim {lease.attempt} by {lease.holder} is gone")
 
 
 def _prepare_all(session: Session, order: Order, ids: list[int], documents: Mapping[DocumentKey, bytes],

@@ -5,6 +5,11 @@ Every task that does an order's work has `base=JobTask`. Its message's task id n
 delivery of a job that is done, or that a live worker holds, is acknowledged without running. A
 failure is not retried by Celery: the row gets a later `run_after` and beat's relay sends it then,
 so no retry waits in Redis and nothing is lost if Redis is.
+
+When PostgreSQL goes away, a run waits for it (bounded, before the soft time limit) to claim its
+row, and to mark its end: a run the outage broke gives its lease back as soon as the database
+answers and is sent again at once, so only a dead or cut-off holder leaves a lease to run out. The
+claim's number fences the run (models/leases.py): once its lease is gone it writes nothing more.
 """
 
 from __future__ import annotations
@@ -13,19 +18,31 @@ import logging
 import os
 import random
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
 from celery import Task
-from celery.exceptions import Ignore
+from celery.exceptions import Ignore, Reject
 from sqlalchemy.orm import Session
 
 from core.jobs import QUEUE_OF, job_id_of
 from models.db import get_engine, get_sessionmaker
 from models.errors import OrderError
-from models.leases import Claim, adopt_job, claim_job, finish_job, give_back_job
+from models.leases import (
+    WAIT_FOR_DATABASE,
+    Claim,
+    Lease,
+    LeaseLost,
+    adopt_job,
+    claim_job,
+    finish_job,
+    give_back_job,
+    running_lease,
+)
+from models.reconnect import database_gone, retry_while_gone
 from services.pipeline import Done
 from services.relay import dead_local_holder, publish_jobs
 from worker.app import app
@@ -76,39 +93,84 @@ class JobTask(Task):  # type: ignore[misc]
     reject_on_worker_lost = True
 
     def before_start(self, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        job_id = job_id_of(task_id)
-        holder = holder_name()
-        with _job_transaction(adopting=job_id is None) as session:
-            if job_id is None:
-                assert isinstance(session, Session)
-                job_id = adopt_job(session, task_id, self.name, list(args), QUEUE_OF.get(self.name, "orders"))
-            claim, current, attempts = claim_job(session, job_id, holder)
-            if claim is Claim.HELD and dead_local_holder(current):
-                claim, current, attempts = claim_job(session, job_id, holder, steal_from=current)
+        running_lease.set(None)
+        holder, deadline = holder_name(), time.monotonic() + WAIT_FOR_DATABASE
+        try:
+            job_id, claim, current, attempts = retry_while_gone(
+                lambda: _claim(self.name, task_id, list(args), holder), deadline, f"{self.name} {list(args)}: claiming")
+        except sa.exc.DBAPIError as exc:
+            if not database_gone(exc):
+                raise
+            raise Reject(exc, requeue=True) from exc  # the broker keeps it until the database answers
         self.request.job_id = job_id if claim is Claim.CLAIMED else None
         self.request.job_attempts = attempts
         if claim is not Claim.CLAIMED:  # a repeat: done, running elsewhere, or its row was deleted
             log.info("job %s (%s %s) not run: %s", job_id, self.name, list(args),
                      f"held by {current}" if claim is Claim.HELD else claim.value)
             raise Ignore()
+        running_lease.set(Lease(job_id, holder, attempts, deadline))
 
     def after_return(self, status: str, retval: Any, task_id: str, args: tuple[Any, ...],
                      kwargs: dict[str, Any], einfo: Any) -> None:
-        job_id = getattr(self.request, "job_id", None)
-        if job_id is None:
+        lease, job_id = running_lease.get(), getattr(self.request, "job_id", None)
+        running_lease.set(None)
+        if job_id is None or lease is None:
             return
-        holder = holder_name()
-        with _job_transaction() as session:
-            if status == "SUCCESS":
-                finish_job(session, job_id)
-                return
-            error = einfo.exception if einfo is not None else None
-            permanent = isinstance(error, OrderError)
-            attempts = int(getattr(self.request, "job_attempts", 1))
-            retry_in = None if permanent or attempts >= MAX_ATTEMPTS else backoff(attempts)
-            give_back_job(session, job_id, holder, f"{type(error).__name__}: {error}", retry_in)
+        # Celery hands a failed run's exception over as its retval (einfo is None here).
+        error = retval if status != "SUCCESS" and isinstance(retval, BaseException) else None
+        if isinstance(error, LeaseLost):  # another run owns the row now: nothing of it is ours to write
+            log.warning("job %s (%s %s) stopped: %s", job_id, self.name, list(args), error)
+            return
+        gone = error is not None and database_gone(error)
+        retry_in = _retry_in(error, lease.attempt, gone) if status != "SUCCESS" else None
+        reason = f"{type(error).__name__}: {error}"
+        what = f"job {job_id} ({self.name}): {'marking it done' if status == 'SUCCESS' else 'giving it back'}"
+        try:
+            marked = retry_while_gone(lambda: _mark(lease, status == "SUCCESS", reason, retry_in), lease.deadline, what)
+        except sa.exc.DBAPIError as exc:
+            if not database_gone(exc):
+                raise
+            log.error("job %s (%s %s): the database did not answer in this run's time; its lease runs out and "
+                      "the relay sends it again", job_id, self.name, list(args))
+            return
+        if status == "SUCCESS":
+            return
+        if gone and marked:  # the database answers again: run it now, not at the relay's next pass
+            publish_jobs(get_sessionmaker(), app, [job_id])
         log.warning("job %s (%s %s) failed: %r; %s", job_id, self.name, list(args), error,
-                    "given up" if retry_in is None else f"the relay sends it again in {retry_in:.0f} s")
+                    "given up" if retry_in is None else f"the relay sends it again in {retry_in:.0f} s" if not gone
+                    else "given back once the database answered, and sent again")
+
+
+def _claim(task: str, task_id: str, args: list[Any], holder: str) -> tuple[int, Claim, str | None, int]:
+    job_id = job_id_of(task_id)
+    with _job_transaction(adopting=job_id is None) as session:
+        if job_id is None:
+            assert isinstance(session, Session)
+            job_id = adopt_job(session, task_id, task, args, QUEUE_OF.get(task, "orders"))
+        claim, current, attempts = claim_job(session, job_id, holder)
+        if claim is Claim.HELD and dead_local_holder(current):
+            claim, current, attempts = claim_job(session, job_id, holder, steal_from=current)
+    return job_id, claim, current, attempts
+
+
+def _retry_in(error: BaseException | None, attempts: int, gone: bool) -> float | None:
+    """Seconds until a failed run is tried again; None: give up. A database that went away is no fault
+    of the job's: it runs again at once (with backoff if that keeps happening), and is never given up."""
+    if gone:
+        return 0.0 if attempts < MAX_ATTEMPTS else backoff(attempts)
+    if isinstance(error, OrderError) or attempts >= MAX_ATTEMPTS:
+        return None
+    return backoff(attempts)
+
+
+def _mark(lease: Lease, done: bool, error: str, retry_in: float | None) -> bool:
+    """The run's end in its row, fenced by its claim: done, or the lease given back."""
+    with _job_transaction() as session:
+        if done:
+            finish_job(session, lease.job_id, lease)
+            return True
+        return give_back_job(session, lease.job_id, lease.holder, error, retry_in, lease.attempt)
 
 
 def finish(done: Done) -> str:
