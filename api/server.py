@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from core import multiproc
 from core.settings import settings
 
 
@@ -10,6 +11,8 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> int:
     import uvicorn
 
     settings.require_redis_url()  # a clear message here, not a traceback in every worker process
+    if workers > 1:  # GET /metrics then sums every process's counts (prometheus_client multiprocess mode)
+        multiproc.prepare("ticketq-api-metrics-")
     # proxy_headers off: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1;
     # TRUSTED_PROXIES (api.deps.client_ip) is the one place that decides whom to believe.
     # Idle keep-alive connections stay open 75 s (uvicorn's default is 5 s), longer than a load
