@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     resend_limit_per_ip: str = "60/minute"
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_level: str = "INFO"
+    # json: one JSON object per log line (order, task_id, job, level, message); text: readable lines.
+    log_format: Literal["text", "json"] = "text"
     # Celery task events cost the worker CPU on every job; turn them on where Flower watches.
     task_events: bool = False
     # Prometheus: user:pass protects the API's GET /metrics; a worker serves its own on this port when set.

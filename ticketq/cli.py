@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from core.logformat import formatter
 from core.settings import ConfigurationError, settings
 from core.version import VERSION
 
@@ -79,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=settings.log_level)
+    for handler in logging.getLogger().handlers:  # LOG_FORMAT=json: one JSON object per line
+        handler.setFormatter(formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

@@ -1,9 +1,10 @@
 """A real prefork worker with WORKER_METRICS_PORT: its pool children's metrics, summed through
-prometheus_client's multiprocess mode, scraped over HTTP while it confirms, sweeps and relays."""
+prometheus_client's multiprocess mode, scraped over HTTP while it confirms, sweeps and relays. It
+logs with LOG_FORMAT=json: one JSON object per line, naming the order, task and job."""
 
 from __future__ import annotations
 
-import re
+import json
 import time
 import urllib.error
 import urllib.request
@@ -53,7 +54,7 @@ def metrics_worker(backends: Backends, tmp_path: Path) -> Iterator[tuple[CeleryW
     upgrade(database)
     port = free_port()
     worker = CeleryWorker(tmp_path / "worker.log", concurrency=2, queues=QUEUE,
-                          env={"WORKER_METRICS_PORT": str(port), "DATABASE_URL": database})
+                          env={"WORKER_METRICS_PORT": str(port), "LOG_FORMAT": "json", "DATABASE_URL": database})
     url = f"http://127.0.0.1:{port}/metrics"
 
     def serving() -> bool:
@@ -122,9 +123,13 @@ def test_a_prefork_worker_serves_its_childrens_metrics(
 
     # The children did the work: every figure above came through the multiprocess files.
     assert worker.child_pids()
-    serving = re.search(r"worker metrics on port \d+ \((\S+)\)", worker.logfile.read_text())
-    assert serving is not None
-    directory = Path(serving.group(1))
+    lines = [json.loads(line) for line in worker.logfile.read_text().splitlines() if line.startswith("{")]
+    serving = [line for line in lines if line["message"].startswith("worker metrics on port")]
+    assert len(serving) == 1
+    directory = Path(serving[0]["message"].rsplit("(", 1)[1].rstrip(")"))
     assert directory.is_dir()
+    ours = [line for line in lines if line["order"] == identifier]
+    assert ours and all(line["task_id"] and line["level"] for line in ours)
+    assert {"time", "level", "logger", "message", "order", "task_id", "job"} <= set(ours[0])
     worker.stop()
     assert not directory.exists(), "the private directory is removed at shutdown"
