@@ -50,13 +50,15 @@ def test_the_prometheus_config_checks_with_its_rules() -> None:
 
 def exported_names() -> set[str]:
     """Every sample name ticketq exports: core/metrics.py's metrics and the API's census."""
+    from prometheus_client import Counter, Gauge, Histogram
+
     from api.census import families
     from core import metrics
 
     described = list(families())
     for obj in vars(metrics).values():
-        if callable(getattr(obj, "describe", None)) and callable(getattr(obj, "labels", None)):
-            described.extend(obj.describe())  # a Counter, Gauge or Histogram
+        if isinstance(obj, Counter | Gauge | Histogram):
+            described.extend(obj.describe())
     return {family.name + suffix for family in described for suffix in SAMPLE_SUFFIXES}
 
 

@@ -2,9 +2,11 @@
 
 Celery's prefork children each record their own values; prometheus_client's multiprocess mode has
 each process write them to files in PROMETHEUS_MULTIPROC_DIR, and the worker's main process serves
-the sum. The mode is chosen when prometheus_client is first imported, so the directory is set up on
-`import_modules`, which Celery sends just before it imports the task modules (the first to import
-prometheus_client) and before any child is forked.
+the sum. The mode is chosen when prometheus_client is first imported, from the environment, and the
+`celery` command imports it before our app (Flower's command plugin does): so when the directory is
+not in the environment yet, the worker makes a private one and executes itself again with it, on
+`import_modules`, before it imports the task modules and forks any child. Set PROMETHEUS_MULTIPROC_DIR
+yourself to skip that step (one directory per worker; it is emptied at start).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ from core.settings import settings
 
 log = logging.getLogger("ticketq.worker.metrics")
 
+PRIVATE = "TICKETQ_PRIVATE_METRICS_DIR"  # the directory this worker made, removed when it stops
 _state: dict[str, Any] = {}
 
 
@@ -36,12 +40,14 @@ def _is_worker_command() -> bool:
 def _prepare_directory(**_: Any) -> None:
     if settings.worker_metrics_port is None or "directory" in _state or not _is_worker_command():
         return
-    if multiproc.too_late() and not os.environ.get(multiproc.VARIABLE):
-        log.warning("worker metrics: prometheus_client was imported before the worker set up %s; "
-                    "pool children's metrics will be missing", multiproc.VARIABLE)
-    private = not os.environ.get(multiproc.VARIABLE)
-    _state["directory"] = multiproc.prepare("ticketq-worker-metrics-")
-    _state["private"] = private
+    if not os.environ.get(multiproc.VARIABLE):
+        os.environ[PRIVATE] = str(multiproc.prepare("ticketq-worker-metrics-"))
+        if multiproc.too_late():  # the same command line again, now in multiprocess mode from the start
+            log.info("worker metrics: starting again with %s=%s", multiproc.VARIABLE, os.environ[PRIVATE])
+            os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])  # noqa: S606 (our own command line)
+    directory = multiproc.prepare("ticketq-worker-metrics-")
+    _state["directory"] = directory
+    _state["private"] = os.environ.get(PRIVATE) == str(directory)
 
 
 @worker_ready.connect
@@ -51,7 +57,7 @@ def _serve(**_: Any) -> None:
     from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=str(_state["directory"]))
+    multiprocess.MultiProcessCollector(registry, path=str(_state["directory"]))  # type: ignore[no-untyped-call]
     server, _thread = start_http_server(settings.worker_metrics_port or 0, registry=registry)
     _state["server"] = server
     log.info("worker metrics on port %s (%s)", server.server_port, _state["directory"])
@@ -63,7 +69,7 @@ def _child_gone(pid: int | None = None, **_: Any) -> None:
     if "directory" in _state:
         from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(pid or os.getpid(), str(_state["directory"]))
+        multiprocess.mark_process_dead(pid or os.getpid(), str(_state["directory"]))  # type: ignore[no-untyped-call]
 
 
 @worker_shutdown.connect

@@ -22,7 +22,7 @@ def metrics_registry() -> CollectorRegistry:
     --workers N`) and the census from PostgreSQL and Redis."""
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
         registry.register(REGISTRY)  # a registry is a collector: the default one, with process metrics
     registry.register(Census(get_engine(), settings.redis_url))
