@@ -12,7 +12,7 @@ TEST_LOCK := requirements-test.lock
 LICENSES_OK := MIT;BSD;Public Domain;Apache;ISC;Mozilla Public License;MPL;PSF;Python Software Foundation;Lesser General Public License;LGPL;OFL;Unlicense;DFSG approved
 COMPILE   := $(VENV)/bin/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes --quiet --custom-compile-command "make lock"
 
-.PHONY: demo test lint lock bench bench-memory chaos up clean system-deps browser-deps compose-deps postgres-deps
+.PHONY: demo test lint lock bench bench-memory chaos up clean system-deps browser-deps compose-deps postgres-deps monitoring-deps
 
 $(STAMP): pyproject.toml $(LOCK) $(TEST_LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "ticketq needs Python 3.11+ (found: $$($(PYTHON) --version))"; exit 1; }
@@ -92,7 +92,22 @@ postgres-deps:
 	  echo "             the outage test and chaos R6 will fail. Install them: sudo apt-get install postgresql"; \
 	fi
 
-test: $(STAMP) system-deps browser-deps compose-deps postgres-deps
+# promtool (Debian's prometheus package) checks deploy/prometheus and runs the alert rules' unit tests
+# (tests/test_monitoring.py fails, not skips, without it).
+monitoring-deps:
+	@if command -v promtool >/dev/null; then \
+	  echo "system-deps: promtool present (alert rule tests, Prometheus config check)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "system-deps: installing prometheus with apt-get (promtool: alert rule tests)"; \
+	  (apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 || \
+	   (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1)) || \
+	  echo "system-deps: WARNING could not install prometheus; the alert rule tests will fail"; \
+	else \
+	  echo "system-deps: WARNING promtool is missing and I am not root with apt-get;"; \
+	  echo "             the alert rule tests will fail. Install it: sudo apt-get install prometheus"; \
+	fi
+
+test: $(STAMP) system-deps browser-deps compose-deps postgres-deps monitoring-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports

@@ -6,7 +6,16 @@ from kombu import Queue
 
 from core import redis_urls
 from core import transport as broker_transport_fix
-from core.jobs import DOCUMENTS_QUEUE, EXPIRE_TASK, JOB_TIME_LIMIT, MAIL_QUEUE, ORDERS_QUEUE, QUEUE_OF, RELAY_TASK
+from core.jobs import (
+    BEAT_KEY_PREFIX,
+    DOCUMENTS_QUEUE,
+    EXPIRE_TASK,
+    JOB_TIME_LIMIT,
+    MAIL_QUEUE,
+    ORDERS_QUEUE,
+    QUEUE_OF,
+    RELAY_TASK,
+)
 from core.settings import settings
 
 _redis = settings.broker_url()
@@ -90,5 +99,5 @@ result_backend_transport_options.update(_backend_options)
 beat_scheduler = "worker.beat:StandbyScheduler"
 beat_max_loop_interval = 5
 redbeat_lock_timeout = 20
-redbeat_key_prefix = "ticketq:beat:"
+redbeat_key_prefix = BEAT_KEY_PREFIX
 redbeat_redis_url, redbeat_redis_options = redis_urls.redbeat(_redis)

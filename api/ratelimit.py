@@ -13,6 +13,7 @@ from limits.storage import Storage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
 from api.errors import ApiError
+from core.metrics import refused_resend
 from core.redis_urls import limits_storage
 
 log = logging.getLogger("ticketq.api.ratelimit")
@@ -58,6 +59,7 @@ class Limit:
         except StorageError as exc:
             log.warning("rate limit storage failed for %s: %s", self.name, exc.storage_error)
             raise LimitsUnavailable() from exc
+        refused_resend(self.name.removeprefix("resend-"))  # "ip" or "user"
         raise LimitExceeded(max(1, math.ceil(reset_at - time.time())))
 
 

@@ -23,6 +23,9 @@ QUEUE_OF = {
     EXPIRE_TASK: ORDERS_QUEUE,
     RELAY_TASK: ORDERS_QUEUE,
 }
+# Beat's keys in Redis (celery-redbeat): the API's metrics read whether a beat holds the lock.
+BEAT_KEY_PREFIX = "ticketq:beat:"
+BEAT_LOCK_KEY = BEAT_KEY_PREFIX + ":lock"  # redbeat's lock key: "<prefix>:lock"
 TASK_ID_PREFIX = "outbox-"
 # The hard time limit of a job (celeryconfig); a job's lease outlasts it, so a lease that ran out
 # means its holder is gone, not slow.

@@ -37,8 +37,13 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # Who may POST /v1/events: any user with a token (as before), or admins (`users create --admin`) only.
     event_creators: Literal["anyone", "admins"] = "anyone"
+    # json: one JSON object per log line (order, task_id, job, level, message); text: readable lines.
+    log_format: Literal["text", "json"] = "text"
     # Celery task events cost the worker CPU on every job; turn them on where Flower watches.
     task_events: bool = False
+    # Prometheus: user:pass protects the API's GET /metrics; a worker serves its own on this port when set.
+    metrics_basic_auth: SecretStr | None = None
+    worker_metrics_port: int | None = Field(default=None, ge=0, le=65535)
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

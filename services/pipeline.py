@@ -25,6 +25,7 @@ from models.orders import Order, OrderEvent
 from models.outbox import enqueue_job
 from models.status import is_resendable
 from models.transitions import load_order, lock_order
+from services.lag import observe_confirmation
 from services.messages import WITH_DOCUMENTS
 from services.outcomes import Outcome
 from services.presenters import buyer_of, load_full_order, order_context
@@ -141,6 +142,7 @@ def _deliver(factory: sessionmaker[Session], order: Order, batch: str, rows: Seq
                                           else (stored_documents(order), None))
     sent = send_deliveries(factory, order, [r.id for r in unsent], documents, settings.require_smtp_url())
     done.outcomes.update(sent.outcomes)  # retries are jobs with a later run_after: beat's relay sends them
+    observe_confirmation(factory, order, batch, done.outcomes)
     if sent.ids(Outcome.NEEDS_DOCUMENTS):
         with factory() as session, session.begin():
             done.jobs.append(enqueue_job(session, DELIVER_BATCH_TASK, [order.identifier, batch]).id)

@@ -29,6 +29,7 @@ from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.jobs import DOCUMENTS_QUEUE, MAIL_QUEUE, ORDERS_QUEUE
+from core.metrics import relay_resent as resent
 from core.producer import Job, send_jobs
 from models.base import utcnow
 from models.outbox import OutboxJob, unfinished
@@ -119,14 +120,15 @@ def relay_outbox(factory: sessionmaker[Session], app: Celery) -> RelayReport:
         empty_queues = [q for q in QUEUES if not client.llen(q)]
         with factory() as session, session.begin():
             if report.broker_emptied:
-                report.taken_back += take_back_published_before(session, now, now)
+                report.taken_back += resent("broker_emptied", take_back_published_before(session, now, now))
             elif report.broker_replaced:  # what the old server took last may not have reached the new one
-                report.taken_back += take_back_published_before(session, now, now, since=now - REPLICATION_WINDOW)
-            report.taken_back += take_back_expired_leases(session, now)
+                report.taken_back += resent("failover", take_back_published_before(
+                    session, now, now, since=now - REPLICATION_WINDOW))
+            report.taken_back += resent("lease_expired", take_back_expired_leases(session, now))
             dead = [(i, h) for i, h in leases_held_on(session, socket.gethostname(), now) if dead_local_holder(h)]
-            report.taken_back += take_back_leases(session, dead)
+            report.taken_back += resent("holder_dead", take_back_leases(session, dead))
             for queue in empty_queues:
-                report.taken_back += take_back_published_before(session, now - STALE, now, queue)
+                report.taken_back += resent("queue_lost", take_back_published_before(session, now - STALE, now, queue))
             purge_done(session, now - KEEP_DONE, 10 * BATCH)
     report.published, report.left = publish_due(factory, app)
     if report.broker_emptied or report.broker_replaced or report.taken_back or report.published:

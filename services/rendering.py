@@ -21,6 +21,7 @@ from weasyprint.text.fonts import FontConfiguration
 from weasyprint.urls import URLFetcher, URLFetcherResponse
 
 import templates
+from core.metrics import rendering
 from models.deliveries import DocumentKind
 from services.fonts import drop_unused_fonts, font_configuration, text_direction
 from services.storage import DocumentKey
@@ -155,7 +156,7 @@ collector_paused = _CollectorPause()
 
 def render_order(context: dict[str, Any], attendee_ids: Sequence[int]) -> RenderedOrder:
     """Tickets (one page each) and the invoice in ONE layout; documents are page ranges of it."""
-    with collector_paused():
+    with collector_paused(), rendering("layout"):
         html = renderer().env.get_template("pdf/order.html").render(**context)
         pdf, anchors = render_html(html)
     ticket_pages: dict[int, list[int]] = {a: [] for a in attendee_ids}
@@ -195,12 +196,17 @@ def _split_documents(rendered: RenderedOrder) -> dict[DocumentKey, bytes]:
         drop_unused_fonts(page)  # else every PDF of the order carries every font of the order (a CJK one: 100 kB)
     all_tickets = sorted(p for pages in rendered.ticket_pages.values() for p in pages)
     result: dict[DocumentKey, bytes] = {
-        (DocumentKind.TICKETS, None): split_pages(reader, all_tickets),
-        (DocumentKind.INVOICE, None): split_pages(reader, rendered.invoice_pages),
+        (DocumentKind.TICKETS, None): _cut(reader, DocumentKind.TICKETS, all_tickets),
+        (DocumentKind.INVOICE, None): _cut(reader, DocumentKind.INVOICE, rendered.invoice_pages),
     }
     for attendee_id, pages in rendered.ticket_pages.items():
-        result[(DocumentKind.ATTENDEE_TICKET, attendee_id)] = split_pages(reader, pages)
+        result[(DocumentKind.ATTENDEE_TICKET, attendee_id)] = _cut(reader, DocumentKind.ATTENDEE_TICKET, pages)
     return result
+
+
+def _cut(reader: PdfReader, kind: DocumentKind, pages: Sequence[int]) -> bytes:
+    with rendering(kind.value):  # timed per document kind (README "Metrics")
+        return split_pages(reader, pages)
 
 
 SAMPLE_ORDER: dict[str, Any] = {

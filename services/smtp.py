@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from core.metrics import smtp_outcome
+
 log = logging.getLogger("ticketq.smtp")
 
 SMTP_TIMEOUT = 15.0  # a job's hard time limit is 60 s: a hung server must not eat it
@@ -27,6 +29,11 @@ class DeliveryError(Exception):
         self.reply = reply
         self.temporary = temporary
         self.unreachable = unreachable
+
+    @property
+    def outcome(self) -> str:
+        """Its class in the metrics: unreachable, temporary or permanent."""
+        return "unreachable" if self.unreachable else "temporary" if self.temporary else "permanent"
 
 
 @dataclass(frozen=True)
@@ -129,8 +136,18 @@ class SmtpClient:
             self.connection = None
 
     def send(self, message: Outgoing) -> None:
-        """Send or raise DeliveryError; a kept-alive connection the server dropped is retried once on a
-        fresh one (a dropped connection fails at MAIL FROM, before any message was accepted)."""
+        """Send or raise DeliveryError, counting the outcome per server (README "Metrics")."""
+        server = f"{self.config.host}:{self.config.port}"
+        try:
+            self._send(message)
+        except DeliveryError as exc:
+            smtp_outcome(exc.outcome, server)
+            raise
+        smtp_outcome("sent", server)
+
+    def _send(self, message: Outgoing) -> None:
+        """A kept-alive connection the server dropped is retried once on a fresh one (a dropped
+        connection fails at MAIL FROM, before any message was accepted)."""
         sender, recipient, data = message.sender, message.recipient, message.data
         with self.lock:
             for attempt in (1, 2):

@@ -122,6 +122,29 @@ def test_app_services_share_one_production_configuration(compose_services: dict[
         assert env["SECRET_KEY"].startswith("${SECRET_KEY:?")
 
 
+def test_the_monitoring_profile_scrapes_the_api_and_every_worker(compose_services: dict[str, Any]) -> None:
+    """`docker compose --profile monitoring up -d`: Prometheus with the rules, Grafana provisioned."""
+    for name in ("prometheus", "grafana"):
+        svc = compose_services[name]
+        assert svc["profiles"] == ["monitoring"] and svc["restart"] == "unless-stopped", name
+        assert all(str(port).startswith("127.0.0.1:") for port in svc["ports"]), f"{name} listens on localhost only"
+        for volume in svc["volumes"]:
+            source = volume.split(":")[0]
+            assert not source.startswith("./") or (ROOT / source).exists(), volume
+    assert "./deploy/prometheus:/etc/prometheus:ro" in compose_services["prometheus"]["volumes"]
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    assert config["rule_files"] == ["alerts.yml"]
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert jobs["ticketq-api"]["static_configs"][0]["targets"] == ["api:8000"]
+    assert jobs["prometheus"]["static_configs"][0]["targets"] == ["localhost:9090"]
+    dns = jobs["ticketq-workers"]["dns_sd_configs"][0]  # every replica of a scaled service
+    workers = {name for name, svc in compose_services.items() if celery_role(svc) == "worker"}
+    assert set(dns["names"]) == workers
+    for name, svc in compose_services.items():
+        port = svc.get("environment", {}).get("WORKER_METRICS_PORT")
+        assert port == (str(dns["port"]) if name in workers else None), f"{name}: WORKER_METRICS_PORT on workers only"
+
+
 def test_env_example_names_every_required_variable() -> None:
     text = (ROOT / ".env.example").read_text()
     for name in REQUIRED_ENV:
@@ -146,6 +169,11 @@ def test_docker_compose_config_validates(tmp_path: Path) -> None:
     env = {key: os.environ[key] for key in ("PATH", "HOME") if key in os.environ}  # only .env interpolates
     ok = subprocess.run([*cli, "config", "-q"], cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
     assert ok.returncode == 0, ok.stderr
+    shutil.copytree(ROOT / "deploy", tmp_path / "deploy")
+    monitoring = subprocess.run([*cli, "--profile", "monitoring", "config", "--services"], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, check=False)
+    assert monitoring.returncode == 0, monitoring.stderr
+    assert {"prometheus", "grafana"} <= set(monitoring.stdout.split())
     (tmp_path / ".env").write_text("SECRET_KEY=x\nPOSTGRES_PASSWORD=pw\n")  # no FLOWER_BASIC_AUTH
     refused = subprocess.run([*cli, "config", "-q"], cwd=tmp_path, env=env, capture_output=True, text=True,
                              check=False)

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from core.logformat import formatter
 from core.settings import ConfigurationError, settings
 from core.version import VERSION
 
@@ -134,7 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     import sqlalchemy.exc
 
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=settings.log_level)
+    for handler in logging.getLogger().handlers:  # LOG_FORMAT=json: one JSON object per line
+        handler.setFormatter(formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     args = build_parser().parse_args(argv)
     try:
         if getattr(args, NEEDS_DATABASE, False):

@@ -245,7 +245,8 @@ def run_demo(var_dir: Path | None = None) -> int:
     with Supervisor(var_dir) as sup:
         try:
             stack = start_stack(sup, demo=True)
-            say(f"    ready in {time.monotonic() - began:.1f}s: API {stack.api_url}/docs")
+            say(f"    ready in {time.monotonic() - began:.1f}s: API {stack.api_url}/docs, metrics "
+                f"{stack.api_url}/metrics and http://127.0.0.1:{stack.env['WORKER_METRICS_PORT']}/metrics (worker)")
             assert sup.sink is not None
             demo = Demo(stack, sup.sink, report)
             demo.run()

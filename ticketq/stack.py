@@ -93,6 +93,7 @@ def start_stack(sup: Supervisor, *, demo: bool, host: str = "127.0.0.1", port: i
 
     sup.run_migrations(env)
     port = port or free_port()
+    env.setdefault("WORKER_METRICS_PORT", str(free_port()))  # the worker's GET /metrics (README "Metrics")
     api_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"  # noqa: S104
     worker = sup.start_app(env, host=host, port=port, to_log=to_log)
     flower = _start_flower(sup, env, host, flower_port, to_log) if flower_port is not None else None
@@ -147,6 +148,7 @@ def _banner(stack: Stack) -> str:
         f"  redis     {display(stack.redis_url)}",
         f"  smtp      {stack.smtp_url.split('@')[-1]}",
         f"  PDFs      {stack.files_dir}",
+        f"  metrics   {stack.api_url}/metrics   worker http://127.0.0.1:{stack.env['WORKER_METRICS_PORT']}/metrics",
         "  processes api, celery worker (queues orders,documents,mail), celery beat (redbeat lock in Redis);"
         " each restarted with backoff if it dies",
     ]

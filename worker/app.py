@@ -10,6 +10,7 @@ from celery.signals import worker_process_init, worker_ready
 
 from core.version import VERSION
 from models.db import reset_engines, use_asynchronous_commit
+from worker import metrics as _metrics  # noqa: F401  (WORKER_METRICS_PORT: this worker's /metrics)
 from worker import tasklog as _tasklog  # noqa: F401  (task id + order on every log line)
 
 app = Celery("ticketq")

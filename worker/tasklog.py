@@ -17,6 +17,8 @@ from typing import Any
 
 from celery.signals import after_setup_logger, after_setup_task_logger, task_postrun, task_prerun
 
+from core.logformat import formatter
+
 NONE = "-"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s [task=%(task_id)s order=%(order)s] %(message)s"
 # Order identifiers are 32 hex characters (models.orders.new_identifier).
@@ -85,7 +87,7 @@ def install(logger: logging.Logger, fmt: str = LOG_FORMAT) -> None:
     for handler in logger.handlers:
         if FILTER not in handler.filters:
             handler.addFilter(FILTER)
-        handler.setFormatter(logging.Formatter(fmt))
+        handler.setFormatter(formatter(fmt))  # LOG_FORMAT=json: the same fields, one JSON object a line
 
 
 @task_prerun.connect
