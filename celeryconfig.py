@@ -6,7 +6,16 @@ from kombu import Queue
 
 from core import redis_urls
 from core import transport as broker_transport_fix
-from core.jobs import DOCUMENTS_QUEUE, EXPIRE_TASK, JOB_TIME_LIMIT, MAIL_QUEUE, ORDERS_QUEUE, QUEUE_OF, RELAY_TASK
+from core.jobs import (
+    DOCUMENTS_QUEUE,
+    EXPIRE_TASK,
+    JOB_TIME_LIMIT,
+    MAIL_QUEUE,
+    ORDERS_QUEUE,
+    PURGE_KEYS_TASK,
+    QUEUE_OF,
+    RELAY_TASK,
+)
 from core.settings import settings
 
 _redis = settings.broker_url()
@@ -77,6 +86,11 @@ beat_schedule = {
         "task": RELAY_TASK,
         "schedule": settings.outbox_relay_seconds,
         "options": {"queue": ORDERS_QUEUE, "expires": settings.outbox_relay_seconds},
+    },
+    "purge-idempotency-keys": {
+        "task": PURGE_KEYS_TASK,
+        "schedule": settings.idempotency_purge_seconds,
+        "options": {"queue": ORDERS_QUEUE, "expires": settings.idempotency_purge_seconds},
     },
 }
 

@@ -17,6 +17,7 @@ from api import publish
 from api.deps import trusted_networks
 from api.errors import ERROR_RESPONSES, ApiError, domain_error, error_object, error_response, single_error
 from api.guard import GuardMiddleware
+from api.idempotency_middleware import IdempotencyMiddleware
 from api.ratelimit import ResendLimits, resend_limits
 from api.routes import events, health, orders, pages, resend
 from core.settings import ConfigurationError, settings
@@ -39,6 +40,7 @@ def create_app(limits: ResendLimits | None = None) -> FastAPI:
     for router in (health.router, events.router, resend.router, orders.router, pages.router):
         app.include_router(router)
     _install_error_handlers(app)
+    app.add_middleware(IdempotencyMiddleware)  # inside the guard: bodies are bounded before it reads them
     app.add_middleware(GuardMiddleware)  # outermost: 413 before anything reads the body, JSON 500s
     return app
 

@@ -10,6 +10,7 @@ EXPIRE_TASK = "orders.expire_stale"
 RELAY_TASK = "outbox.relay"
 DELIVER_BATCH_TASK = "documents.deliver_batch"
 SEND_DELIVERY_TASK = "mail.send_delivery"
+PURGE_KEYS_TASK = "idempotency.purge_keys"
 ORDERS_QUEUE, DOCUMENTS_QUEUE, MAIL_QUEUE = "orders", "documents", "mail"
 
 # Where each job runs: confirming renders PDFs (documents); resends, cancellations and retries
@@ -22,6 +23,7 @@ QUEUE_OF = {
     SEND_DELIVERY_TASK: MAIL_QUEUE,
     EXPIRE_TASK: ORDERS_QUEUE,
     RELAY_TASK: ORDERS_QUEUE,
+    PURGE_KEYS_TASK: ORDERS_QUEUE,
 }
 TASK_ID_PREFIX = "outbox-"
 # The hard time limit of a job (celeryconfig); a job's lease outlasts it, so a lease that ran out

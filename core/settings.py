@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # Celery task events cost the worker CPU on every job; turn them on where Flower watches.
     task_events: bool = False
+    # Idempotency-Key answers are replayed this long, then purged by beat (contract section 10).
+    idempotency_key_ttl_seconds: int = Field(default=86400, gt=0)
+    idempotency_purge_seconds: float = Field(default=3600, gt=0)
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
