@@ -19,7 +19,7 @@ from api.errors import ERROR_RESPONSES, ApiError, domain_error, error_object, er
 from api.guard import GuardMiddleware
 from api.idempotency_middleware import IdempotencyMiddleware
 from api.ratelimit import ResendLimits, resend_limits
-from api.routes import events, health, orders, pages, resend
+from api.routes import events, health, orders, pages, resend, webhooks
 from core.settings import ConfigurationError, settings
 from core.version import VERSION
 from models.errors import OrderError
@@ -37,7 +37,7 @@ def create_app(limits: ResendLimits | None = None) -> FastAPI:
                   responses=ERROR_RESPONSES, lifespan=_lifespan)
     app.state.resend_limits = limits or resend_limits(
         settings.require_redis_url(), settings.resend_limit_per_ip, settings.resend_limit_per_user)
-    for router in (health.router, events.router, resend.router, orders.router, pages.router):
+    for router in (health.router, events.router, resend.router, orders.router, pages.router, webhooks.router):
         app.include_router(router)
     _install_error_handlers(app)
     app.add_middleware(IdempotencyMiddleware)  # inside the guard: bodies are bounded before it reads them

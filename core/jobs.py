@@ -10,6 +10,7 @@ EXPIRE_TASK = "orders.expire_stale"
 RELAY_TASK = "outbox.relay"
 DELIVER_BATCH_TASK = "documents.deliver_batch"
 SEND_DELIVERY_TASK = "mail.send_delivery"
+WEBHOOK_TASK = "webhooks.send"
 PURGE_KEYS_TASK = "idempotency.purge_keys"
 ORDERS_QUEUE, DOCUMENTS_QUEUE, MAIL_QUEUE = "orders", "documents", "mail"
 
@@ -23,6 +24,7 @@ QUEUE_OF = {
     SEND_DELIVERY_TASK: MAIL_QUEUE,
     EXPIRE_TASK: ORDERS_QUEUE,
     RELAY_TASK: ORDERS_QUEUE,
+    WEBHOOK_TASK: MAIL_QUEUE,  # a webhook only talks HTTP, like a mail job only talks SMTP
     PURGE_KEYS_TASK: ORDERS_QUEUE,
 }
 TASK_ID_PREFIX = "outbox-"

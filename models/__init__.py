@@ -8,9 +8,11 @@ from models.orders import Attendee, Order, OrderEvent
 from models.outbox import OutboxJob
 from models.status import COLOURS, Actor, OrderStatus
 from models.users import ApiToken, User
+from models.webhooks import Webhook, WebhookAttempt, WebhookMessage
 
 __all__ = [
     "COLOURS", "Actor", "ApiToken", "Attendee", "Base", "DeliveryState", "Document", "DocumentKind",
     "EmailDelivery", "EmailKind", "Event", "EventRole", "Order", "OrderEvent", "OrderStatus",
-    "IdempotencyKey", "OutboxJob", "Role", "TicketType", "User", "utcnow",
+    "IdempotencyKey", "OutboxJob", "Role", "TicketType", "User", "Webhook", "WebhookAttempt", "WebhookMessage",
+    "utcnow",
 ]

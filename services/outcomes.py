@@ -25,6 +25,7 @@ from models.deliveries import DeliveryState, EmailDelivery
 from models.history import record
 from models.orders import Order, OrderEvent
 from models.outbox import enqueue_job
+from models.webhooks import listens, notify, order_data
 from services.smtp import DeliveryError
 
 log = logging.getLogger("ticketq.delivery")
@@ -76,7 +77,7 @@ def sent_params(delivery: EmailDelivery) -> dict[str, Any]:
 def commit_sent(session: Session, delivery: EmailDelivery, order: Order, params: dict[str, Any] | None,
                 result: Sent) -> None:
     """Record the server's acceptance: with `params` (PostgreSQL) as one statement, else in a transaction."""
-    if params is not None:
+    if params is not None and not _hooked(session, order):
         conn = session.get_bind()
         assert isinstance(conn, sa.Connection)  # claimed() binds the session to its one connection
         with autocommit(conn):
@@ -90,6 +91,7 @@ def commit_sent(session: Session, delivery: EmailDelivery, order: Order, params:
             delivery.updated_at = delivery.sent_at
             record(session, order, "email-sent", email_kind=delivery.kind.value, recipient=delivery.recipient,
                    batch=delivery.batch, message_id=delivery.message_id)
+            notify(session, order.event_id, "email.sent", _email_data(order, delivery, None))
     result.outcomes[delivery.id] = Outcome.SENT
     log.info("order %s: %s sent to %s", order.identifier, delivery.kind.value, delivery.recipient)
 
@@ -122,4 +124,20 @@ def fail_delivery(session: Session, delivery: EmailDelivery, order: Order, reaso
     delivery.state, delivery.last_error, delivery.updated_at = DeliveryState.FAILED, reason[:2000], utcnow()
     record(session, order, "email-failed", email_kind=delivery.kind.value, recipient=delivery.recipient,
            batch=delivery.batch, error=reason[:500])
+    notify(session, order.event_id, "email.failed", _email_data(order, delivery, reason[:500]))
     log.warning("order %s: %s to %s failed: %s", order.identifier, delivery.kind.value, delivery.recipient, reason)
+
+
+def _hooked(session: Session, order: Order) -> bool:
+    """Whether a webhook of the order's event wants email.sent: then 'sent' is recorded in a transaction
+    with its notification instead of as the one fast statement. Asked once per session (one send)."""
+    known: dict[int, bool] = session.info.setdefault("email_sent_hooked", {})
+    if order.event_id not in known:
+        with session.begin():
+            known[order.event_id] = listens(session, order.event_id, "email.sent")
+    return known[order.event_id]
+
+
+def _email_data(order: Order, delivery: EmailDelivery, reply: str | None) -> dict[str, Any]:
+    return order_data(order.event_id, order.identifier, order.status.value, kind=delivery.kind.value,
+                      recipient=delivery.recipient, reply=reply)
