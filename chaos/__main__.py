@@ -6,7 +6,15 @@ import sys
 
 from bench.report import Scenario, run_scenarios
 from bench.servers import ROOT
-from chaos import r1_worker_kill, r2_redis_outage, r2b_redis_empty, r3_smtp_outage, r4_races, r5_scale_out
+from chaos import (
+    r1_worker_kill,
+    r2_redis_outage,
+    r2b_redis_empty,
+    r3_smtp_outage,
+    r4_races,
+    r5_scale_out,
+    r8_webhook_outage,
+)
 
 SCENARIOS: dict[str, Scenario] = {
     "r1": r1_worker_kill.run,
@@ -15,6 +23,7 @@ SCENARIOS: dict[str, Scenario] = {
     "r3": r3_smtp_outage.run,
     "r4": r4_races.run,
     "r5": r5_scale_out.run,
+    "r8": r8_webhook_outage.run,
 }
 
 INTRO = """How ticketq behaves when things break, measured by `chaos/` (scripts, not unit tests). Every
