@@ -13,6 +13,7 @@ from core.jobs import (
     JOB_TIME_LIMIT,
     MAIL_QUEUE,
     ORDERS_QUEUE,
+    PURGE_KEYS_TASK,
     QUEUE_OF,
     RELAY_TASK,
 )
@@ -86,6 +87,11 @@ beat_schedule = {
         "task": RELAY_TASK,
         "schedule": settings.outbox_relay_seconds,
         "options": {"queue": ORDERS_QUEUE, "expires": settings.outbox_relay_seconds},
+    },
+    "purge-idempotency-keys": {
+        "task": PURGE_KEYS_TASK,
+        "schedule": settings.idempotency_purge_seconds,
+        "options": {"queue": ORDERS_QUEUE, "expires": settings.idempotency_purge_seconds},
     },
 }
 

@@ -27,9 +27,10 @@ from api.errors import (
     single_error,
 )
 from api.guard import GuardMiddleware
+from api.idempotency_middleware import IdempotencyMiddleware
 from api.metrics import MetricsMiddleware
 from api.ratelimit import ResendLimits, resend_limits
-from api.routes import events, exports, health, metrics, orders, pages, resend, signin
+from api.routes import events, exports, health, metrics, orders, pages, resend, signin, webhooks
 from core.settings import ConfigurationError, settings
 from core.version import VERSION
 from models.errors import OrderError
@@ -51,10 +52,11 @@ def create_app(limits: ResendLimits | None = None) -> FastAPI:
     app.state.resend_limits = limits or resend_limits(
         settings.require_redis_url(), settings.resend_limit_per_ip, settings.resend_limit_per_user)
     for router in (health.router, metrics.router, events.router, exports.router, resend.router, orders.router,
-                   pages.router, signin.router):
+                   pages.router, signin.router, webhooks.router):
         app.include_router(router)
     _install_error_handlers(app)
     _document_own_errors_only(app)
+    app.add_middleware(IdempotencyMiddleware)  # inside the guard: bodies are bounded before it reads them
     app.add_middleware(GuardMiddleware)  # outermost: 413 before anything reads the body, JSON 500s
     app.add_middleware(MetricsMiddleware)  # around the guard: counts every answer, its 413s and 500s too
     return app

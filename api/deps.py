@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.errors import Unauthorized
+from api.idempotency import call_keyed
 from api.schemas import DB_INT_MAX
 from api.sessions import session_token
 from core.settings import settings
@@ -82,7 +83,7 @@ def closes_session(handler: Handler) -> Handler:
     @functools.wraps(handler)
     def run(*args: Any, **kwargs: Any) -> Any:
         try:
-            return handler(*args, **kwargs)
+            return call_keyed(handler, args, kwargs)  # under the request's Idempotency-Key, if any
         finally:
             kwargs["session"].close()
 

@@ -121,8 +121,16 @@ def flush() -> None:
     marker.flush()
 
 
+# Set in session.info while a request's Idempotency-Key answer is still to be written into the same
+# transaction (api/idempotency.py): until then a handler's commit only flushes.
+DEFER_COMMIT = "defer_commit"
+
+
 def commit_and_publish(session: Session) -> None:
     """The order change and its jobs commit together; sending is best effort afterwards."""
+    if session.info.get(DEFER_COMMIT):
+        session.flush()
+        return
     jobs = [Job(o.id, o.task, list(o.args), o.queue) for o in pending_jobs(session)]
     session.commit()
     forget_pending_jobs(session)

@@ -48,8 +48,9 @@ def seed(db: Any, buyers: int, tickets: int) -> tuple[int, int, list[str]]:
     return event_id, ticket_id, tokens
 
 
-async def rush(url: str, event_id: int, ticket_id: int, tokens: list[str]) -> Rush:
-    """Every buyer at once (IN_FLIGHT at a time): create an order for one ticket, submit it if it got one."""
+async def rush(url: str, event_id: int, ticket_id: int, tokens: list[str], *, keyed: bool = False) -> Rush:
+    """Every buyer at once (IN_FLIGHT at a time): create an order for one ticket, submit it if it got one;
+    `keyed`: every request carries an Idempotency-Key, as a producer that retries safely sends them."""
     import httpx
 
     result = Rush()
@@ -59,8 +60,11 @@ async def rush(url: str, event_id: int, ticket_id: int, tokens: list[str]) -> Ru
     async with httpx.AsyncClient(base_url=url, timeout=REQUEST_TIMEOUT, limits=limits) as client:
         async def call(kind: str, method: str, path: str, token: str, body: dict[str, Any]) -> httpx.Response | None:
             began = time.perf_counter()
+            headers = {"Authorization": f"Bearer {token}"}
+            if keyed:
+                headers["Idempotency-Key"] = f"{kind}-{event_id}-{path}"
             try:
-                response = await client.request(method, path, json=body, headers={"Authorization": f"Bearer {token}"})
+                response = await client.request(method, path, json=body, headers=headers)
             except httpx.HTTPError:
                 result.codes[(kind, 0)] += 1
                 return None
@@ -100,7 +104,7 @@ def held_tickets(db: Any, ticket_id: int) -> int:
 
 
 def run(h: Harness, quick: bool) -> tuple[list[Row], list[str]]:
-    from bench.workload import complete_orders, duplicates, factory, percentile
+    from bench.workload import complete_orders, duplicates, factory, percentile, seed_event
 
     assert h.sink is not None
     buyers, tickets = (QUICK_BUYERS, QUICK_TICKETS) if quick else (BUYERS, TICKETS)
@@ -113,9 +117,14 @@ def run(h: Harness, quick: bool) -> tuple[list[Row], list[str]]:
     try:
         cpu_before = tree_cpu_seconds(api)
         result = asyncio.run(rush(url, event_id, ticket_id, tokens))
-        rush_end = time.time()
         api_cpu = tree_cpu_seconds(api) - cpu_before
-        winners = set(result.submitted_at)
+        # The same rush for a second event with an Idempotency-Key on every request (issue 31).
+        keyed_event = seed_event(db, tickets, price="0.00", name="Rush Night, keyed")
+        cpu_before = tree_cpu_seconds(api)
+        keyed = asyncio.run(rush(url, keyed_event.event_id, keyed_event.ticket_id, tokens, keyed=True))
+        keyed_cpu = tree_cpu_seconds(api) - cpu_before
+        rush_end = time.time()
+        winners = set(result.submitted_at) | set(keyed.submitted_at)
         deadline = time.monotonic() + (QUICK_DRAIN_TIMEOUT if quick else DRAIN_TIMEOUT)
         while time.monotonic() < deadline:
             if len(complete_orders(h.sink.snapshot(), winners, EMAILS_PER_ORDER)) >= len(winners):
@@ -131,26 +140,37 @@ def run(h: Harness, quick: bool) -> tuple[list[Row], list[str]]:
     drained = last_needed - rush_end
     held = held_tickets(db, ticket_id)
     oversold = max(0, held - tickets)
-    server_errors = sum(n for (_, code), n in result.codes.items() if code >= 500 or code == 0)
+    keyed_oversold = max(0, held_tickets(db, keyed_event.ticket_id) - tickets)
+    per_request = api_cpu * 1000 / max(sum(result.codes.values()), 1)
+    keyed_per_request = keyed_cpu * 1000 / max(sum(keyed.codes.values()), 1)
+    server_errors = sum(n for (_, code), n in (result.codes + keyed.codes).items() if code >= 500 or code == 0)
     requests = sum(result.codes.values())
     create_ms, submit_ms = sorted(result.create_ms), sorted(result.submit_ms)
     by_id, by_logical = duplicates(a for a in accepted if a.order in winners)
     rows = [
         Row("P6", f"on-sale rush: {buyers:,} buyers, {tickets:,} tickets, {IN_FLIGHT} in flight, "
-            f"`ticketq api --workers {API_WORKERS}`", f"{len(winners):,} orders in {result.seconds:.1f} s"),
-        Row("P6", "orders created and submitted per second", fmt(len(winners) / result.seconds, "orders/s", 1)),
+            f"`ticketq api --workers {API_WORKERS}`", f"{len(result.submitted_at):,} orders in {result.seconds:.1f} s"),
+        Row("P6", "orders created and submitted per second",
+            fmt(len(result.submitted_at) / result.seconds, "orders/s", 1)),
         Row("P6", "requests per second (create, sold out, submit)", fmt(requests / result.seconds, "req/s", 0)),
         Row("P6", "create order: p50 / p99", f"{percentile(create_ms, 50):.0f} / {percentile(create_ms, 99):.0f} ms"),
         Row("P6", "submit form: p50 / p99", f"{percentile(submit_ms, 50):.0f} / {percentile(submit_ms, 99):.0f} ms"),
-        Row("P6", "API CPU per request", fmt(api_cpu * 1000 / max(requests, 1), "ms", 2)),
+        Row("P6", "API CPU per request", fmt(per_request, "ms", 2)),
+        Row("P6", "with an Idempotency-Key on every request: API CPU per request",
+            fmt(keyed_per_request, "ms", 2), f"<= {per_request * 1.1:.2f} ms (+10 %)",
+            keyed_per_request <= per_request * 1.1),
+        Row("P6", "with keys: oversold / winners", f"{keyed_oversold} / {len(keyed.submitted_at):,}",
+            f"0 / {tickets:,}", keyed_oversold == 0 and len(keyed.submitted_at) == tickets),
         Row("P6", "oversold (tickets held beyond the quantity)", str(oversold), "0", oversold == 0),
-        Row("P6", "winners (orders that got a ticket)", f"{len(winners):,}", f"{tickets:,}", len(winners) == tickets),
+        Row("P6", "winners (orders that got a ticket)", f"{len(result.submitted_at):,}", f"{tickets:,}",
+            len(result.submitted_at) == tickets),
         Row("P6", "server errors (5xx or no answer)", str(server_errors), "0", server_errors == 0),
         Row("P6", "winners whose confirmation was delivered", f"{len(delivered):,} / {len(winners):,}",
             "all", len(delivered) == len(winners) > 0),
         Row("P6", "backlog drained after the rush ended", fmt(drained, "s", 1)),
     ]
     codes = ", ".join(f"{kind} {code}: {n}" for (kind, code), n in sorted(result.codes.items()))
+    codes += "; with keys: " + ", ".join(f"{kind} {code}: {n}" for (kind, code), n in sorted(keyed.codes.items()))
     notes = [f"P6: {buyers:,} buyers with a token each, {IN_FLIGHT} at a time, against `ticketq api --workers "
              f"{API_WORKERS}`; one ticket type of {tickets:,} free seats; every buyer asks for one ticket and, if it "
              "got one, submits the form with payment mode `free` or `bank` (alternating: completed or placed, both "

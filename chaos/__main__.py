@@ -15,6 +15,7 @@ from chaos import (
     r5_scale_out,
     r6_postgres_crash,
     r7_worker_cut_off,
+    r8_webhook_outage,
 )
 
 SCENARIOS: dict[str, Scenario] = {
@@ -26,6 +27,7 @@ SCENARIOS: dict[str, Scenario] = {
     "r5": r5_scale_out.run,
     "r6": r6_postgres_crash.run,
     "r7": r7_worker_cut_off.run,
+    "r8": r8_webhook_outage.run,
 }
 
 INTRO = """How ticketq behaves when things break, measured by `chaos/` (scripts, not unit tests). Every

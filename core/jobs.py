@@ -10,6 +10,8 @@ EXPIRE_TASK = "orders.expire_stale"
 RELAY_TASK = "outbox.relay"
 DELIVER_BATCH_TASK = "documents.deliver_batch"
 SEND_DELIVERY_TASK = "mail.send_delivery"
+WEBHOOK_TASK = "webhooks.send"
+PURGE_KEYS_TASK = "idempotency.purge_keys"
 ORDERS_QUEUE, DOCUMENTS_QUEUE, MAIL_QUEUE = "orders", "documents", "mail"
 
 # Where each job runs: confirming renders PDFs (documents); resends, cancellations and retries
@@ -22,6 +24,8 @@ QUEUE_OF = {
     SEND_DELIVERY_TASK: MAIL_QUEUE,
     EXPIRE_TASK: ORDERS_QUEUE,
     RELAY_TASK: ORDERS_QUEUE,
+    WEBHOOK_TASK: MAIL_QUEUE,  # a webhook only talks HTTP, like a mail job only talks SMTP
+    PURGE_KEYS_TASK: ORDERS_QUEUE,
 }
 # Beat's keys in Redis (celery-redbeat): the API's metrics read whether a beat holds the lock.
 BEAT_KEY_PREFIX = "ticketq:beat:"

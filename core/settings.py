@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     # Prometheus: user:pass protects the API's GET /metrics; a worker serves its own on this port when set.
     metrics_basic_auth: SecretStr | None = None
     worker_metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    # Idempotency-Key answers are replayed this long, then purged by beat (contract section 10).
+    idempotency_key_ttl_seconds: int = Field(default=86400, gt=0)
+    idempotency_purge_seconds: float = Field(default=3600, gt=0)
+    # Webhook URLs: plain http and loopback/private/link-local targets only where allowed (dev, tests).
+    webhook_allow_http: bool = False
+    webhook_allow_private: bool = False
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

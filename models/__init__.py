@@ -3,14 +3,17 @@
 from models.base import Base, utcnow
 from models.deliveries import DeliveryState, Document, DocumentKind, EmailDelivery, EmailKind
 from models.events import Event, EventRole, Role, TicketType
+from models.idempotency import IdempotencyKey
 from models.logins import LoginLink
 from models.orders import Attendee, Order, OrderEvent
 from models.outbox import OutboxJob
 from models.status import COLOURS, Actor, OrderStatus
 from models.users import ApiToken, User
+from models.webhooks import Webhook, WebhookAttempt, WebhookMessage
 
 __all__ = [
     "COLOURS", "Actor", "ApiToken", "Attendee", "Base", "DeliveryState", "Document", "DocumentKind",
-    "EmailDelivery", "EmailKind", "Event", "EventRole", "LoginLink", "Order", "OrderEvent", "OrderStatus",
-    "OutboxJob", "Role", "TicketType", "User", "utcnow",
+    "EmailDelivery", "EmailKind", "Event", "EventRole", "IdempotencyKey", "LoginLink", "Order", "OrderEvent",
+    "OrderStatus", "OutboxJob", "Role", "TicketType", "User", "Webhook", "WebhookAttempt", "WebhookMessage",
+    "utcnow",
 ]

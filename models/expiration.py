@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from models.base import utcnow
 from models.orders import Order
 from models.status import DEADLINED, OrderStatus
+from models.webhooks import notify_many, order_data
 
 
 def expire_stale(
@@ -35,14 +36,18 @@ def expire_stale(
 
 
 def _expire_batch(session: Session, due: sa.ColumnElement[bool], now: datetime, batch_size: int) -> int:
-    """Expire one batch in one statement that returns only a count (SQLite ignores the row locks; its
+    """Expire one batch in one statement that returns what the webhooks need (SQLite ignores the row locks; its
     writers are serialized anyway). The order row is the record of its expiry (`expired_at`, shown by
     `history`): an audit row per expired order would only repeat it."""
     locked = (sa.select(Order.id).where(due).order_by(Order.expires_at).limit(batch_size)
               .with_for_update(skip_locked=True))
-    result = session.execute(
+    expired = session.execute(
         sa.update(Order).where(Order.id.in_(locked), due)
         .values(status=OrderStatus.EXPIRED, expired_at=now, updated_at=now, expires_at=None,
                 revision=Order.revision + 1)
-        .execution_options(synchronize_session=False))
-    return int(getattr(result, "rowcount", 0) or 0)
+        .returning(Order.event_id, Order.identifier)
+        .execution_options(synchronize_session=False)).all()
+    # The webhooks' notifications commit with the expiry they report (one query when none listens).
+    notify_many(session, [(event, order_data(event, identifier, OrderStatus.EXPIRED.value))
+                          for event, identifier in expired], "order.expired", now)
+    return len(expired)

@@ -31,6 +31,7 @@ from models.status import (
 )
 from models.transitions import deadline_for, transition
 from models.users import Principal
+from models.webhooks import notify_status
 
 log = logging.getLogger("ticketq.orders")
 
@@ -101,6 +102,7 @@ def create_order(
     record(session, order, "created", actor=buyer.email, status=status.value, tickets=position)
     if status in CONFIRMED:
         enqueue_job(session, CONFIRM_TASK, [order.identifier])
+    notify_status(session, event_id, order.identifier, status, now)
     log.info("order %s created as %s with %d tickets", order.identifier, status.value, position)
     return order
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,8 +55,8 @@ def request_resend(conn: sa.Connection, order_id: int, identifier: str, *, by: s
               "kind": "resend-requested", "actor": by, "detail": {}}
     if conn.dialect.name == "postgresql":
         job_id = conn.execute(_RESEND_BOTH, params).scalar_one()
-    else:
-        with conn.begin():
+    else:  # within the caller's transaction when it has one (an Idempotency-Key's answer joins it)
+        with nullcontext() if conn.in_transaction() else conn.begin():
             job_id = conn.scalar(_RESEND_JOB_ID, params)
             conn.execute(_RESEND_AUDIT, params)
     assert job_id is not None

@@ -19,6 +19,7 @@ from models.history import record
 from models.orders import Order
 from models.outbox import enqueue_job
 from models.status import CONFIRMED, DEADLINED, FINAL, Actor, OrderStatus, check_transition
+from models.webhooks import notify_status
 
 log = logging.getLogger("ticketq.orders")
 
@@ -89,6 +90,7 @@ def transition(
         enqueue_job(session, CONFIRM_TASK, [order.identifier])
     if target is OrderStatus.CANCELLED:
         enqueue_job(session, CANCELLATION_TASK, [order.identifier])
+    notify_status(session, order.event_id, order.identifier, target, now)  # committed with the move
     log.info("order %s %s -> %s by %s", order.identifier, current.value, target.value, by or actor.value)
     return order
 

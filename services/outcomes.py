@@ -29,6 +29,7 @@ from models.leases import DURABLE, LEASE_HOLDS, WAIT_FOR_DATABASE, Lease, lease_
 from models.orders import Order, OrderEvent
 from models.outbox import enqueue_job
 from models.reconnect import database_gone, on_fresh_connection, retry_while_gone
+from models.webhooks import listens, notify, order_data
 from services.smtp import DeliveryError
 
 log = logging.getLogger("ticketq.delivery")
@@ -86,13 +87,14 @@ def sent_params(delivery: EmailDelivery, lease: Lease | None = None) -> dict[str
 
 def commit_sent(session: Session, delivery: EmailDelivery, order: Order, params: dict[str, Any] | None,
                 result: Sent, lease: Lease | None = None) -> None:
-    """Record the server's acceptance: with `params` (PostgreSQL) as one statement, else in a transaction.
+    """Record the server's acceptance: with `params` (PostgreSQL) as one statement, else in a transaction
+    (also where a webhook listens for email.sent: its notification commits with the record).
 
     If the database went away meanwhile, the fact is kept and the record retried with backoff until
     it answers (within the run's time: `lease.deadline`); then the original error is raised, so the
     run ends and its job is given back for the rest of the batch.
     """
-    if params is None:
+    if params is None or _hooked(session, order):
         recorded = _commit_portable(session, delivery, order, lease)
     else:
         conn = session.get_bind()
@@ -131,6 +133,7 @@ def _commit_portable(session: Session, delivery: EmailDelivery, order: Order, le
             set_committed_value(delivery, name, value)
         record(session, order, "email-sent", email_kind=delivery.kind.value, recipient=delivery.recipient,
                batch=delivery.batch, message_id=delivery.message_id)
+        notify(session, order.event_id, "email.sent", _email_data(order, delivery, None))
     return True
 
 
@@ -180,4 +183,20 @@ def fail_delivery(session: Session, delivery: EmailDelivery, order: Order, reaso
     delivery.state, delivery.last_error, delivery.updated_at = DeliveryState.FAILED, reason[:2000], utcnow()
     record(session, order, "email-failed", email_kind=delivery.kind.value, recipient=delivery.recipient,
            batch=delivery.batch, error=reason[:500])
+    notify(session, order.event_id, "email.failed", _email_data(order, delivery, reason[:500]))
     log.warning("order %s: %s to %s failed: %s", order.identifier, delivery.kind.value, delivery.recipient, reason)
+
+
+def _hooked(session: Session, order: Order) -> bool:
+    """Whether a webhook of the order's event wants email.sent: then 'sent' is recorded in a transaction
+    with its notification instead of as the one fast statement. Asked once per session (one send)."""
+    known: dict[int, bool] = session.info.setdefault("email_sent_hooked", {})
+    if order.event_id not in known:
+        with session.begin():
+            known[order.event_id] = listens(session, order.event_id, "email.sent")
+    return known[order.event_id]
+
+
+def _email_data(order: Order, delivery: EmailDelivery, reply: str | None) -> dict[str, Any]:
+    return order_data(order.event_id, order.identifier, order.status.value, kind=delivery.kind.value,
+                      recipient=delivery.recipient, reply=reply)

@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from standardwebhooks.webhooks import Webhook
 
 from core.settings import settings
 from ticketq.demo_report import COLOURS, Progress, Report, render
+from ticketq.demo_webhooks import TYPES, DemoReceiver
 from ticketq.devserver import Supervisor
 from ticketq.embedded import SmtpSink
 from ticketq.processes import ChildFailed
@@ -80,6 +82,7 @@ class Demo:
         self.expected: Counter[Email] = Counter()
         self.orders: dict[str, DemoOrder] = {}
         self.tokens: dict[str, str] = {}
+        self.hooks = DemoReceiver()
 
     def run(self) -> None:
         say("==> users: owner, co-organizer and buyer with API tokens (ticketq users create)")
@@ -87,13 +90,34 @@ class Demo:
             self.tokens[person[1]] = issue_token(self.stack.env, person)
         say("==> event with a free and a paid ticket type; Cora becomes co-organizer")
         event, free, paid = self.build_event()
+        say("==> webhook for every notification type, received and verified here: " + self.hooks.url)
+        hook = self.api.call("POST", f"/v1/events/{event}/webhooks", self.tokens[OWNER[1]],
+                             {"url": self.hooks.url, "events": list(TYPES)}, (201,))
+        self.hooks.verifier = Webhook(hook["secret"])
         say("==> orders: free, bank, online paid then completed, cancelled, one left to expire")
         self.place_orders(event, free, paid)
         self.wait("confirmations", timeout=90)
         say("==> resend the online order's confirmation (202), then once more (429: demo limit 1/minute)")
         self.resend(self.orders["online"])
         self.wait("resend", timeout=60)
+        self.wait_webhooks(timeout=60)
         self.verify()
+
+    def wait_webhooks(self, timeout: float) -> None:
+        """One of each order status reached, one email.sent per email: signed, verified, counted."""
+        paths = [order.path for order in self.orders.values()]
+        wanted = Counter({f"order.{s}": sum(s in path for path in paths)
+                          for s in ("placed", "completed", "expired", "cancelled")})
+        wanted["email.sent"] = sum(self.expected.values())
+        self.report.expected_webhooks = wanted
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and (wanted - self.hooks.by_type):
+            time.sleep(0.25)
+        self.report.webhooks = Counter(self.hooks.by_type)
+        if missing := sorted((wanted - self.hooks.by_type).elements()):
+            self.report.failures.append(f"webhooks missing after {timeout:.0f}s: {Counter(missing)}")
+        if self.hooks.bad_signatures:
+            self.report.failures.append(f"{self.hooks.bad_signatures} webhook(s) with a bad signature")
 
     # -- scenario ------------------------------------------------------------------------------
 
@@ -258,6 +282,7 @@ def run_demo(var_dir: Path | None = None) -> int:
         finally:
             if demo is not None:
                 demo.api.client.close()
+                demo.hooks.stop()
             say("==> stopping everything the demo started")
             sup.stop()
             report.leftovers = sup.leftovers()

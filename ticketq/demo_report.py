@@ -68,6 +68,8 @@ class Report:
     expected_emails: Counter[str] = field(default_factory=Counter)
     eml_files: int = 0
     resend: str = ""
+    webhooks: Counter[str] = field(default_factory=Counter)
+    expected_webhooks: Counter[str] = field(default_factory=Counter)
     paths: dict[str, str] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     leftovers: list[int] = field(default_factory=list)
@@ -110,4 +112,8 @@ def _tables(report: Report, colour: bool) -> list[str]:
                f"   ({report.eml_files} .eml files this run)")
     if report.resend:
         out += ["", f"Resend: {report.resend}"]
+    if report.expected_webhooks:
+        out += ["", "Webhooks received, signature verified, by type (received / expected)"]
+        for kind in sorted(set(report.webhooks) | set(report.expected_webhooks)):
+            out.append(f"  {kind:<24} {report.webhooks[kind]:>3} / {report.expected_webhooks[kind]}")
     return out

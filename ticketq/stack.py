@@ -30,6 +30,9 @@ DEMO_SETTINGS = {
     "OUTBOX_RELAY_SECONDS": "2",
     "RESEND_LIMIT_PER_USER": "1/minute",
     "RESEND_LIMIT_PER_IP": "60/minute",
+    # The demo's webhook receiver listens on plain http on 127.0.0.1 (ticketq/demo_webhooks.py).
+    "WEBHOOK_ALLOW_HTTP": "true",
+    "WEBHOOK_ALLOW_PRIVATE": "true",
 }
 
 

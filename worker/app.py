@@ -15,7 +15,8 @@ from worker import tasklog as _tasklog  # noqa: F401  (task id + order on every 
 
 app = Celery("ticketq")
 app.config_from_object("celeryconfig")
-app.conf.include = ["tasks.expiry", "tasks.outbox", "tasks.orders", "tasks.documents", "tasks.mail"]
+app.conf.include = ["tasks.expiry", "tasks.outbox", "tasks.orders", "tasks.documents", "tasks.mail",
+                    "tasks.webhooks", "tasks.idempotency"]
 
 
 @worker_process_init.connect

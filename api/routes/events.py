@@ -12,6 +12,7 @@ from api.access import COORGANIZER_REQUIRED, find_event, require_coorganizer, re
 from api.deps import CurrentUser, DbSession, EventLookup, closes_session
 from api.errors import BODY_ERRORS, READ_ERRORS, error_responses
 from api.event_schemas import EventDetail, EventList, EventOrders
+from api.publish import commit_and_publish
 from api.schemas import (
     DB_INT_MAX,
     MAX_PAGE,
@@ -54,7 +55,7 @@ def create_event(body: EventCreate, user: CurrentUser, session: DbSession) -> Ev
     session.add(event)
     session.flush()
     session.add(EventRole(event_id=event.id, user_id=user.id, role=Role.OWNER))
-    session.commit()
+    commit_and_publish(session)  # only flushes while an Idempotency-Key answer is to be stored with it
     session.refresh(event)  # answer with what was stored (UTC), not with what was sent
     return EventPublic.model_validate(event, from_attributes=True)
 
@@ -97,7 +98,7 @@ def create_ticket_type(event_id: EventId, body: TicketCreate, user: CurrentUser,
     require_coorganizer(session, user, event_id)
     ticket = TicketType(event_id=event_id, name=body.name, price=Decimal(body.price), quantity=body.quantity)
     session.add(ticket)
-    session.commit()
+    commit_and_publish(session)  # only flushes while an Idempotency-Key answer is to be stored with it
     return TicketPublic(id=ticket.id, event=event_id, name=ticket.name, price=decimal_string(ticket.price),
                         quantity=ticket.quantity)
 
@@ -117,7 +118,7 @@ def grant_role(event_id: EventId, body: RoleCreate, user: CurrentUser, session: 
         raise Conflict(f"{member.email} is already {role.value} of this event", pointer="/data/email")
     grant = EventRole(event_id=event_id, user_id=member.id, role=role)
     session.add(grant)
-    session.commit()
+    commit_and_publish(session)  # only flushes while an Idempotency-Key answer is to be stored with it
     return RolePublic(id=grant.id, event=event_id, email=member.email, role=role.value)
 
 

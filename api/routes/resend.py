@@ -12,9 +12,10 @@ import anyio.to_thread
 from anyio import CapacityLimiter
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
+from api import idempotency
 from api.access import COORGANIZER_REQUIRED, valid_identifier
 from api.deps import READ_POOL, bearer_token, client_ip, ip_limit_key, lookup_connection
 from api.errors import ApiError, error_responses
@@ -50,7 +51,7 @@ class MalformedJSON(ApiError):
 
 @router.post("/resend-email", status_code=202, response_model=ResendAccepted, openapi_extra=BODY_SCHEMA,
              responses=error_responses(400, 401, 403, 404, 413, 422, 429, 503))
-async def resend_email(request: Request) -> JSONResponse:
+async def resend_email(request: Request) -> Response:
     """Queue the buyer's and attendees' confirmation emails again (co-organizers)."""
     request.state.data_envelope = True  # its body has the `data` envelope: error pointers keep it
     raw = await request.body()  # only parsed after the limits counted the request
@@ -65,7 +66,7 @@ def _threads(app: FastAPI) -> CapacityLimiter:
     return limiter
 
 
-def _resend(request: Request, raw: bytes) -> JSONResponse:
+def _resend(request: Request, raw: bytes) -> Response:
     """Everything in one worker thread: two Redis round trips (the limits), one database round trip
     for the checks (token → user, order, role, status) and one for the job and its audit row, on
     one connection; then the job goes to this process's sender (api/publish.py)."""
@@ -76,6 +77,11 @@ def _resend(request: Request, raw: bytes) -> JSONResponse:
     identifier = body.data.order if body is not None and valid_identifier(body.data.order) else None
     with lookup_connection(token, identifier=identifier) as (found, conn):
         limits.per_user.hit(str(found.caller.id))
+        # A key is claimed only once the request counted against the limits: a replay counts too
+        # (contract: every request does), and a 429 is never stored, so the retry runs later.
+        earlier = idempotency.begin(conn, found.caller.id)
+        if earlier is not None:
+            return earlier
         if invalid is not None:
             raise invalid
         order = found.order
@@ -85,11 +91,21 @@ def _resend(request: Request, raw: bytes) -> JSONResponse:
             raise Forbidden(COORGANIZER_REQUIRED, pointer="/data/order")
         if not is_resendable(order.status):
             raise InvalidTransition(NOT_RESENDABLE, pointer="/data/order")
-        job = request_resend(conn, order.id, order.identifier, by=found.caller.email)
+        message = f"Confirmation emails for order {order.identifier} have been queued"
+        response = JSONResponse({"status": True, "message": message}, status_code=202)
+        if idempotency.claimed():  # the job, its audit row and the stored answer commit together
+            try:
+                with idempotency.keyed_transaction(conn):
+                    job = request_resend(conn, order.id, order.identifier, by=found.caller.email)
+                    idempotency.store(conn, response)
+            except idempotency.ClaimLost:
+                return idempotency.lost()
+            idempotency.committed()
+        else:
+            job = request_resend(conn, order.id, order.identifier, by=found.caller.email)
     publish([Job(job.id, job.task, job.args, job.queue)])
     log.info("order %s: confirmation resend requested by %s", order.identifier, found.caller.email)
-    message = f"Confirmation emails for order {order.identifier} have been queued"
-    return JSONResponse({"status": True, "message": message}, status_code=202)
+    return response
 
 
 def _parse(raw: bytes) -> tuple[ResendRequest | None, Exception | None]:

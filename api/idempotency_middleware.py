@@ -1,0 +1,97 @@
+"""The ASGI side of Idempotency-Key (api/idempotency.py has the handler side): read and check the key,
+fingerprint the request, and after the app store or free what the handler left open."""
+
+from __future__ import annotations
+
+import hashlib
+
+import anyio.to_thread
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.idempotency import HEADER, KEPT_HEADERS, METHODS, VALID_KEY, KeyedRequest, current, keeps, refusal
+from models.idempotency import release_key, store_answer
+
+
+def fingerprint(method: str, path: str, query: bytes, body: bytes) -> str:
+    digest = hashlib.sha256(f"{method}\n{path}?".encode() + query + b"\n" + body)
+    return digest.hexdigest()
+
+
+class IdempotencyMiddleware:
+    """Reads the key and the body, and after the app stores or frees what the handler left open."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        key = _header(scope, b"idempotency-key")
+        if (scope["type"] != "http" or key is None or scope["method"] not in METHODS
+                or not scope["path"].startswith("/v1/")):
+            await self.app(scope, receive, send)
+            return
+        if not VALID_KEY.fullmatch(key):
+            await refusal(400, f"{HEADER} must be 1 to 255 printable ASCII characters")(scope, receive, send)
+            return
+        body = await _read(receive)
+        keyed = KeyedRequest(key, fingerprint(scope["method"], scope["path"], scope.get("query_string", b""), body),
+                             scope)
+        token = current.set(keyed)
+        messages: list[Message] = []
+
+        given = False
+
+        async def replay() -> Message:
+            nonlocal given
+            if given:
+                return await receive()  # the disconnect, when it comes
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def hold(message: Message) -> None:
+            messages.append(message)  # held until the answer is stored or the key freed
+
+        try:
+            await self.app(scope, replay, hold)
+        except Exception:
+            if keyed.claim is not None and not keyed.answered:  # a bug's 500 (GuardMiddleware): the key is free
+                await anyio.to_thread.run_sync(_finish, keyed, [])
+            raise
+        finally:
+            current.reset(token)
+        if keyed.claim is not None and not keyed.answered:
+            await anyio.to_thread.run_sync(_finish, keyed, messages)
+        for message in messages:
+            await send(message)
+
+
+def _finish(keyed: KeyedRequest, messages: list[Message]) -> None:
+    """An answer given without its effect committing (a refusal after the claim): keep it, or free the key."""
+    assert keyed.claim is not None and keyed.engine is not None
+    start: Message = next((m for m in messages if m["type"] == "http.response.start"), {"status": 500})
+    status = int(start["status"])
+    headers = {k.decode().lower(): v.decode() for k, v in start.get("headers", [])}
+    body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+    with keyed.engine.connect() as conn, conn.begin():
+        if keeps(status):
+            store_answer(conn, keyed.claim, status, {k: headers[k] for k in KEPT_HEADERS if k in headers}, body)
+        else:
+            release_key(conn, keyed.claim)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+async def _read(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
