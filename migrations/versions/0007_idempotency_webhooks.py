@@ -1,7 +1,7 @@
 """Idempotency keys and signed webhooks (issue 31): stored answers, subscriptions, notifications, attempts.
 
 Revision ID: 0007_idempotency_webhooks
-Revises: 0002
+Revises: 0006_login_links
 """
 from alembic import op
 import sqlalchemy as sa
