@@ -94,7 +94,7 @@ def commit_sent(session: Session, delivery: EmailDelivery, order: Order, params:
     it answers (within the run's time: `lease.deadline`); then the original error is raised, so the
     run ends and its job is given back for the rest of the batch.
     """
-    if params is None or _hooked(session, order):
+    if params is None or email_sent_hooked(session, order):
         recorded = _commit_portable(session, delivery, order, lease)
     else:
         conn = session.get_bind()
@@ -187,7 +187,7 @@ def fail_delivery(session: Session, delivery: EmailDelivery, order: Order, reaso
     log.warning("order %s: %s to %s failed: %s", order.identifier, delivery.kind.value, delivery.recipient, reason)
 
 
-def _hooked(session: Session, order: Order) -> bool:
+def email_sent_hooked(session: Session, order: Order) -> bool:
     """Whether a webhook of the order's event wants email.sent: then 'sent' is recorded in a transaction
     with its notification instead of as the one fast statement. Asked once per session (one send)."""
     known: dict[int, bool] = session.info.setdefault("email_sent_hooked", {})

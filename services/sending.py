@@ -22,7 +22,7 @@ from models.orders import Order
 from models.status import is_resendable
 from services.claims import claimed
 from services.messages import WITH_DOCUMENTS, DocumentsMissing, compose, event_ics, message_id_for, wire_message
-from services.outcomes import Outcome, Sent, commit_sent, fail_delivery, finish_unsent, sent_params
+from services.outcomes import Outcome, Sent, commit_sent, email_sent_hooked, fail_delivery, finish_unsent, sent_params
 from services.presenters import order_context
 from services.smtp import DeliveryError, Outgoing, smtp_client
 from services.storage import DocumentKey
@@ -68,6 +68,8 @@ def send_deliveries(factory: sessionmaker[Session], order: Order, ids: Sequence[
         result.outcomes.update({i: Outcome.BUSY for i in ids if i not in ours})
         with session.begin():
             prepared = _prepare_all(session, order, ours, documents, result.outcomes)
+        if prepared:
+            email_sent_hooked(session, order)  # asked before any send: the record after it needs no lookup
         client = smtp_client(smtp_url)
         unreachable: DeliveryError | None = None
         postgres = session.get_bind().dialect.name == "postgresql"

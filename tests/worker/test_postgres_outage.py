@@ -28,7 +28,8 @@ from tests.backends import CeleryWorker
 from tests.pg_cluster import PgCluster
 from tests.services.test_deliveries import planned, send_all
 from tests.services.test_fencing import HookedSink, running_as
-from tests.tasks.confirm_helpers import confirmed_order, deliveries, wait_for
+from tests.tasks.confirm_helpers import confirmed_order, deliveries
+from tests.waiting import wait_until
 from ticketq.embedded import EmbeddedRedis
 
 HOLDER = "outage-test:1"
@@ -66,7 +67,7 @@ class Crash:
 
     def wait_back(self) -> float:
         """When the cluster answered again (time.time())."""
-        wait_for(self.happened.is_set, 180, "the first email, and the crash")
+        wait_until(self.happened.is_set, 180, "the first email, and the crash")
         assert self.restart is not None
         self.restart.join(90)
         back = self.cluster.crashes[-1][1]
@@ -131,7 +132,7 @@ def test_a_job_the_crash_broke_is_done_within_seconds_and_sends_nothing_twice(
                 return job is not None and job.done_at is not None
 
         try:
-            wait_for(done, 120, "the job to be done")
+            wait_until(done, 120, "the job to be done")
         except AssertionError as exc:
             raise AssertionError(f"{exc}; the worker's log:\n{worker.logfile.read_text()[-4000:]}") from None
         took = time.time() - back

@@ -21,9 +21,10 @@ from core.jobs import CONFIRM_TASK, EXPIRE_TASK, RELAY_TASK
 from models.base import utcnow
 from models.deliveries import DeliveryState
 from models.outbox import OutboxJob
-from tests.backends import Backends, CeleryWorker, _fresh_database
+from tests.backends import Backends, CeleryWorker, fresh_database
 from tests.factories import make_event, make_order, make_user
-from tests.tasks.confirm_helpers import confirmed_order, wait_for, wait_settled
+from tests.tasks.confirm_helpers import confirmed_order, wait_settled
+from tests.waiting import wait_until
 from ticketq.embedded import SmtpSink, free_port
 from worker import app
 
@@ -50,7 +51,7 @@ def metrics_worker(backends: Backends, tmp_path: Path) -> Iterator[tuple[CeleryW
     from models.db import get_engine, get_sessionmaker
 
     stops: list[Any] = []
-    database = _fresh_database(backends.database_url, stops)
+    database = fresh_database(backends.database_url, stops)
     upgrade(database)
     port = free_port()
     worker = CeleryWorker(tmp_path / "worker.log", concurrency=2, queues=QUEUE,
@@ -65,7 +66,7 @@ def metrics_worker(backends: Backends, tmp_path: Path) -> Iterator[tuple[CeleryW
 
     try:
         worker.start()
-        wait_for(serving, 30, "the worker's metrics endpoint")
+        wait_until(serving, 30, "the worker's metrics endpoint")
         yield worker, url, get_sessionmaker(database)
     finally:
         worker.stop()
@@ -94,7 +95,7 @@ def test_a_prefork_worker_serves_its_childrens_metrics(
         now = scrape(url)
         return now if grew(now, "ticketq_confirmation_lag_seconds_count") == 1 else None
 
-    after = wait_for(confirmed, 30, "the confirmation lag")
+    after = wait_until(confirmed, 30, "the confirmation lag")
     assert 0 < grew(after, "ticketq_confirmation_lag_seconds_sum") < 60
     assert grew(after, "ticketq_smtp_sends_total", outcome="sent", server=server) == sent
     for kind in ("layout", "tickets", "invoice", "attendee-ticket"):
@@ -106,7 +107,7 @@ def test_a_prefork_worker_serves_its_childrens_metrics(
         make_order(session, make_event(session), make_user(session, "late@example.org"),
                    now=utcnow() - timedelta(hours=1))
     assert app.send_task(EXPIRE_TASK, queue=QUEUE).get(timeout=30) == {"initializing": 1, "pending": 0}
-    swept = wait_for(lambda: (s := scrape(url)) and grew(s, "ticketq_expiry_sweep_duration_seconds_count") == 1
+    swept = wait_until(lambda: (s := scrape(url)) and grew(s, "ticketq_expiry_sweep_duration_seconds_count") == 1
                      and s, 30, "the sweep's metrics")
     assert grew(swept, "ticketq_orders_expired_total", status="initializing") == 1
     assert value(swept, "ticketq_expiry_sweep_last_success_timestamp_seconds") >= started
@@ -118,7 +119,7 @@ def test_a_prefork_worker_serves_its_childrens_metrics(
                               started_at=now - timedelta(minutes=4), claimed_by="gone:1",
                               lease_until=now - timedelta(seconds=1)))
     app.send_task(RELAY_TASK, queue=QUEUE)
-    wait_for(lambda: grew(scrape(url), "ticketq_relay_resent_jobs_total", cause="lease_expired") >= 1, 30,
+    wait_until(lambda: grew(scrape(url), "ticketq_relay_resent_jobs_total", cause="lease_expired") >= 1, 30,
              "the relay's re-send")
 
     # The children did the work: every figure above came through the multiprocess files.
