@@ -18,7 +18,7 @@ from api.deps import trusted_networks
 from api.errors import ERROR_RESPONSES, ApiError, domain_error, error_object, error_response, single_error
 from api.guard import GuardMiddleware
 from api.ratelimit import ResendLimits, resend_limits
-from api.routes import events, health, orders, pages, resend
+from api.routes import checkins, events, health, orders, pages, resend
 from core.settings import ConfigurationError, settings
 from core.version import VERSION
 from models.errors import OrderError
@@ -36,7 +36,7 @@ def create_app(limits: ResendLimits | None = None) -> FastAPI:
                   responses=ERROR_RESPONSES, lifespan=_lifespan)
     app.state.resend_limits = limits or resend_limits(
         settings.require_redis_url(), settings.resend_limit_per_ip, settings.resend_limit_per_user)
-    for router in (health.router, events.router, resend.router, orders.router, pages.router):
+    for router in (health.router, events.router, checkins.router, resend.router, orders.router, pages.router):
         app.include_router(router)
     _install_error_handlers(app)
     app.add_middleware(GuardMiddleware)  # outermost: 413 before anything reads the body, JSON 500s

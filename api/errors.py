@@ -8,7 +8,7 @@ from typing import Any
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from models.errors import Conflict, Forbidden, NotFound, OrderError, SoldOut
+from models.errors import Conflict, Forbidden, Gone, NotFound, OrderError, SoldOut
 
 
 class ApiError(Exception):
@@ -34,10 +34,11 @@ class Unauthorized(ApiError):
 
 
 # The domain's refusals as HTTP statuses (contract section 5); anything else the domain refuses is 422.
-DOMAIN_STATUS: dict[type[OrderError], int] = {NotFound: 404, Forbidden: 403, SoldOut: 409, Conflict: 409}
+DOMAIN_STATUS: dict[type[OrderError], int] = {NotFound: 404, Forbidden: 403, SoldOut: 409, Conflict: 409,
+                                               Gone: 410}
 
 
-DOMAIN_TITLE = {404: "Not Found", 403: "Forbidden", 409: "Conflict", 422: "Unprocessable Entity"}
+DOMAIN_TITLE = {404: "Not Found", 403: "Forbidden", 409: "Conflict", 410: "Gone", 422: "Unprocessable Entity"}
 
 
 def domain_status(exc: OrderError) -> int:
@@ -72,7 +73,7 @@ class ErrorDocument(BaseModel):
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorDocument, "description": HTTPStatus(status).phrase}
-    for status in (400, 401, 403, 404, 409, 413, 422, 429, 503)
+    for status in (400, 401, 403, 404, 409, 410, 413, 422, 429, 503)
 }
 
 

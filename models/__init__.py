@@ -1,6 +1,7 @@
 """Tables, sessions and every rule about orders (see status.py for the transition table)."""
 
 from models.base import Base, utcnow
+from models.checkins import CheckIn
 from models.deliveries import DeliveryState, Document, DocumentKind, EmailDelivery, EmailKind
 from models.events import Event, EventRole, Role, TicketType
 from models.orders import Attendee, Order, OrderEvent
@@ -9,7 +10,7 @@ from models.status import COLOURS, Actor, OrderStatus
 from models.users import ApiToken, User
 
 __all__ = [
-    "COLOURS", "Actor", "ApiToken", "Attendee", "Base", "DeliveryState", "Document", "DocumentKind",
+    "COLOURS", "Actor", "ApiToken", "Attendee", "Base", "CheckIn", "DeliveryState", "Document", "DocumentKind",
     "EmailDelivery", "EmailKind", "Event", "EventRole", "Order", "OrderEvent", "OrderStatus",
     "OutboxJob", "Role", "TicketType", "User", "utcnow",
 ]
