@@ -33,6 +33,7 @@ class Job:
     task: str
     args: list[Any]
     queue: str
+    countdown: float | None = None  # seconds the worker holds it before running (None: at once)
 
 
 @lru_cache(maxsize=1)
@@ -82,7 +83,8 @@ def send_jobs(jobs: Sequence[Job], app: Celery | None = None) -> list[int]:
                     for job in chunk:
                         # add_to_parent=False: a job sent from inside a task (the relay) is not its child.
                         app.send_task(job.task, args=job.args, queue=job.queue, task_id=task_id_of(job.id),
-                                      producer=producer, ignore_result=True, retry=False, add_to_parent=False)
+                                      countdown=job.countdown, producer=producer, ignore_result=True, retry=False,
+                                      add_to_parent=False)
                 sent.extend(job.id for job in chunk)
     except Exception as exc:  # kombu raises many kinds for a dead broker; the relay sends the rest
         if own:

@@ -22,6 +22,7 @@ from api.publish import publish
 from api.ratelimit import ResendLimits
 from api.schemas import ResendAccepted, ResendRequest
 from core.producer import Job
+from core.settings import settings
 from models.errors import Forbidden, InvalidTransition, NotFound
 from models.resending import request_resend
 from models.status import is_resendable
@@ -84,8 +85,12 @@ def _resend(request: Request, raw: bytes) -> JSONResponse:
         if not is_resendable(order.status):
             raise InvalidTransition(NOT_RESENDABLE, pointer="/data/order")
         job = request_resend(conn, order.id, order.identifier, by=found.caller.email)
-    publish([Job(job.id, job.task, job.args, job.queue)])
-    log.info("order %s: confirmation resend requested by %s", order.identifier, found.caller.email)
+    if job.joined:
+        log.info("order %s: resend by %s joined the waiting job %s", order.identifier, found.caller.email, job.id)
+    else:
+        # Held back a moment, so a burst of requests (a double click, a retrying script) joins it.
+        publish([Job(job.id, job.task, job.args, job.queue, countdown=settings.resend_join_seconds or None)])
+        log.info("order %s: confirmation resend requested by %s", order.identifier, found.caller.email)
     message = f"Confirmation emails for order {order.identifier} have been queued"
     return JSONResponse({"status": True, "message": message}, status_code=202)
 
