@@ -138,36 +138,6 @@ class ResendAccepted(BaseModel):
     message: str
 
 
-class CheckinCreate(Strict):
-    secret: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64,
-                                             pattern=_PRINTABLE)] = Field(
-        description="The QR code's content, or the ticket code printed under it")
-
-
-class CheckinAttendee(BaseModel):
-    id: int
-    name: str | None
-    email: str | None
-
-
-class CheckinTicket(BaseModel):
-    id: int
-    name: str
-    code: str | None
-
-
-class CheckinPublic(BaseModel):
-    """An admitted ticket: who comes in, on which ticket type."""
-
-    id: int
-    event: int
-    order: str
-    attendee: CheckinAttendee
-    ticket: CheckinTicket
-    checked_in_at: datetime
-    checked_in_by: str | None
-
-
 class PersonOut(BaseModel):
     name: str | None
     email: str | None

@@ -2,18 +2,51 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path
+from pydantic import BaseModel, Field, StringConstraints
 
 from api.access import COORGANIZER_REQUIRED, find_event
 from api.deps import DbSession, EventLookup, closes_session
-from api.schemas import DB_INT_MAX, CheckinAttendee, CheckinCreate, CheckinPublic, CheckinTicket
+from api.schemas import DB_INT_MAX, Strict
 from models.checkins import check_in
 from models.errors import Forbidden
 
 router = APIRouter(prefix="/v1/events", tags=["checkins"])
 EventId = Annotated[int, Path(ge=1, le=DB_INT_MAX)]
+# The bodies live here, beside their one route, rather than in api/schemas.py (shared, near its size limit).
+
+
+class CheckinCreate(Strict):
+    secret: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64,
+                                             pattern=r"^[^\x00-\x1f\x7f]*$")] = Field(
+        description="The QR code's content, or the ticket code printed under it")
+
+
+class CheckinAttendee(BaseModel):
+    id: int
+    name: str | None
+    email: str | None
+
+
+class CheckinTicket(BaseModel):
+    id: int
+    name: str
+    code: str | None
+
+
+class CheckinPublic(BaseModel):
+    """An admitted ticket: who comes in, on which ticket type."""
+
+    id: int
+    event: int
+    order: str
+    attendee: CheckinAttendee
+    ticket: CheckinTicket
+    checked_in_at: datetime
+    checked_in_by: str | None
 
 
 @router.post("/{event_id}/checkins", status_code=201, response_model=CheckinPublic)
