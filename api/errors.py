@@ -8,7 +8,7 @@ from typing import Any
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from models.errors import Conflict, Forbidden, NotFound, OrderError, SoldOut
+from models.errors import Conflict, Forbidden, Gone, NotFound, OrderError, SoldOut
 
 
 class ApiError(Exception):
@@ -42,10 +42,11 @@ class Unauthorized(ApiError):
 
 
 # The domain's refusals as HTTP statuses (contract section 5); anything else the domain refuses is 422.
-DOMAIN_STATUS: dict[type[OrderError], int] = {NotFound: 404, Forbidden: 403, SoldOut: 409, Conflict: 409}
+DOMAIN_STATUS: dict[type[OrderError], int] = {NotFound: 404, Forbidden: 403, SoldOut: 409, Conflict: 409,
+                                               Gone: 410}
 
 
-DOMAIN_TITLE = {404: "Not Found", 403: "Forbidden", 409: "Conflict", 422: "Unprocessable Entity"}
+DOMAIN_TITLE = {404: "Not Found", 403: "Forbidden", 409: "Conflict", 410: "Gone", 422: "Unprocessable Entity"}
 
 
 def domain_status(exc: OrderError) -> int:

@@ -33,6 +33,7 @@ class Job:
     task: str
     args: list[Any]
     queue: str
+    countdown: float | None = None  # seconds the worker holds it before running (None: at once)
 
 
 @lru_cache(maxsize=1)
@@ -84,8 +85,8 @@ def send_jobs(jobs: Sequence[Job], app: Celery | None = None) -> list[int]:
                         # argsrepr: a job's args are a few JSON primitives, whose plain repr is what
                         # Celery's saferepr would write, at a fraction of its cost.
                         app.send_task(job.task, args=job.args, queue=job.queue, task_id=task_id_of(job.id),
-                                      producer=producer, ignore_result=True, retry=False, add_to_parent=False,
-                                      argsrepr=repr(job.args), kwargsrepr="{}")
+                                      countdown=job.countdown, producer=producer, ignore_result=True, retry=False,
+                                      add_to_parent=False, argsrepr=repr(job.args), kwargsrepr="{}")
                 sent.extend(job.id for job in chunk)
     except Exception as exc:  # kombu raises many kinds for a dead broker; the relay sends the rest
         if own:

@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     outbox_relay_seconds: float = Field(default=5, gt=0)
     resend_limit_per_user: str = "5/minute"
     resend_limit_per_ip: str = "60/minute"
+    # A resend waits this long before it is sent; resends of the order requested meanwhile join it.
+    resend_join_seconds: float = Field(default=2, ge=0, le=60)
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_level: str = "INFO"
     # Who may POST /v1/events: any user with a token (as before), or admins (`users create --admin`) only.

@@ -1,6 +1,7 @@
 """Tables, sessions and every rule about orders (see status.py for the transition table)."""
 
 from models.base import Base, utcnow
+from models.checkins import CheckIn
 from models.deliveries import DeliveryState, Document, DocumentKind, EmailDelivery, EmailKind
 from models.events import Event, EventRole, Role, TicketType
 from models.idempotency import IdempotencyKey
@@ -12,7 +13,7 @@ from models.users import ApiToken, User
 from models.webhooks import Webhook, WebhookAttempt, WebhookMessage
 
 __all__ = [
-    "COLOURS", "Actor", "ApiToken", "Attendee", "Base", "DeliveryState", "Document", "DocumentKind",
+    "COLOURS", "Actor", "ApiToken", "Attendee", "Base", "CheckIn", "DeliveryState", "Document", "DocumentKind",
     "EmailDelivery", "EmailKind", "Event", "EventRole", "IdempotencyKey", "LoginLink", "Order", "OrderEvent",
     "OrderStatus", "OutboxJob", "Role", "TicketType", "User", "Webhook", "WebhookAttempt", "WebhookMessage",
     "utcnow",

@@ -43,3 +43,9 @@ class NotFound(OrderError):
 
 class Forbidden(OrderError):
     code = "forbidden"
+
+
+class Gone(OrderError):
+    """The thing asked for existed and is void for good (a cancelled or expired order's tickets)."""
+
+    code = "gone"

@@ -19,7 +19,8 @@ def expire_stale(
     """Expire every held order past its deadline: one conditional UPDATE per status and batch.
 
     Rows another sweeper holds are skipped (SKIP LOCKED) and the WHERE is re-checked, so two
-    beats, or a payment racing the sweep, never double-apply: each row moves once.
+    beats, or a payment racing the sweep, never double-apply: each row moves once. The `expired`
+    status it writes is what revokes the order's tickets (status.py VOID_TICKETS): no second write.
     """
     now = now or utcnow()
     counts: dict[str, int] = {}

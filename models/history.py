@@ -12,8 +12,10 @@ from models.orders import Order, OrderEvent
 from models.status import Actor, OrderStatus
 
 
-def record(session: Session, order: Order, kind: str, *, actor: str | None = None, **detail: Any) -> None:
-    session.add(OrderEvent(order_id=order.id, kind=kind, actor=actor, detail=detail))
+def record(session: Session, order: Order | int, kind: str, *, actor: str | None = None, **detail: Any) -> None:
+    """One audit row; `order` may be its id alone (a check-in reads columns, not the order)."""
+    order_id = order if isinstance(order, int) else order.id
+    session.add(OrderEvent(order_id=order_id, kind=kind, actor=actor, detail=detail))
 
 
 @dataclass(frozen=True)
@@ -29,5 +31,5 @@ def history(order: Order) -> list[HistoryEntry]:
     entries = [HistoryEntry(e.kind, e.actor, e.created_at, e.detail or {}) for e in order.history]
     if order.expired_at is not None:
         entries.append(HistoryEntry(OrderStatus.EXPIRED.value, None, order.expired_at,
-                                    {"by_role": Actor.SYSTEM.value}))
+                                    {"by_role": Actor.SYSTEM.value, "tickets": "void"}))
     return sorted(entries, key=lambda entry: entry.at)

@@ -24,6 +24,15 @@ def new_secret() -> str:
     return secrets.token_urlsafe(24)
 
 
+# Crockford's base32 (no I, L, O or U): a code read from paper or aloud at the door survives typing.
+CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+CODE_LENGTH = 10  # 50 random bits: unguessable at any door, short enough to type
+
+
+def new_code() -> str:
+    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+
+
 class Order(Base):
     __tablename__ = "orders"
 
@@ -77,6 +86,9 @@ class Attendee(Base):
     name: Mapped[str | None] = mapped_column(sa.String(200))
     email: Mapped[str | None] = mapped_column(sa.String(254))
     secret: Mapped[str] = mapped_column(sa.String(64), unique=True, default=new_secret)
+    # The ticket code printed under the QR code for manual entry; check-in accepts it like the secret.
+    # Nullable only because SQLite cannot add a NOT NULL column in place; migration 0004 fills old rows.
+    code: Mapped[str | None] = mapped_column(sa.String(16), unique=True, default=new_code)
 
     order: Mapped[Order] = relationship(back_populates="attendees")
     ticket_type: Mapped[TicketType] = relationship()

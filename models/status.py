@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 
-from models.errors import Forbidden, InvalidTransition, UnknownPaymentMode
+from models.errors import Forbidden, Gone, InvalidTransition, UnknownPaymentMode
 
 
 class OrderStatus(enum.StrEnum):
@@ -88,6 +88,15 @@ CONFIRMED = frozenset({S.PLACED, S.COMPLETED})
 CREATABLE_BY_ORGANIZER = frozenset({S.INITIALIZING, S.PLACED, S.PENDING, S.COMPLETED})
 # Only these orders have a confirmation that can be resent.
 RESENDABLE = CONFIRMED
+# Entering a final status revokes the order's tickets: their PDFs answer 410 and the door refuses
+# their codes. Read from the status itself, so the compare-and-set that ends the order (or the
+# sweep's UPDATE) revokes them at once, and a final status never lets a secret work again.
+VOID_TICKETS: Mapping[OrderStatus, str] = {
+    S.CANCELLED: "This order was cancelled; its tickets are void",
+    S.EXPIRED: "This order expired; its tickets are void",
+}
+# Tickets sent with a confirmation: the only ones the door admits (an unsubmitted order's are not issued).
+ADMITTED = CONFIRMED
 
 BUYER_UPDATE_REFUSED = "You cannot update a non-initialized or non-pending order"
 
@@ -135,3 +144,10 @@ def check_transition(current: OrderStatus, target: OrderStatus, actor: Actor) ->
 
 def is_resendable(status: OrderStatus) -> bool:
     return status in RESENDABLE
+
+
+def check_tickets_valid(status: OrderStatus, *, pointer: str = "/data/order") -> None:
+    """410 for the tickets of a cancelled or expired order; quiet otherwise."""
+    reason = VOID_TICKETS.get(status)
+    if reason is not None:
+        raise Gone(reason, pointer=pointer)

@@ -18,7 +18,7 @@ from models.errors import Conflict, InvalidTransition, NotFound
 from models.history import record
 from models.orders import Order
 from models.outbox import enqueue_job
-from models.status import CONFIRMED, DEADLINED, FINAL, Actor, OrderStatus, check_transition
+from models.status import CONFIRMED, DEADLINED, FINAL, VOID_TICKETS, Actor, OrderStatus, check_transition
 from models.webhooks import notify_status
 
 log = logging.getLogger("ticketq.orders")
@@ -85,7 +85,10 @@ def transition(
         if order.status is current:
             raise InvalidTransition("Order has expired", pointer="/data/status")
         raise Conflict(f"Order changed meanwhile; it is now {order.status.value}", pointer="/data/status")
-    record(session, order, target.value, actor=by, source=current.value, by_role=actor.value)
+    # The status the UPDATE wrote is what voids the tickets (status.py VOID_TICKETS): the door and the
+    # downloads read it, so the revocation commits with the move and no later step can miss it.
+    void = {"tickets": "void"} if target in VOID_TICKETS else {}
+    record(session, order, target.value, actor=by, source=current.value, by_role=actor.value, **void)
     if target in CONFIRMED and current not in CONFIRMED:
         enqueue_job(session, CONFIRM_TASK, [order.identifier])
     if target is OrderStatus.CANCELLED:

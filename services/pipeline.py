@@ -23,6 +23,7 @@ from models.deliveries import EmailDelivery, EmailKind
 from models.history import record
 from models.orders import Order, OrderEvent
 from models.outbox import enqueue_job
+from models.resending import MERGED_BATCH, QUEUED_BATCH, joined_batch
 from models.status import is_resendable
 from models.transitions import load_order, lock_order
 from services.lag import observe_confirmation
@@ -85,7 +86,8 @@ def resend_confirmation(factory: sessionmaker[Session], identifier: str, request
                         job_key: str | None) -> Done:
     """orders.resend_confirmation: a new batch of buyer and attendee emails with the stored PDFs.
 
-    `job_key` identifies the request: the same job delivered again reuses its batch.
+    `job_key` identifies the request: the same job delivered again reuses its batch, and a job
+    requested before another job of the order chose its batch joins that batch (one copy each).
     """
     with factory() as session, session.begin():
         locked = load_order(session, identifier, lock=True)
@@ -94,9 +96,11 @@ def resend_confirmation(factory: sessionmaker[Session], identifier: str, request
             log.info("order %s is %s: confirmation not resent", identifier, order.status.value)
             return Done(identifier)
         batch = _batch_of_job(session, order.id, job_key)
+        if batch is None and (batch := joined_batch(session, order.id, job_key)) is not None:
+            record(session, order, MERGED_BATCH, actor=requested_by, batch=batch, job=job_key)
         if batch is None:
             batch = next_resend_batch(session, order)
-            record(session, order, "resend-queued", actor=requested_by, batch=batch, job=job_key)
+            record(session, order, QUEUED_BATCH, actor=requested_by, batch=batch, job=job_key)
         recipients = confirmation_recipients(session, order, organizers=False)
         rows = ensure_deliveries(session, order, batch, recipients, requested_by=requested_by)
     return _deliver(factory, order, batch, rows, may_render=False)
@@ -181,5 +185,5 @@ def _batch_of_job(session: Session, order_id: int, job_key: str | None) -> str |
     if not job_key:
         return None
     rows = session.scalars(sa.select(OrderEvent).where(OrderEvent.order_id == order_id,
-                                                       OrderEvent.kind == "resend-queued"))
+                                                       OrderEvent.kind.in_((QUEUED_BATCH, MERGED_BATCH))))
     return next((str(r.detail["batch"]) for r in rows if r.detail.get("job") == job_key), None)

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, joinedload
 
+from models.checkins import format_code
 from models.errors import NotFound
 from models.events import Event, EventRole, Role
 from models.orders import Attendee, Order
@@ -37,9 +38,14 @@ def event_times(event: Event) -> dict[str, str]:
     start, end = event.starts_at.astimezone(zone), event.ends_at.astimezone(zone)
     same_day = start.date() == end.date()
     end_text = end.strftime("%H:%M") if same_day else end.strftime("%A %d %B %Y, %H:%M")
+    # The zone's abbreviation, or its offset where it has none ("+04"): "19:30 – 23:00 EDT". A
+    # night that crosses a clock change names both ("01:30 CEST – 04:00 CET").
+    start_zone, end_zone = start.strftime("%Z"), end.strftime("%Z")
+    span = (f"{start:%H:%M} – {end:%H:%M} {end_zone}" if start_zone == end_zone
+            else f"{start:%H:%M} {start_zone} – {end:%H:%M} {end_zone}")
     return {
         "date": start.strftime("%A %d %B %Y"),
-        "time": f"{start.strftime('%H:%M')} – {end.strftime('%H:%M')}" if same_day else start.strftime("%H:%M"),
+        "time": span if same_day else f"{start:%H:%M} {start_zone} – {end_text} {end_zone}",
         "when": f"{start.strftime('%A %d %B %Y, %H:%M')} – {end_text} ({event.timezone})",
         "timezone": event.timezone,
     }
@@ -83,7 +89,8 @@ def line_items(order: Order) -> list[dict[str, str | int]]:
     return items
 
 
-def attendee_data(attendee: Attendee) -> dict[str, Any]:
+def attendee_data(attendee: Attendee, currency: str) -> dict[str, Any]:
+    price = attendee.ticket_type.price
     return {
         "id": attendee.id,
         "number": attendee.position + 1,
@@ -91,6 +98,8 @@ def attendee_data(attendee: Attendee) -> dict[str, Any]:
         "email": attendee.email or "",
         "ticket": attendee.ticket_type.name,
         "secret": attendee.secret,
+        "code": format_code(attendee.code),
+        "price": money(price, currency) if price else "Free",
     }
 
 
@@ -104,7 +113,7 @@ def order_context(order: Order) -> dict[str, Any]:
         "event": {"name": event.name, "location": event.location or "", **event_times(event)},
         "buyer": {"name": buyer_name, "email": buyer_email},
         "seller": seller_of(event),
-        "attendees": [attendee_data(a) for a in order.attendees],
+        "attendees": [attendee_data(a, order.currency) for a in order.attendees],
         "invoice": {
             "number": invoice_number(order),
             "date": f"{order.created_at:%Y-%m-%d}",

@@ -33,6 +33,7 @@ logging.getLogger("weasyprint.progress").setLevel(logging.WARNING)
 TEMPLATES_DIR = Path(templates.__file__).resolve().parent
 ASSET_SCHEME = "ticketq-asset:"
 ASSET_SUFFIXES = {".css": "text/css", ".svg": "image/svg+xml", ".png": "image/png"}
+STYLESHEETS = ("documents.css", "ticket.css")  # parsed once per process, as one stylesheet
 
 
 class AssetOnlyFetcher(URLFetcher):  # type: ignore[misc]
@@ -89,15 +90,16 @@ def renderer() -> Renderer:
     with _renderer_lock:
         if _renderer is None:
             font_config = font_configuration()  # the packaged Noto fonts: real glyphs in any script
-            css = CSS(string=(TEMPLATES_DIR / "pdf" / "documents.css").read_text(), font_config=font_config,
-                      url_fetcher=AssetOnlyFetcher())
+            css = CSS(string="\n".join((TEMPLATES_DIR / "pdf" / name).read_text() for name in STYLESHEETS),
+                      font_config=font_config, url_fetcher=AssetOnlyFetcher())
             _renderer = Renderer(env=template_env(), font_config=font_config, stylesheet=css)
         return _renderer
 
 
 def qr_svg(secret: str) -> Markup:
-    """The QR code as inline SVG: segno's own markup, so nothing needs fetching."""
-    return Markup(segno.make(secret, error="m").svg_inline(scale=4, border=2))  # noqa: S704
+    """The QR code as inline SVG: segno's own markup, so nothing needs fetching. A viewBox instead of
+    a fixed size, so the stylesheet decides how large it prints (templates/pdf/ticket.css)."""
+    return Markup(segno.make(secret, error="m").svg_inline(border=2, omitsize=True))  # noqa: S704
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,8 @@ class RenderedOrder:
     pdf: bytes
     ticket_pages: dict[int, list[int]]  # attendee id -> page indexes
     invoice_pages: list[int]
+    # Title and author of each document: pypdf's split starts each file afresh, without the layout's.
+    info: dict[DocumentKey, dict[str, str]] = field(default_factory=dict)
 
 
 def render_html(html: str, fetcher: AssetOnlyFetcher | None = None) -> tuple[bytes, list[dict[str, Any]]]:
@@ -172,13 +176,28 @@ def render_order(context: dict[str, Any], attendee_ids: Sequence[int]) -> Render
             invoice_pages.append(index)
         elif owner is not None:
             ticket_pages[owner].append(index)
-    return RenderedOrder(pdf=pdf, ticket_pages=ticket_pages, invoice_pages=invoice_pages)
+    return RenderedOrder(pdf=pdf, ticket_pages=ticket_pages, invoice_pages=invoice_pages,
+                         info=document_info(context, attendee_ids))
 
 
-def split_pages(reader: PdfReader, pages: Sequence[int]) -> bytes:
+def document_info(context: dict[str, Any], attendee_ids: Sequence[int]) -> dict[DocumentKey, dict[str, str]]:
+    """What a PDF viewer shows as each document's title, and its author: the event's organizer."""
+    event, author = str(context["event"]["name"]), str(context["seller"]["name"])
+    invoice = context.get("invoice") or {}
+    names = {a["id"]: a["name"] for a in context["attendees"]}
+    info: dict[DocumentKey, str] = {(DocumentKind.TICKETS, None): f"Tickets · {event}",
+                                    (DocumentKind.INVOICE, None): f"Invoice {invoice.get('number', '')} · {event}"}
+    for attendee_id in attendee_ids:
+        info[(DocumentKind.ATTENDEE_TICKET, attendee_id)] = f"Ticket · {event} · {names.get(attendee_id, '')}"
+    return {key: {"/Title": title, "/Author": author} for key, title in info.items()}
+
+
+def split_pages(reader: PdfReader, pages: Sequence[int], info: dict[str, str] | None = None) -> bytes:
     writer = PdfWriter()
     for index in pages:
         writer.add_page(reader.pages[index])
+    if info:
+        writer.add_metadata(info)
     buffer = io.BytesIO()
     writer.write(buffer)
     return buffer.getvalue()
@@ -195,13 +214,10 @@ def _split_documents(rendered: RenderedOrder) -> dict[DocumentKey, bytes]:
     for page in reader.pages:
         drop_unused_fonts(page)  # else every PDF of the order carries every font of the order (a CJK one: 100 kB)
     all_tickets = sorted(p for pages in rendered.ticket_pages.values() for p in pages)
-    result: dict[DocumentKey, bytes] = {
-        (DocumentKind.TICKETS, None): _cut(reader, DocumentKind.TICKETS, all_tickets),
-        (DocumentKind.INVOICE, None): _cut(reader, DocumentKind.INVOICE, rendered.invoice_pages),
-    }
-    for attendee_id, pages in rendered.ticket_pages.items():
-        result[(DocumentKind.ATTENDEE_TICKET, attendee_id)] = _cut(reader, DocumentKind.ATTENDEE_TICKET, pages)
-    return result
+    parts: dict[DocumentKey, Sequence[int]] = {(DocumentKind.TICKETS, None): all_tickets,
+                                                (DocumentKind.INVOICE, None): rendered.invoice_pages}
+    parts.update({(DocumentKind.ATTENDEE_TICKET, a): pages for a, pages in rendered.ticket_pages.items()})
+    return {key: split_pages(reader, pages, rendered.info.get(key)) for key, pages in parts.items()}
 
 
 def _cut(reader: PdfReader, kind: DocumentKind, pages: Sequence[int]) -> bytes:
@@ -212,12 +228,12 @@ def _cut(reader: PdfReader, kind: DocumentKind, pages: Sequence[int]) -> bytes:
 SAMPLE_ORDER: dict[str, Any] = {
     "identifier": "0" * 32,
     "status": "completed",
-    "event": {"name": "Warm-up", "location": "", "date": "Monday 01 January 2029", "time": "10:00 – 11:00",
+    "event": {"name": "Warm-up", "location": "", "date": "Monday 01 January 2029", "time": "10:00 – 11:00 UTC",
               "when": "Monday 01 January 2029, 10:00 – 11:00 (UTC)", "timezone": "UTC"},
     "buyer": {"name": "Ada Lovelace", "email": "ada@example.org"},
     "seller": {"name": "ticketq", "email": "tickets@example.org", "event": "Warm-up"},
     "attendees": [{"id": 1, "number": 1, "name": "Ada Lovelace", "email": "ada@example.org", "ticket": "Standard",
-                   "secret": "warm-up"}],
+                   "secret": "warm-up", "code": "00000-00000", "price": "Free"}],
     "invoice": {"number": "INV-2029-000000", "date": "2029-01-01", "total": "0.00 EUR", "currency": "EUR",
                 "payment_mode": "free", "lines": [{"name": "Standard", "quantity": 1, "unit": "0.00 EUR",
                                                    "subtotal": "0.00 EUR"}]},

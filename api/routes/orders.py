@@ -19,7 +19,7 @@ from models.deliveries import DocumentKind
 from models.errors import Forbidden, InvalidInput, NotFound
 from models.orders import Order
 from models.placing import LineItem, Person, create_order, submit_order
-from models.status import OrderStatus, parse_status
+from models.status import OrderStatus, check_tickets_valid, parse_status
 from models.transitions import change_status, load_order
 from models.users import Principal
 from services.files import find_document
@@ -91,7 +91,8 @@ def read(identifier: str, found: OrderLookup, session: DbSession) -> OrderPublic
 @router.get("/{identifier}/tickets.pdf", response_class=FileResponse, responses=PDF_RESPONSE)
 @closes_session
 def download_tickets(identifier: str, found: OrderLookup, session: DbSession) -> FileResponse:
-    """Every ticket of the order, one page each (buyer or co-organizer)."""
+    """Every ticket of the order, one page each (buyer or co-organizer); 410 once the order is
+    cancelled or expired, its tickets void (the invoice stays downloadable)."""
     return _download(session, found, identifier, DocumentKind.TICKETS, "tickets")
 
 
@@ -105,6 +106,8 @@ def _download(session: Session, found: Lookup, identifier: str, kind: DocumentKi
     """Serve what the worker rendered; never render inside a request."""
     require_access(found)
     order = load_order(session, identifier)
+    if kind is not DocumentKind.INVOICE:
+        check_tickets_valid(order.status)
     path = find_document(session, order, kind)
     if path is None:
         raise NotFound("Document not ready", pointer="/data/order")

@@ -23,6 +23,7 @@ from api.publish import publish
 from api.ratelimit import ResendLimits
 from api.schemas import ResendAccepted, ResendRequest
 from core.producer import Job
+from core.settings import settings
 from models.errors import Forbidden, InvalidTransition, NotFound
 from models.resending import request_resend
 from models.status import is_resendable
@@ -103,8 +104,12 @@ def _resend(request: Request, raw: bytes) -> Response:
             idempotency.committed()
         else:
             job = request_resend(conn, order.id, order.identifier, by=found.caller.email)
-    publish([Job(job.id, job.task, job.args, job.queue)])
-    log.info("order %s: confirmation resend requested by %s", order.identifier, found.caller.email)
+    if job.joined:
+        log.info("order %s: resend by %s joined the waiting job %s", order.identifier, found.caller.email, job.id)
+    else:
+        # Held back a moment, so a burst of requests (a double click, a retrying script) joins it.
+        publish([Job(job.id, job.task, job.args, job.queue, countdown=settings.resend_join_seconds or None)])
+        log.info("order %s: confirmation resend requested by %s", order.identifier, found.caller.email)
     return response
 
 
