@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     resend_limit_per_ip: str = "60/minute"
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_level: str = "INFO"
+    # Invoices: free orders get none unless ZERO_INVOICES=true; numbers read {prefix}{year}-{000001}.
+    zero_invoices: bool = False
+    invoice_prefix: str = Field(default="INV-", max_length=12, pattern=r"^[A-Za-z0-9/_-]*$")
+    # "Payment due by" on a bank or cheque invoice: this many days after issue, never after the event starts.
+    invoice_payment_days: int = Field(default=14, ge=0, le=365)
     # Celery task events cost the worker CPU on every job; turn them on where Flower watches.
     task_events: bool = False
 

@@ -118,3 +118,12 @@ def check_transition(current: OrderStatus, target: OrderStatus, actor: Actor) ->
 
 def is_resendable(status: OrderStatus) -> bool:
     return status in RESENDABLE
+
+
+def is_paid(status: OrderStatus) -> bool:
+    return status is OrderStatus.COMPLETED
+
+
+def is_payment_received(current: OrderStatus, target: OrderStatus) -> bool:
+    """A placed order (bank, cheque, on site) marked completed: its buyer hears the payment arrived."""
+    return current is OrderStatus.PLACED and target is OrderStatus.COMPLETED

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import email.policy
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,14 +28,13 @@ from services.smtp import DeliveryError, Outgoing
 from services.storage import DocumentKey
 
 # Kinds that carry the order's PDFs: they wait for the documents to be rendered.
-WITH_DOCUMENTS = frozenset({EmailKind.CONFIRMATION_BUYER, EmailKind.CONFIRMATION_ATTENDEE})
-
-SUBJECTS = {
-    EmailKind.CONFIRMATION_BUYER: "Your order {identifier} for {event}: tickets and invoice",
-    EmailKind.CONFIRMATION_ATTENDEE: "Your ticket for {event}",
-    EmailKind.ORGANIZER_NOTIFICATION: "New order {identifier} for {event}",
-    EmailKind.CANCELLATION: "Order {identifier} for {event} was cancelled",
-}
+WITH_DOCUMENTS = frozenset({EmailKind.CONFIRMATION_BUYER, EmailKind.CONFIRMATION_ATTENDEE,
+                            EmailKind.PAYMENT_RECEIVED, EmailKind.CANCELLATION})
+WITH_CALENDAR = frozenset({EmailKind.CONFIRMATION_BUYER, EmailKind.CONFIRMATION_ATTENDEE})
+# Organizers' replies go to the buyer; everyone else's to the event's contact address.
+TO_ORGANIZERS = frozenset({EmailKind.ORGANIZER_NOTIFICATION})
+# Characters a file name must not carry on common systems, and line breaks.
+_UNSAFE_NAME = str.maketrans({c: " " for c in '/\\:*?"<>|\r\n\t'})
 
 
 class _Text(UnstructuredHeader, BaseHeader):
@@ -61,10 +61,37 @@ class _UniqueText(_Text):
     max_count = 1
 
 
+class _Mailbox(_UniqueText):
+    """From and Reply-To, set as an `Address`: its display name written by `Header` as a whole, then the
+    address. The registry's AddressHeader re-parses the name it folds, so a name like
+    "=?utf-8?q?a=0D=0ABcc:_x@evil?=" became a line break and a Bcc header (the flaw _Text avoids)."""
+
+    @classmethod
+    def parse(cls, value: Any, kwds: dict[str, Any]) -> None:
+        address = value if isinstance(value, Address) else Address(addr_spec=str(value))
+        kwds.update(parse_tree=None, decoded=str(address), address=address)
+
+    def init(self, *args: Any, **kw: Any) -> None:
+        self._address: Address = kw.pop("address")
+        super().init(*args, **kw)
+
+    def fold(self, *, policy: email.policy.Policy) -> str:
+        name, spec = self._address.display_name, self._address.addr_spec
+        if not name.isascii() or "=?" in name:
+            value = Header(name, "utf-8", header_name=self.name)
+            value.append(f"<{spec}>", "us-ascii")
+        else:  # plain text: Address quotes a name with specials ("Eve, Bcc" <…>)
+            value = Header(str(self._address), "us-ascii", header_name=self.name)
+        folded = value.encode(linesep=policy.linesep, maxlinelen=policy.max_line_length)
+        return f"{self.name}: {folded}{policy.linesep}"
+
+
 _HEADERS = HeaderRegistry(default_class=_Text)  # X-Order-Identifier, X-Email-Kind
 # The Message-ID too, so it goes out exactly as recorded: the standard class cuts short one it cannot parse.
 for _name in ("subject", "message-id"):
     _HEADERS.map_to_type(_name, _UniqueText)
+for _name in ("from", "reply-to"):
+    _HEADERS.map_to_type(_name, _Mailbox)
 
 # CRLF line ends and every part 7-bit clean: we do not ask the server for 8BITMIME, so UTF-8 text
 # goes out quoted-printable or base64, and non-ASCII header text as RFC 2047 encoded words.
@@ -94,6 +121,8 @@ class Mail:
     html: str
     attachments: tuple[Attachment, ...] = ()
     message_id: str | None = None
+    sender_name: str = ""  # the display name of From: the event
+    reply_to: str | None = None
 
 
 def clean_header(value: str) -> str:
@@ -134,8 +163,12 @@ def message_id_for(identifier: str, delivery_id: int, sender: str) -> str:
 def build_message(mail: Mail) -> EmailMessage:
     """Text and HTML alternatives; with attachments the alternative part sits inside multipart/mixed."""
     message = EmailMessage(policy=POLICY)
-    message["From"] = _checked_sender(mail.sender)
+    # An Address object, never a string to parse: the display name is quoted or encoded as a whole.
+    message["From"] = Address(display_name=clean_header(mail.sender_name), addr_spec=_checked_sender(mail.sender))
     message["To"] = checked_address(mail.recipient)
+    if mail.reply_to:
+        with contextlib.suppress(DeliveryError):  # an odd reply address costs the header, never the email
+            message["Reply-To"] = checked_address(mail.reply_to)
     message["Subject"] = clean_header(mail.subject)
     message["Date"] = format_datetime(utcnow())
     message["Message-ID"] = clean_header(mail.message_id or new_message_id(mail.sender))
@@ -164,16 +197,31 @@ def _pdf(documents: Mapping[DocumentKey, bytes], filename: str, kind: DocumentKi
     return Attachment(filename, content)
 
 
+def file_name(*parts: str) -> str:
+    """"PyCon 2027 - ticket 2 - Bea Family.pdf": what the file is, readable on any system."""
+    words = [" ".join(p.translate(_UNSAFE_NAME).split())[:80] for p in parts]
+    return " - ".join(w for w in words if w)
+
+
 def attachments_for(order: Order, delivery: EmailDelivery, documents: Mapping[DocumentKey, bytes],
-                    calendar: bytes | None = None) -> tuple[Attachment, ...]:
-    if delivery.kind not in WITH_DOCUMENTS:
-        return ()
-    ics = Attachment("event.ics", calendar or event_ics(order), "text", "calendar")
-    if delivery.kind is EmailKind.CONFIRMATION_BUYER:
-        return (_pdf(documents, "tickets.pdf", DocumentKind.TICKETS),
-                _pdf(documents, "invoice.pdf", DocumentKind.INVOICE), ics)
-    own = [a for a in order.attendees if normalize_email(a.email or "") == delivery.recipient]
-    return (*[_pdf(documents, f"ticket-{a.position + 1}.pdf", DocumentKind.ATTENDEE_TICKET, a.id) for a in own], ics)
+                    context: Mapping[str, Any], calendar: bytes | None = None) -> tuple[Attachment, ...]:
+    kind, event = delivery.kind, order.event.name
+    found: list[Attachment] = []
+    invoice, credit = context["invoice"], context["credit_note"]
+    if kind is EmailKind.CONFIRMATION_BUYER:
+        found.append(_pdf(documents, file_name(event, "tickets.pdf"), DocumentKind.TICKETS))
+    if kind is EmailKind.CONFIRMATION_ATTENDEE:
+        found += [_pdf(documents, file_name(event, f"ticket {a.position + 1}", f"{a.name or ''}.pdf"),
+                       DocumentKind.ATTENDEE_TICKET, a.id)
+                  for a in order.attendees if normalize_email(a.email or "") == delivery.recipient]
+    if invoice and kind in (EmailKind.CONFIRMATION_BUYER, EmailKind.PAYMENT_RECEIVED):
+        found.append(_pdf(documents, file_name(event, f"invoice {invoice['number']}.pdf"), DocumentKind.INVOICE))
+    if credit and kind is EmailKind.CANCELLATION:
+        found.append(_pdf(documents, file_name(event, f"credit note {credit['number']}.pdf"),
+                          DocumentKind.CREDIT_NOTE))
+    if kind in WITH_CALENDAR:
+        found.append(Attachment("event.ics", calendar or event_ics(order), "text", "calendar"))
+    return tuple(found)
 
 
 @lru_cache(maxsize=1)
@@ -182,25 +230,36 @@ def email_templates() -> jinja2.Environment:
     return template_env()
 
 
+def subject_for(kind: EmailKind, batch: str, context: Mapping[str, Any]) -> str:
+    """The subject from templates/email/subjects.jinja, so it is translated with the rest."""
+    macros = email_templates().get_template("email/subjects.jinja").module
+    return str(macros.subject(kind.value, batch, context))  # type: ignore[attr-defined]
+
+
 def compose(order: Order, delivery: EmailDelivery, message_id: str, documents: Mapping[DocumentKey, bytes],
             context: dict[str, Any] | None = None, calendar: bytes | None = None) -> Mail:
     """The whole email for one delivery row; raises DocumentsMissing when its PDFs are not among `documents`.
 
     `context` and `calendar` (event.ics) may be passed in when one order sends several emails."""
     context = dict(context or order_context(order))
-    attachments = attachments_for(order, delivery, documents, calendar)
+    attachments = attachments_for(order, delivery, documents, context, calendar)
     context["recipient"] = delivery.recipient
     context["own_tickets"] = [a for a in context["attendees"] if normalize_email(a["email"]) == delivery.recipient]
+    context["batch"] = delivery.batch
+    context["attachments"] = [a.filename for a in attachments]
     env = email_templates()
     name = f"email/{delivery.kind.value}"
+    reply_to = context["buyer"]["email"] if delivery.kind in TO_ORGANIZERS else context["seller"]["email"]
     return Mail(
         kind=delivery.kind.value,
         identifier=order.identifier,
         sender=settings.mail_from,
         recipient=delivery.recipient,
-        subject=SUBJECTS[delivery.kind].format(identifier=order.identifier, event=order.event.name),
+        subject=subject_for(delivery.kind, delivery.batch, context),
         text=env.get_template(f"{name}.txt").render(**context),
         html=env.get_template(f"{name}.html").render(**context),
         attachments=attachments,
         message_id=message_id,
+        sender_name=order.event.name,
+        reply_to=reply_to or None,
     )

@@ -108,15 +108,18 @@ class RenderedOrder:
     invoice_pages: list[int]
 
 
-def render_html(html: str, fetcher: AssetOnlyFetcher | None = None) -> tuple[bytes, list[dict[str, Any]]]:
-    """Lay out HTML once; return the PDF and each page's anchors (which ticket/invoice it shows)."""
+def render_html(html: str, fetcher: AssetOnlyFetcher | None = None,
+                variant: str | None = None) -> tuple[bytes, list[dict[str, Any]]]:
+    """Lay out HTML once; return the PDF and each page's anchors (which ticket it shows).
+
+    `variant` is WeasyPrint's pdf_variant: the invoice is PDF/A-3b, which Factur-X builds on."""
     state = renderer()
     with state.lock:  # WeasyPrint's font configuration is not meant for concurrent layouts
         document = HTML(string=html, url_fetcher=fetcher or AssetOnlyFetcher(), base_url=ASSET_SCHEME).render(
             stylesheets=[state.stylesheet], font_config=state.font_config
         )
         anchors = [dict(page.anchors) for page in document.pages]
-        return document.write_pdf(), anchors
+        return document.write_pdf(pdf_variant=variant), anchors
 
 
 class _CollectorPause:
@@ -194,10 +197,9 @@ def _split_documents(rendered: RenderedOrder) -> dict[DocumentKey, bytes]:
     for page in reader.pages:
         drop_unused_fonts(page)  # else every PDF of the order carries every font of the order (a CJK one: 100 kB)
     all_tickets = sorted(p for pages in rendered.ticket_pages.values() for p in pages)
-    result: dict[DocumentKey, bytes] = {
-        (DocumentKind.TICKETS, None): split_pages(reader, all_tickets),
-        (DocumentKind.INVOICE, None): split_pages(reader, rendered.invoice_pages),
-    }
+    result: dict[DocumentKey, bytes] = {(DocumentKind.TICKETS, None): split_pages(reader, all_tickets)}
+    if rendered.invoice_pages:  # the invoice is its own PDF/A-3 layout now (services/einvoice.py)
+        result[(DocumentKind.INVOICE, None)] = split_pages(reader, rendered.invoice_pages)
     for attendee_id, pages in rendered.ticket_pages.items():
         result[(DocumentKind.ATTENDEE_TICKET, attendee_id)] = split_pages(reader, pages)
     return result
@@ -212,9 +214,11 @@ SAMPLE_ORDER: dict[str, Any] = {
     "seller": {"name": "ticketq", "email": "tickets@example.org", "event": "Warm-up"},
     "attendees": [{"id": 1, "number": 1, "name": "Ada Lovelace", "email": "ada@example.org", "ticket": "Standard",
                    "secret": "warm-up"}],
-    "invoice": {"number": "INV-2029-000000", "date": "2029-01-01", "total": "0.00 EUR", "currency": "EUR",
-                "payment_mode": "free", "lines": [{"name": "Standard", "quantity": 1, "unit": "0.00 EUR",
-                                                   "subtotal": "0.00 EUR"}]},
+    "order_code": "00000000",
+    "total": "€0.00",
+    "payment_mode": "free",
+    "invoice": None,
+    "credit_note": None,
 }
 
 

@@ -29,6 +29,8 @@ from models.status import OrderStatus
 from models.users import get_or_create_user
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
+SELLER_FIELDS = {"seller_name", "seller_address", "seller_country", "seller_vat_id", "prices_include_tax",
+                 "bank_details", "cheque_details", "contact_email"}
 EventId = Annotated[int, Path(ge=1, le=DB_INT_MAX)]
 
 
@@ -38,8 +40,12 @@ def create_event(body: EventCreate, user: CurrentUser, session: DbSession) -> Ev
     """Create an event; the caller becomes its owner."""
     if body.ends_at < body.starts_at:
         raise InvalidInput("An event cannot end before it starts", pointer="/data/ends_at")
+    tax_rate = Decimal(body.tax_rate)
+    if tax_rate > 0 and not body.seller_vat_id:  # EN 16931 BR-S-02: an invoice charging VAT names the VAT ID
+        raise InvalidInput("A tax rate above 0 needs the seller's VAT ID", pointer="/data/seller_vat_id")
     event = Event(name=body.name, starts_at=body.starts_at, ends_at=body.ends_at, timezone=body.timezone,
-                  location=body.location, currency=body.currency)
+                  location=body.location, currency=body.currency, tax_rate=tax_rate,
+                  **body.model_dump(include=SELLER_FIELDS))
     session.add(event)
     session.flush()
     session.add(EventRole(event_id=event.id, user_id=user.id, role=Role.OWNER))
