@@ -131,6 +131,14 @@ def order_invoices(session: Session, order_id: int) -> list[Invoice]:
     return list(session.scalars(sa.select(Invoice).where(Invoice.order_id == order_id).order_by(Invoice.id)))
 
 
+def owes_more(order: Order, issued: Sequence[Invoice]) -> bool:
+    """Whether the order is owed a document it was not issued yet: a cheap check before any lock."""
+    kinds = {i.kind for i in issued}
+    if InvoiceKind.INVOICE not in kinds:
+        return owes_invoice(order)
+    return order.status is OrderStatus.CANCELLED and InvoiceKind.CREDIT_NOTE not in kinds
+
+
 def issue_owed(session: Session, order: Order, *, now: datetime | None = None) -> list[Invoice]:
     """The order's invoices, with those it is owed issued now: an invoice once it is confirmed, and a
     credit note citing it once it is cancelled. The order's row lock makes a second job wait and

@@ -22,7 +22,7 @@ from core.jobs import DELIVER_BATCH_TASK
 from core.settings import settings
 from models.deliveries import EmailDelivery, EmailKind
 from models.history import record
-from models.invoices import issue_owed
+from models.invoices import issue_owed, owes_more
 from models.orders import Order, OrderEvent
 from models.outbox import enqueue_job
 from models.status import is_paid, is_resendable
@@ -139,8 +139,10 @@ def send_payment_received(factory: sessionmaker[Session], identifier: str) -> Do
 
 
 def issue_invoices(session: Session, order: Order) -> None:
-    """Issue what the order is owed (models/invoices.py) and show it on the loaded order."""
-    set_committed_value(order, "invoices", issue_owed(session, order))
+    """Issue what the order is owed (models/invoices.py) and show it on the loaded order; an order
+    loaded with everything it is owed costs no query."""
+    if owes_more(order, order.invoices):
+        set_committed_value(order, "invoices", issue_owed(session, order))
 
 
 def deliver_batch(factory: sessionmaker[Session], identifier: str, batch: str) -> Done:

@@ -222,6 +222,8 @@ def test_event_ics_is_the_event_in_its_own_timezone(tz: str, starts: datetime, d
         calendar, entry = read_ics(event_ics(order))  # type: ignore[arg-type]
         assert (calendar["VERSION"], calendar["PRODID"], calendar["METHOD"]) == ("2.0", ics_module.PRODID, "PUBLISH")
         assert [z["TZID"] for z in calendar.walk("VTIMEZONE")] == [tz]
+        assert "COMMENT" not in calendar.walk("VTIMEZONE")[0]  # nothing a calendar app would show as ours
+        assert str(entry["DESCRIPTION"]) == "Order ABABABAB"
         assert str(entry["UID"]) == f"{'ab' * 16}@ticketq"
         assert str(entry["SUMMARY"]) == order.event.name
         assert str(entry.get("LOCATION", "")) == location

@@ -13,11 +13,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.jobs import CANCELLATION_TASK, CONFIRM_TASK, PAYMENT_RECEIVED_TASK
 from models import EventRole, Invoice, InvoiceKind, Order
-from models.deliveries import DeliveryState
+from models.deliveries import DeliveryState, DocumentKind
 from models.events import Role
 from models.placing import Person, submit_order
 from models.status import OrderStatus
 from models.transitions import change_status, load_order
+from services.storage import find_document
 from tests.backends import CeleryWorker
 from tests.factories import make_event, make_order, make_user
 from tests.tasks.confirm_helpers import BUYER, attachments, by_kind, pdf_text, wait_settled
@@ -115,6 +116,12 @@ def test_bank_transfer_then_payment_then_refund(db: sessionmaker[Session], celer
     issued = invoices(db, identifier)
     assert [(i.kind, i.sequence, i.cites_id) for i in issued] == [
         (InvoiceKind.INVOICE, 1, None), (InvoiceKind.CREDIT_NOTE, 2, first.id)]
+    with db() as session:  # what GET …/credit-note.pdf and …/invoice.pdf serve
+        order = load_order(session, identifier)
+        for kind in (DocumentKind.CREDIT_NOTE, DocumentKind.INVOICE):
+            path = find_document(session, order, kind)
+            assert path is not None and path.read_bytes().startswith(b"%PDF"), kind
+        assert find_document(session, order, DocumentKind.CREDIT_NOTE).read_bytes() == credit  # type: ignore[union-attr]
 
 
 def test_a_free_order_sends_no_invoice(db: sessionmaker[Session], celery_worker: CeleryWorker,
