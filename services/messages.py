@@ -197,10 +197,10 @@ def _pdf(documents: Mapping[DocumentKey, bytes], filename: str, kind: DocumentKi
     return Attachment(filename, content)
 
 
-def file_name(*parts: str) -> str:
+def file_name(*parts: str | None) -> str:
     """"PyCon 2027 - ticket 2 - Bea Family.pdf": what the file is, readable on any system."""
-    words = [" ".join(p.translate(_UNSAFE_NAME).split())[:80] for p in parts]
-    return " - ".join(w for w in words if w)
+    words = [" ".join((p or "").translate(_UNSAFE_NAME).split())[:80] for p in parts]
+    return " - ".join(w for w in words if w) + ".pdf"
 
 
 def attachments_for(order: Order, delivery: EmailDelivery, documents: Mapping[DocumentKey, bytes],
@@ -209,15 +209,15 @@ def attachments_for(order: Order, delivery: EmailDelivery, documents: Mapping[Do
     found: list[Attachment] = []
     invoice, credit = context["invoice"], context["credit_note"]
     if kind is EmailKind.CONFIRMATION_BUYER:
-        found.append(_pdf(documents, file_name(event, "tickets.pdf"), DocumentKind.TICKETS))
+        found.append(_pdf(documents, file_name(event, "tickets"), DocumentKind.TICKETS))
     if kind is EmailKind.CONFIRMATION_ATTENDEE:
-        found += [_pdf(documents, file_name(event, f"ticket {a.position + 1}", f"{a.name or ''}.pdf"),
+        found += [_pdf(documents, file_name(event, f"ticket {a.position + 1}", a.name),
                        DocumentKind.ATTENDEE_TICKET, a.id)
                   for a in order.attendees if normalize_email(a.email or "") == delivery.recipient]
     if invoice and kind in (EmailKind.CONFIRMATION_BUYER, EmailKind.PAYMENT_RECEIVED):
-        found.append(_pdf(documents, file_name(event, f"invoice {invoice['number']}.pdf"), DocumentKind.INVOICE))
+        found.append(_pdf(documents, file_name(event, f"invoice {invoice['number']}"), DocumentKind.INVOICE))
     if credit and kind is EmailKind.CANCELLATION:
-        found.append(_pdf(documents, file_name(event, f"credit note {credit['number']}.pdf"),
+        found.append(_pdf(documents, file_name(event, f"credit note {credit['number']}"),
                           DocumentKind.CREDIT_NOTE))
     if kind in WITH_CALENDAR:
         found.append(Attachment("event.ics", calendar or event_ics(order), "text", "calendar"))

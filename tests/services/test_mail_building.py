@@ -29,6 +29,7 @@ from services.messages import (
     Mail,
     checked_address,
     compose,
+    file_name,
     message_id_for,
     wire_message,
 )
@@ -135,6 +136,12 @@ def test_the_sender_shows_the_event_by_name_and_nothing_else(name: str) -> None:
 def test_an_unusable_reply_address_costs_the_header_not_the_email(reply_to: str) -> None:
     sent = wire(mail(reply_to=reply_to))
     assert sent["Reply-To"] is None and sent["Bcc"] is None
+
+
+def test_attachment_names_say_what_they_are_in_characters_any_system_takes() -> None:
+    assert file_name("PyCon: 2027/Köln", "ticket 2", 'Eve "x"\r\n<y>') == "PyCon 2027 Köln - ticket 2 - Eve x y.pdf"
+    assert file_name("東京", "ticket 1", None) == "東京 - ticket 1.pdf"
+    assert len(file_name("x" * 500, "tickets")) == 80 + len(" - tickets.pdf")
 
 
 def test_a_new_message_id_names_the_sender_domain() -> None:

@@ -134,3 +134,25 @@ def test_a_free_order_sends_no_invoice(db: sessionmaker[Session], celery_worker:
     text = buyer.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert "Invoice" not in text and "Payment: Free · Free" not in text
     assert invoices(db, identifier) == []
+
+
+def test_the_two_worker_processes_number_one_sellers_orders_without_gap_or_duplicate(
+        db: sessionmaker[Session], celery_worker: CeleryWorker, smtp: SmtpSink) -> None:
+    """The live worker runs two children: ten confirmations sent at once are numbered by both."""
+    with db() as session, session.begin():
+        event = make_event(session, owner=make_user(session, "owner@example.org"))
+        buyer = make_user(session, BUYER)
+        identifiers = []
+        for _ in range(10):
+            order = make_order(session, event, buyer)
+            submit_order(session, order, payment_mode="onsite", buyer=Person("Ada Buyer", BUYER), by=BUYER,
+                         attendees=[Person("Ada Buyer", BUYER)])
+            identifiers.append(order.identifier)
+    for identifier in identifiers:
+        app.send_task(CONFIRM_TASK, args=[identifier], queue="orders")
+    for identifier in identifiers:
+        wait_settled(db, identifier, 2)  # the buyer's confirmation and the owner's notice
+    with db() as session:
+        sequences = list(session.scalars(sa.select(Invoice.sequence)))
+    assert sorted(sequences) == list(range(1, 11)), sequences
+    assert len(smtp.messages) == 20
