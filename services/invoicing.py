@@ -35,11 +35,12 @@ def long_date(day: date, locale: str = LOCALE) -> str:
 
 
 def owner_of(event: Event) -> tuple[str, str]:
-    """The event owner's name and address: the seller when the event names none."""
+    """The event owner's name and address: the seller when the event names none. An owner without a
+    name is shown by the event's name, so the address is not printed twice."""
     owner = next((r.user for r in event.roles if r.role is Role.OWNER), None)
     if owner is None:
         return event.name, ""
-    return owner.name or owner.email, owner.email
+    return owner.name or event.name, owner.email
 
 
 def seller_country(event: Event) -> str:
