@@ -9,18 +9,9 @@ from decimal import Decimal
 from functools import cache
 from typing import Annotated, Any, Literal
 
-from babel import Locale
-from pydantic import (
-    AfterValidator,
-    AwareDatetime,
-    BaseModel,
-    ConfigDict,
-    EmailStr,
-    Field,
-    StringConstraints,
-    field_validator,
-)
-from stdnum import vatin
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+
+from api.seller import SellerIn, SellerOut
 
 DB_INT_MAX = 2**31 - 1
 # Pages beyond this hold nothing any event has; the bound keeps OFFSET far from 64-bit overflow.
@@ -58,51 +49,20 @@ def _sane_year(value: datetime) -> datetime:
 Timestamp = Annotated[AwareDatetime, AfterValidator(_sane_year)]
 
 
-def _vat_id(value: str) -> str:
-    """A VAT ID that python-stdnum knows as valid for its country, in its compact form (DE136695976)."""
-    if not vatin.is_valid(value):
-        raise ValueError("Not a valid VAT ID: give the country prefix and the number, e.g. DE136695976")
-    return str(vatin.compact(value))
-
-
-def _country(value: str) -> str:
-    if value not in Locale("en").territories or not value.isalpha():
-        raise ValueError("Unknown country: give its ISO 3166 two-letter code, e.g. DE")
-    return value
-
-
-# Lines of an address or of payment instructions: printable text and line breaks.
-Lines = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000,
-                                         pattern=r"^[^\x00-\x09\x0b-\x1f\x7f]*$")]
-
-
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class EventCreate(Strict):
+class EventCreate(SellerIn, Strict):
     name: Name
     starts_at: Timestamp
     ends_at: Timestamp
     timezone: Annotated[str, StringConstraints(max_length=64), AfterValidator(_iana)]
     location: Location | None = None
     currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] = "EUR"
-    # The seller on the event's invoices (optional; without them the owner's name is printed).
-    seller_name: Name | None = None
-    seller_address: Annotated[Lines, StringConstraints(max_length=500)] | None = None
-    seller_country: Annotated[str, StringConstraints(max_length=2), AfterValidator(_country)] | None = Field(
-        default=None, description="ISO 3166 code; default: the VAT ID's prefix, else the timezone's country")
-    seller_vat_id: Annotated[str, StringConstraints(strip_whitespace=True, max_length=32),
-                             AfterValidator(_vat_id)] | None = None
-    tax_rate: Annotated[str, StringConstraints(pattern=r"^\d{1,2}(\.\d{1,2})?$")] = Field(
-        default="0", description="Percent, e.g. \"19\" or \"7.5\"")
-    prices_include_tax: bool = True
-    bank_details: Lines | None = Field(default=None, description="Payment instructions for bank transfers")
-    cheque_details: Lines | None = Field(default=None, description="Payment instructions for cheques")
-    contact_email: Email | None = Field(default=None, description="Reply-To of the event's emails")
 
 
-class EventPublic(BaseModel):
+class EventPublic(SellerOut):
     id: int
     name: str
     starts_at: datetime
@@ -110,20 +70,6 @@ class EventPublic(BaseModel):
     timezone: str
     location: str | None
     currency: str
-    seller_name: str | None = None
-    seller_address: str | None = None
-    seller_country: str | None = None
-    seller_vat_id: str | None = None
-    tax_rate: str = "0.00"
-    prices_include_tax: bool = True
-    bank_details: str | None = None
-    cheque_details: str | None = None
-    contact_email: str | None = None
-
-    @field_validator("tax_rate", mode="before")
-    @classmethod
-    def _percent(cls, value: object) -> object:
-        return f"{value:.2f}" if isinstance(value, Decimal) else value
 
 
 class TicketCreate(Strict):

@@ -22,6 +22,7 @@ from api.schemas import (
     TicketPublic,
     decimal_string,
 )
+from api.seller import SELLER_FIELDS
 from models.errors import Conflict, Forbidden, InvalidInput
 from models.events import Event, EventRole, Role, TicketType
 from models.listing import DEFAULT_PER_PAGE, MAX_PER_PAGE, list_event_orders
@@ -29,8 +30,6 @@ from models.status import OrderStatus
 from models.users import get_or_create_user
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
-SELLER_FIELDS = {"seller_name", "seller_address", "seller_country", "seller_vat_id", "prices_include_tax",
-                 "bank_details", "cheque_details", "contact_email"}
 EventId = Annotated[int, Path(ge=1, le=DB_INT_MAX)]
 
 
