@@ -24,8 +24,12 @@ def _vat_id(value: str) -> str:
     return str(vatin.compact(value))
 
 
+# Codes CLDR names that are no country: unknown region, European Union, Eurozone, United Nations, Outlying Oceania.
+NOT_COUNTRIES = frozenset({"ZZ", "EU", "EZ", "UN", "QO"})
+
+
 def _country(value: str) -> str:
-    if value not in Locale("en").territories or not value.isalpha():
+    if value not in Locale("en").territories or not value.isalpha() or value in NOT_COUNTRIES:
         raise ValueError("Unknown country: give its ISO 3166 two-letter code, e.g. DE")
     return value
 

@@ -78,7 +78,7 @@ def test_a_number_taken_in_a_rolled_back_transaction_is_given_back(db: sessionma
     with db() as session, session.begin():
         event = make_event(session, owner=make_user(session, "olga@example.org"))
         ids = [submitted(session, event).id for _ in range(2)]
-    with db() as session, session.begin():
+    with db() as session:
         issue_owed(session, session.get_one(Order, ids[0]))
         session.rollback()  # the job failed after numbering: nothing of it stays
     with db() as session, session.begin():
