@@ -6,6 +6,7 @@ import gc
 import io
 import logging
 import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -119,7 +120,13 @@ def render_html(html: str, fetcher: AssetOnlyFetcher | None = None,
             stylesheets=[state.stylesheet], font_config=state.font_config
         )
         anchors = [dict(page.anchors) for page in document.pages]
-        return document.write_pdf(pdf_variant=variant), anchors
+        if variant is None:
+            return document.write_pdf(), anchors
+        with warnings.catch_warnings():
+            # WeasyPrint 70 opens its sRGB profile for a PDF/A's output intent and leaves the closing to
+            # the garbage collector: a ResourceWarning at once, about a file it has already read.
+            warnings.simplefilter("ignore", ResourceWarning)
+            return document.write_pdf(pdf_variant=variant), anchors
 
 
 class _CollectorPause:
