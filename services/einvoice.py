@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 import facturx
 from stdnum import iban
+from weasyprint import CSS
 
 from models.deliveries import DocumentKind
-from services.rendering import collector_paused, render_html, renderer
+from services.rendering import collector_paused, render_html, renderer, stylesheet
 from services.storage import DocumentKey
 
 log = logging.getLogger("ticketq.einvoice")
@@ -94,11 +96,16 @@ def facturx_xml(doc: Mapping[str, Any]) -> bytes:
     return bytes(facturx.generate_cii_xml(facturx_data(doc), level=LEVEL, check_xsd=False, check_schematron=False))
 
 
+@lru_cache(maxsize=1)
+def invoice_stylesheet() -> CSS:
+    return stylesheet("invoice.css")
+
+
 def render_invoice(context: Mapping[str, Any], doc: Mapping[str, Any]) -> bytes:
     """The PDF/A-3b of one invoice or credit note with its Factur-X XML, checked against the XSD."""
     html = renderer().env.get_template("pdf/invoice.html").render(**{**context, "invoice": doc})
     with collector_paused():
-        pdf, _ = render_html(html, variant="pdf/a-3b")
+        pdf, _ = render_html(html, variant="pdf/a-3b", stylesheets=[invoice_stylesheet()])
     title = f"{'Credit note' if doc['kind'] == 'credit-note' else 'Invoice'} {doc['number']}"
     metadata = {"author": doc["seller"]["name"], "keywords": "Factur-X, EN 16931, invoice", "title": title,
                 "subject": f"{title} of {doc['date']}, {doc['seller']['event']}, order {doc['order_code']}"}

@@ -84,6 +84,12 @@ def template_env() -> jinja2.Environment:
     return env
 
 
+def stylesheet(name: str) -> CSS:
+    """A packaged stylesheet, parsed with the renderer's fonts; callers keep it (parsing costs more than a page)."""
+    return CSS(string=(TEMPLATES_DIR / "pdf" / name).read_text(), font_config=renderer().font_config,
+               url_fetcher=AssetOnlyFetcher())
+
+
 def renderer() -> Renderer:
     global _renderer
     with _renderer_lock:
@@ -109,15 +115,16 @@ class RenderedOrder:
     invoice_pages: list[int]
 
 
-def render_html(html: str, fetcher: AssetOnlyFetcher | None = None,
-                variant: str | None = None) -> tuple[bytes, list[dict[str, Any]]]:
+def render_html(html: str, fetcher: AssetOnlyFetcher | None = None, variant: str | None = None,
+                stylesheets: Sequence[CSS] = ()) -> tuple[bytes, list[dict[str, Any]]]:
     """Lay out HTML once; return the PDF and each page's anchors (which ticket it shows).
 
-    `variant` is WeasyPrint's pdf_variant: the invoice is PDF/A-3b, which Factur-X builds on."""
+    `variant` is WeasyPrint's pdf_variant: the invoice is PDF/A-3b, which Factur-X builds on;
+    `stylesheets` come after documents.css (parsed once by their owner, like it)."""
     state = renderer()
     with state.lock:  # WeasyPrint's font configuration is not meant for concurrent layouts
         document = HTML(string=html, url_fetcher=fetcher or AssetOnlyFetcher(), base_url=ASSET_SCHEME).render(
-            stylesheets=[state.stylesheet], font_config=state.font_config
+            stylesheets=[state.stylesheet, *stylesheets], font_config=state.font_config
         )
         anchors = [dict(page.anchors) for page in document.pages]
         if variant is None:

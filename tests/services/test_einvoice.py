@@ -72,8 +72,8 @@ def test_a_bank_transfer_invoice_is_factur_x_and_its_xml_totals_are_the_printed_
     assert one(tree, "//rsm:ExchangedDocument/ram:TypeCode") == "380"
     totals = "//ram:SpecifiedTradeSettlementHeaderMonetarySummation/"
     assert one(tree, totals + "ram:GrandTotalAmount") == "240.00" and "Total (EUR) €240.00" in text
-    assert one(tree, totals + "ram:TaxBasisTotalAmount") == "201.68" and "Total net €201.68" in text
-    assert one(tree, totals + "ram:TaxTotalAmount") == "38.32" and "Total tax €38.32" in text
+    assert one(tree, totals + "ram:TaxBasisTotalAmount") == "201.68" and "Net at 19 % €201.68" in text
+    assert one(tree, totals + "ram:TaxTotalAmount") == "38.32" and "Tax at 19 % €38.32" in text
     assert one(tree, totals + "ram:DuePayableAmount") == "240.00"
     assert one(tree, "//ram:ApplicableHeaderTradeSettlement/ram:ApplicableTradeTax/ram:CategoryCode") == "S"
     assert one(tree, "//ram:PayeePartyCreditorFinancialAccount/ram:IBANID") == "DE89370400440532013000"
