@@ -58,7 +58,7 @@ def test_a_completed_order_sends_exactly_the_contracts_emails(
     for text in ("Ada Buyer", "Bea Family", "Cy Family", "PyCon Test", identifier, "Berlin", "Europe/Berlin", "11:00"):
         assert text in tickets
     invoice = pdf_text(files[f"PyCon Test - invoice {number}.pdf"])
-    for text in ("Invoice", number, "Ada Buyer", "owner@example.org", "€75.00", "Bank transfer",
+    for text in ("Invoice", number, "Ada Buyer", "owner@example.org", "€75.00", "Card payment",
                  identifier[:8].upper(), "Paid"):
         assert text in invoice
     ics = files["event.ics"].decode()

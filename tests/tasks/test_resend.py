@@ -6,7 +6,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.jobs import CONFIRM_TASK, PAYMENT_RECEIVED_TASK, RESEND_TASK
+from core.jobs import CONFIRM_TASK, RESEND_TASK
 from models.deliveries import DeliveryState, DocumentKind
 from models.transitions import load_order
 from services.storage import find_document
@@ -34,12 +34,9 @@ def stored(db: sessionmaker[Session], identifier: str) -> dict[str, Path | None]
 
 
 def confirm(db: sessionmaker[Session], smtp: SmtpSink) -> str:
-    """A confirmed order whose emails are all sent: three confirmations and, as the order was placed and
-    then marked paid, its payment-received email."""
     identifier = confirmed_order(db)
     app.send_task(CONFIRM_TASK, args=[identifier], queue="orders")
-    app.send_task(PAYMENT_RECEIVED_TASK, args=[identifier], queue="orders")
-    wait_settled(db, identifier, 4)
+    wait_settled(db, identifier, 3)
     smtp.reset()
     return identifier
 
@@ -55,7 +52,7 @@ def test_resend_after_deleting_the_pdfs_regenerates_them(
     assert set(stored(db, identifier).values()) == {None}
 
     app.send_task(RESEND_TASK, args=[identifier, "owner@example.org"], queue="orders")
-    rows = [r for r in wait_settled(db, identifier, 6) if r.batch == "resend-1"]
+    rows = [r for r in wait_settled(db, identifier, 5) if r.batch == "resend-1"]
     assert {(r.kind.value, r.recipient, r.state, r.requested_by) for r in rows} == {
         ("confirmation-buyer", BUYER, DeliveryState.SENT, "owner@example.org"),
         ("confirmation-attendee", SHARED, DeliveryState.SENT, "owner@example.org"),
@@ -79,13 +76,13 @@ def test_resend_reuses_stored_pdfs_and_a_redelivered_job_reuses_its_batch(
     for _ in range(2):  # the same job delivered twice (same task id)
         app.send_task(RESEND_TASK, args=[identifier, "owner@example.org"], queue="orders",
                       task_id=f"resend-{identifier}")
-    wait_settled(db, identifier, 6)
+    wait_settled(db, identifier, 5)
     app.send_task(RESEND_TASK, args=[identifier, None], queue="orders")  # a second request: a new batch
-    rows = wait_settled(db, identifier, 8)
-    wait_jobs_done(db, 5)  # the order's confirmation and payment, the resend delivered twice, the second resend
-    rows = wait_settled(db, identifier, 8)
-    assert sorted({r.batch for r in rows}) == ["confirmation", "payment-received", "resend-1", "resend-2"]
-    assert len(rows) == 8 and all(r.state is DeliveryState.SENT for r in rows)
+    rows = wait_settled(db, identifier, 7)
+    wait_jobs_done(db, 4)  # the order's confirmation, the resend delivered twice, the second resend
+    rows = wait_settled(db, identifier, 7)
+    assert sorted({r.batch for r in rows}) == ["confirmation", "resend-1", "resend-2"]
+    assert len(rows) == 7 and all(r.state is DeliveryState.SENT for r in rows)
     assert len(smtp.messages) == 4
     assert "organizer-notification" not in {m["X-Email-Kind"] for m in smtp.messages}
     assert tickets.stat().st_mtime_ns == written
