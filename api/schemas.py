@@ -18,6 +18,7 @@ from pydantic import (
     field_validator,
 )
 
+from api.seller import SellerIn, SellerOut
 from api.validation import iana_timezone, in_event_timezone, iso_4217, not_in_past, sane_year
 from models.status import OrderStatus, PaymentMode
 
@@ -45,7 +46,7 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class EventCreate(Strict):
+class EventCreate(SellerIn, Strict):
     name: Name
     timezone: Annotated[str, StringConstraints(max_length=64), AfterValidator(iana_timezone)] = Field(
         description="IANA name, e.g. Europe/Berlin")  # before the times: they are read in it
@@ -66,7 +67,7 @@ class EventCreate(Strict):
         return not_in_past(value)
 
 
-class EventPublic(BaseModel):
+class EventPublic(SellerOut):
     id: int
     name: str
     starts_at: datetime

@@ -18,7 +18,8 @@ from models.deliveries import Document, DocumentKind, EmailDelivery
 from models.history import history
 from models.orders import Order
 
-DOWNLOADS = {DocumentKind.TICKETS: "tickets.pdf", DocumentKind.INVOICE: "invoice.pdf"}
+DOWNLOADS = {DocumentKind.TICKETS: "tickets.pdf", DocumentKind.INVOICE: "invoice.pdf",
+             DocumentKind.CREDIT_NOTE: "credit-note.pdf"}
 
 
 def order_public(session: Session, order: Order, *, new: bool = False) -> OrderPublic:

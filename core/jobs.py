@@ -6,6 +6,7 @@ from __future__ import annotations
 CONFIRM_TASK = "orders.confirm"
 RESEND_TASK = "orders.resend_confirmation"
 CANCELLATION_TASK = "orders.send_cancellation"
+PAYMENT_RECEIVED_TASK = "orders.send_payment_received"
 EXPIRE_TASK = "orders.expire_stale"
 RELAY_TASK = "outbox.relay"
 DELIVER_BATCH_TASK = "documents.deliver_batch"
@@ -18,6 +19,7 @@ ORDERS_QUEUE, DOCUMENTS_QUEUE, MAIL_QUEUE = "orders", "documents", "mail"
 # of one email only send (mail); beat's own jobs are fast (orders).
 QUEUE_OF = {
     CONFIRM_TASK: DOCUMENTS_QUEUE,
+    PAYMENT_RECEIVED_TASK: DOCUMENTS_QUEUE,  # renders the invoice marked paid
     DELIVER_BATCH_TASK: DOCUMENTS_QUEUE,
     RESEND_TASK: MAIL_QUEUE,
     CANCELLATION_TASK: MAIL_QUEUE,

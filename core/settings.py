@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     event_creators: Literal["anyone", "admins"] = "anyone"
     # json: one JSON object per log line (order, task_id, job, level, message); text: readable lines.
     log_format: Literal["text", "json"] = "text"
+    # Invoices: free orders get none unless ZERO_INVOICES=true; numbers read {prefix}{year}-{000001}.
+    zero_invoices: bool = False
+    invoice_prefix: str = Field(default="INV-", max_length=12, pattern=r"^[A-Za-z0-9/_-]*$")
+    # "Payment due by" on a bank or cheque invoice: this many days after issue, never after the event starts.
+    invoice_payment_days: int = Field(default=14, ge=0, le=365)
     # Celery task events cost the worker CPU on every job; turn them on where Flower watches.
     task_events: bool = False
     # Prometheus: user:pass protects the API's GET /metrics; a worker serves its own on this port when set.

@@ -5,6 +5,7 @@ from models.checkins import CheckIn
 from models.deliveries import DeliveryState, Document, DocumentKind, EmailDelivery, EmailKind
 from models.events import Event, EventRole, Role, TicketType
 from models.idempotency import IdempotencyKey
+from models.invoices import Invoice, InvoiceKind, InvoiceSeries
 from models.logins import LoginLink
 from models.orders import Attendee, Order, OrderEvent
 from models.outbox import OutboxJob
@@ -14,7 +15,7 @@ from models.webhooks import Webhook, WebhookAttempt, WebhookMessage
 
 __all__ = [
     "COLOURS", "Actor", "ApiToken", "Attendee", "Base", "CheckIn", "DeliveryState", "Document", "DocumentKind",
-    "EmailDelivery", "EmailKind", "Event", "EventRole", "IdempotencyKey", "LoginLink", "Order", "OrderEvent",
-    "OrderStatus", "OutboxJob", "Role", "TicketType", "User", "Webhook", "WebhookAttempt", "WebhookMessage",
-    "utcnow",
+    "EmailDelivery", "EmailKind", "Event", "EventRole", "IdempotencyKey", "Invoice", "InvoiceKind", "InvoiceSeries",
+    "LoginLink", "Order", "OrderEvent", "OrderStatus", "OutboxJob", "Role", "TicketType", "User", "Webhook",
+    "WebhookAttempt", "WebhookMessage", "utcnow",
 ]

@@ -24,12 +24,14 @@ class EmailKind(enum.StrEnum):
     CONFIRMATION_ATTENDEE = "confirmation-attendee"
     ORGANIZER_NOTIFICATION = "organizer-notification"
     CANCELLATION = "cancellation"
+    PAYMENT_RECEIVED = "payment-received"
 
 
 class DocumentKind(enum.StrEnum):
     TICKETS = "tickets"
     ATTENDEE_TICKET = "attendee-ticket"
     INVOICE = "invoice"
+    CREDIT_NOTE = "credit-note"
 
 
 class EmailDelivery(Base):

@@ -29,6 +29,16 @@ class Event(Base):
     timezone: Mapped[str] = mapped_column(sa.String(64))
     location: Mapped[str | None] = mapped_column(sa.String(300))
     currency: Mapped[str] = mapped_column(sa.String(3), default="EUR")
+    # The seller its invoices name, and how they are taxed and paid; all optional (services/invoices.py).
+    seller_name: Mapped[str | None] = mapped_column(sa.String(200))
+    seller_address: Mapped[str | None] = mapped_column(sa.String(500))
+    seller_country: Mapped[str | None] = mapped_column(sa.String(2))
+    seller_vat_id: Mapped[str | None] = mapped_column(sa.String(32))
+    tax_rate: Mapped[Decimal] = mapped_column(sa.Numeric(5, 2), default=Decimal("0"), server_default="0")
+    prices_include_tax: Mapped[bool] = mapped_column(default=True, server_default=sa.true())
+    bank_details: Mapped[str | None] = mapped_column(sa.String(1000))
+    cheque_details: Mapped[str | None] = mapped_column(sa.String(1000))
+    contact_email: Mapped[str | None] = mapped_column(sa.String(254))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     roles: Mapped[list[EventRole]] = relationship(back_populates="event", cascade="all, delete-orphan")

@@ -65,6 +65,9 @@ class Order(Base):
     history: Mapped[list[OrderEvent]] = relationship(
         back_populates="order", order_by="OrderEvent.id", cascade="all, delete-orphan"
     )
+    # models.invoices.Invoice rows (named, not imported: that module builds on this one), issued there
+    # and never deleted with the order: accounts keep them.
+    invoices: Mapped[list[Any]] = relationship("Invoice", order_by="Invoice.id", viewonly=True)
 
     __table_args__ = (
         sa.Index("ix_orders_status_expires_at", "status", "expires_at"),

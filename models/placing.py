@@ -7,7 +7,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -17,6 +16,7 @@ from models.base import utcnow
 from models.errors import InvalidInput, InvalidTransition, NotFound, SoldOut
 from models.events import Event, TicketType
 from models.history import record
+from models.invoices import order_totals
 from models.orders import Attendee, Order
 from models.outbox import enqueue_job
 from models.status import (
@@ -86,7 +86,8 @@ def create_order(
         user_id=buyer.id,
         status=status,
         currency=event.currency,
-        amount=sum((types[t].price * q for t, q in wanted.items()), Decimal("0")),
+        # With prices before tax, the buyer pays the tax on top: the invoice's gross total.
+        amount=order_totals(event, [(types[t].name, q, types[t].price) for t, q in wanted.items()]).gross,
         expires_at=deadline_for(status, now),
         created_at=now,
         updated_at=now,

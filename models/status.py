@@ -151,3 +151,12 @@ def check_tickets_valid(status: OrderStatus, *, pointer: str = "/data/order") ->
     reason = VOID_TICKETS.get(status)
     if reason is not None:
         raise Gone(reason, pointer=pointer)
+
+
+def is_paid(status: OrderStatus) -> bool:
+    return status is OrderStatus.COMPLETED
+
+
+def is_payment_received(current: OrderStatus, target: OrderStatus) -> bool:
+    """A placed order (bank, cheque, on site) marked completed: its buyer hears the payment arrived."""
+    return current is OrderStatus.PLACED and target is OrderStatus.COMPLETED

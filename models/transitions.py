@@ -11,14 +11,23 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from core.jobs import CANCELLATION_TASK, CONFIRM_TASK
+from core.jobs import CANCELLATION_TASK, CONFIRM_TASK, PAYMENT_RECEIVED_TASK
 from core.settings import settings
 from models.base import utcnow
 from models.errors import Conflict, InvalidTransition, NotFound
 from models.history import record
 from models.orders import Order
 from models.outbox import enqueue_job
-from models.status import CONFIRMED, DEADLINED, FINAL, VOID_TICKETS, Actor, OrderStatus, check_transition
+from models.status import (
+    CONFIRMED,
+    DEADLINED,
+    FINAL,
+    VOID_TICKETS,
+    Actor,
+    OrderStatus,
+    check_transition,
+    is_payment_received,
+)
 from models.webhooks import notify_status
 
 log = logging.getLogger("ticketq.orders")
@@ -94,6 +103,8 @@ def transition(
     if target is OrderStatus.CANCELLED:
         enqueue_job(session, CANCELLATION_TASK, [order.identifier])
     notify_status(session, order.event_id, order.identifier, target, now)  # committed with the move
+    if is_payment_received(current, target):
+        enqueue_job(session, PAYMENT_RECEIVED_TASK, [order.identifier])
     log.info("order %s %s -> %s by %s", order.identifier, current.value, target.value, by or actor.value)
     return order
 

@@ -18,7 +18,11 @@ PRODID = "-//ticketq//tickets//EN"
 def vtimezone(tzid: str, first_year: int, last_year: int) -> icalendar.Timezone:
     """The zone's transitions over the event's years, built once per process: icalendar's default
     table (1970-2038) is large and slow to build for every email. Shared: never modify it."""
-    return icalendar.Timezone.from_tzid(tzid, first_date=date(first_year, 1, 1), last_date=date(last_year + 1, 1, 1))
+    zone = icalendar.Timezone.from_tzid(tzid, first_date=date(first_year, 1, 1), last_date=date(last_year + 1, 1, 1))
+    # icalendar notes the span it covers ("This timezone only works from …"): calendar apps show it as
+    # if it were ours. The span itself is all an entry within those years needs.
+    zone.pop("COMMENT", None)
+    return zone
 
 
 def event_calendar(order: Order) -> icalendar.Calendar:
@@ -39,7 +43,7 @@ def event_calendar(order: Order) -> icalendar.Calendar:
     entry.add("summary", event.name)
     if event.location:
         entry.add("location", event.location)
-    entry.add("description", f"Order {order.identifier}")
+    entry.add("description", f"Order {order.identifier[:8].upper()}")  # the code the emails and tickets quote
     calendar.add_component(entry)
     return calendar
 

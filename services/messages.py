@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
-import email.policy
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from email.header import Header
-from email.headerregistry import Address, BaseHeader, HeaderRegistry, UnstructuredHeader
+from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from functools import lru_cache
@@ -21,54 +20,20 @@ from models.deliveries import DocumentKind, EmailDelivery, EmailKind
 from models.orders import Order
 from models.users import normalize_email
 from services.calendar import event_ics as event_ics  # services/deliveries.py builds one per order
+from services.mailheaders import POLICY
 from services.presenters import order_context
 from services.rendering import template_env
 from services.smtp import DeliveryError, Outgoing
 from services.storage import DocumentKey
 
 # Kinds that carry the order's PDFs: they wait for the documents to be rendered.
-WITH_DOCUMENTS = frozenset({EmailKind.CONFIRMATION_BUYER, EmailKind.CONFIRMATION_ATTENDEE})
-
-SUBJECTS = {
-    EmailKind.CONFIRMATION_BUYER: "Your order {identifier} for {event}: tickets and invoice",
-    EmailKind.CONFIRMATION_ATTENDEE: "Your ticket for {event}",
-    EmailKind.ORGANIZER_NOTIFICATION: "New order {identifier} for {event}",
-    EmailKind.CANCELLATION: "Order {identifier} for {event} was cancelled",
-}
-
-
-class _Text(UnstructuredHeader, BaseHeader):
-    """A header value taken literally and written by the email package's `Header` (RFC 2047).
-
-    policy.default would decode anything in the value that looks like an encoded word (an event
-    named "=?utf-8?q?=0D=0ABcc:_x@evil?=" became a raw Bcc line on Python 3.11), and its folder
-    drops the space between two encoded words it puts on separate lines (CPython gh-144156)."""
-
-    @classmethod
-    def parse(cls, value: str, kwds: dict[str, Any]) -> None:
-        kwds["parse_tree"] = None  # fold() below never reads it
-        kwds["decoded"] = value
-
-    def fold(self, *, policy: email.policy.Policy) -> str:
-        # Encoded as a whole if anything in it could be read as non-ASCII or as an encoded word.
-        charset = "us-ascii" if self.isascii() and "=?" not in self else "utf-8"
-        value = Header(str(self), charset, header_name=self.name)
-        folded = value.encode(linesep=policy.linesep, maxlinelen=policy.max_line_length)
-        return f"{self.name}: {folded}{policy.linesep}"
-
-
-class _UniqueText(_Text):
-    max_count = 1
-
-
-_HEADERS = HeaderRegistry(default_class=_Text)  # X-Order-Identifier, X-Email-Kind
-# The Message-ID too, so it goes out exactly as recorded: the standard class cuts short one it cannot parse.
-for _name in ("subject", "message-id"):
-    _HEADERS.map_to_type(_name, _UniqueText)
-
-# CRLF line ends and every part 7-bit clean: we do not ask the server for 8BITMIME, so UTF-8 text
-# goes out quoted-printable or base64, and non-ASCII header text as RFC 2047 encoded words.
-POLICY = email.policy.SMTP.clone(cte_type="7bit", header_factory=_HEADERS)
+WITH_DOCUMENTS = frozenset({EmailKind.CONFIRMATION_BUYER, EmailKind.CONFIRMATION_ATTENDEE,
+                            EmailKind.PAYMENT_RECEIVED, EmailKind.CANCELLATION})
+WITH_CALENDAR = frozenset({EmailKind.CONFIRMATION_BUYER, EmailKind.CONFIRMATION_ATTENDEE})
+# Organizers' replies go to the buyer; everyone else's to the event's contact address.
+TO_ORGANIZERS = frozenset({EmailKind.ORGANIZER_NOTIFICATION})
+# Characters a file name must not carry on common systems, and line breaks.
+_UNSAFE_NAME = str.maketrans({c: " " for c in '/\\:*?"<>|\r\n\t'})
 
 
 class DocumentsMissing(Exception):
@@ -94,6 +59,8 @@ class Mail:
     html: str
     attachments: tuple[Attachment, ...] = ()
     message_id: str | None = None
+    sender_name: str = ""  # the display name of From: the event
+    reply_to: str | None = None
 
 
 def clean_header(value: str) -> str:
@@ -134,8 +101,12 @@ def message_id_for(identifier: str, delivery_id: int, sender: str) -> str:
 def build_message(mail: Mail) -> EmailMessage:
     """Text and HTML alternatives; with attachments the alternative part sits inside multipart/mixed."""
     message = EmailMessage(policy=POLICY)
-    message["From"] = _checked_sender(mail.sender)
+    # An Address object, never a string to parse: the display name is quoted or encoded as a whole.
+    message["From"] = Address(display_name=clean_header(mail.sender_name), addr_spec=_checked_sender(mail.sender))
     message["To"] = checked_address(mail.recipient)
+    if mail.reply_to:
+        with contextlib.suppress(DeliveryError):  # an odd reply address costs the header, never the email
+            message["Reply-To"] = checked_address(mail.reply_to)
     message["Subject"] = clean_header(mail.subject)
     message["Date"] = format_datetime(utcnow())
     message["Message-ID"] = clean_header(mail.message_id or new_message_id(mail.sender))
@@ -164,16 +135,31 @@ def _pdf(documents: Mapping[DocumentKey, bytes], filename: str, kind: DocumentKi
     return Attachment(filename, content)
 
 
+def file_name(*parts: str | None) -> str:
+    """"PyCon 2027 - ticket 2 - Bea Family.pdf": what the file is, readable on any system."""
+    words = [" ".join((p or "").translate(_UNSAFE_NAME).split())[:80] for p in parts]
+    return " - ".join(w for w in words if w) + ".pdf"
+
+
 def attachments_for(order: Order, delivery: EmailDelivery, documents: Mapping[DocumentKey, bytes],
-                    calendar: bytes | None = None) -> tuple[Attachment, ...]:
-    if delivery.kind not in WITH_DOCUMENTS:
-        return ()
-    ics = Attachment("event.ics", calendar or event_ics(order), "text", "calendar")
-    if delivery.kind is EmailKind.CONFIRMATION_BUYER:
-        return (_pdf(documents, "tickets.pdf", DocumentKind.TICKETS),
-                _pdf(documents, "invoice.pdf", DocumentKind.INVOICE), ics)
-    own = [a for a in order.attendees if normalize_email(a.email or "") == delivery.recipient]
-    return (*[_pdf(documents, f"ticket-{a.position + 1}.pdf", DocumentKind.ATTENDEE_TICKET, a.id) for a in own], ics)
+                    context: Mapping[str, Any], calendar: bytes | None = None) -> tuple[Attachment, ...]:
+    kind, event = delivery.kind, order.event.name
+    found: list[Attachment] = []
+    invoice, credit = context["invoice"], context["credit_note"]
+    if kind is EmailKind.CONFIRMATION_BUYER:
+        found.append(_pdf(documents, file_name(event, "tickets"), DocumentKind.TICKETS))
+    if kind is EmailKind.CONFIRMATION_ATTENDEE:
+        found += [_pdf(documents, file_name(event, f"ticket {a.position + 1}", a.name),
+                       DocumentKind.ATTENDEE_TICKET, a.id)
+                  for a in order.attendees if normalize_email(a.email or "") == delivery.recipient]
+    if invoice and kind in (EmailKind.CONFIRMATION_BUYER, EmailKind.PAYMENT_RECEIVED):
+        found.append(_pdf(documents, file_name(event, f"invoice {invoice['number']}"), DocumentKind.INVOICE))
+    if credit and kind is EmailKind.CANCELLATION:
+        found.append(_pdf(documents, file_name(event, f"credit note {credit['number']}"),
+                          DocumentKind.CREDIT_NOTE))
+    if kind in WITH_CALENDAR:
+        found.append(Attachment("event.ics", calendar or event_ics(order), "text", "calendar"))
+    return tuple(found)
 
 
 @lru_cache(maxsize=1)
@@ -182,25 +168,36 @@ def email_templates() -> jinja2.Environment:
     return template_env()
 
 
+def subject_for(kind: EmailKind, batch: str, context: Mapping[str, Any]) -> str:
+    """The subject from templates/email/subjects.jinja, so it is translated with the rest."""
+    macros = email_templates().get_template("email/subjects.jinja").module
+    return str(macros.subject(kind.value, batch, context))  # type: ignore[attr-defined]
+
+
 def compose(order: Order, delivery: EmailDelivery, message_id: str, documents: Mapping[DocumentKey, bytes],
             context: dict[str, Any] | None = None, calendar: bytes | None = None) -> Mail:
     """The whole email for one delivery row; raises DocumentsMissing when its PDFs are not among `documents`.
 
     `context` and `calendar` (event.ics) may be passed in when one order sends several emails."""
     context = dict(context or order_context(order))
-    attachments = attachments_for(order, delivery, documents, calendar)
+    attachments = attachments_for(order, delivery, documents, context, calendar)
     context["recipient"] = delivery.recipient
     context["own_tickets"] = [a for a in context["attendees"] if normalize_email(a["email"]) == delivery.recipient]
+    context["batch"] = delivery.batch
+    context["attachments"] = [a.filename for a in attachments]
     env = email_templates()
     name = f"email/{delivery.kind.value}"
+    reply_to = context["buyer"]["email"] if delivery.kind in TO_ORGANIZERS else context["seller"]["email"]
     return Mail(
         kind=delivery.kind.value,
         identifier=order.identifier,
         sender=settings.mail_from,
         recipient=delivery.recipient,
-        subject=SUBJECTS[delivery.kind].format(identifier=order.identifier, event=order.event.name),
+        subject=subject_for(delivery.kind, delivery.batch, context),
         text=env.get_template(f"{name}.txt").render(**context),
         html=env.get_template(f"{name}.html").render(**context),
         attachments=attachments,
         message_id=message_id,
+        sender_name=order.event.name,
+        reply_to=reply_to or None,
     )

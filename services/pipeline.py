@@ -16,30 +16,43 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.attributes import set_committed_value
 
 from core.jobs import DELIVER_BATCH_TASK
 from core.settings import settings
 from models.deliveries import EmailDelivery, EmailKind
 from models.history import record
+from models.invoices import issue_owed, owes_more
 from models.orders import Order, OrderEvent
 from models.outbox import enqueue_job
 from models.resending import MERGED_BATCH, QUEUED_BATCH, joined_batch
-from models.status import is_resendable
+from models.status import is_paid, is_resendable
 from models.transitions import load_order, lock_order
+from services.einvoice import render_invoices
 from services.lag import observe_confirmation
 from services.messages import WITH_DOCUMENTS
 from services.outcomes import Outcome
-from services.presenters import buyer_of, load_full_order, order_context
+from services.presenters import load_full_order, order_context
 from services.recipients import (
     CANCELLATION_BATCH,
     CONFIRMATION_BATCH,
+    PAYMENT_BATCH,
+    buyer_notice,
     confirmation_recipients,
     ensure_deliveries,
     next_resend_batch,
+    organizer_notices,
 )
 from services.rendering import order_documents, render_order
 from services.sending import UNSENT, send_deliveries
-from services.storage import DocumentKey, documents_ready, fingerprint_of, store_documents, stored_documents
+from services.storage import (
+    DocumentKey,
+    documents_ready,
+    expected_keys,
+    fingerprint_of,
+    store_documents,
+    stored_documents,
+)
 
 log = logging.getLogger("ticketq.pipeline")
 
@@ -77,6 +90,7 @@ def confirm(factory: sessionmaker[Session], identifier: str) -> Done:
         if not is_resendable(order.status):
             log.info("order %s is %s: no confirmation", identifier, order.status.value)
             return Done(identifier)
+        issue_invoices(session, order)  # its number, in the transaction that records the emails showing it
         recipients = confirmation_recipients(session, order, organizers=True)
         rows = ensure_deliveries(session, order, CONFIRMATION_BATCH, recipients)
     return _deliver(factory, order, CONFIRMATION_BATCH, rows, may_render=True)
@@ -107,13 +121,33 @@ def resend_confirmation(factory: sessionmaker[Session], identifier: str, request
 
 
 def send_cancellation(factory: sessionmaker[Session], identifier: str) -> Done:
-    """orders.send_cancellation: the buyer's cancellation email."""
+    """orders.send_cancellation: the buyer's cancellation email (with the credit note of an invoiced
+    order) and a notice to the organizers."""
     with factory() as session, session.begin():
         order = load_full_order(session, Order.identifier == identifier)
-        buyer = buyer_of(order)[1].strip().lower()
-        plan = [(EmailKind.CANCELLATION, buyer)] if buyer else []
+        issue_invoices(session, order)
+        plan = buyer_notice(order, EmailKind.CANCELLATION) + organizer_notices(order)
         rows = ensure_deliveries(session, order, CANCELLATION_BATCH, plan)
     return _deliver(factory, order, CANCELLATION_BATCH, rows, may_render=False)
+
+
+def send_payment_received(factory: sessionmaker[Session], identifier: str) -> Done:
+    """orders.send_payment_received: a placed order was paid; the buyer gets the invoice marked paid."""
+    with factory() as session, session.begin():
+        order = load_full_order(session, Order.identifier == identifier)
+        if not is_paid(order.status):
+            log.info("order %s is %s: no payment received", identifier, order.status.value)
+            return Done(identifier)
+        issue_invoices(session, order)
+        rows = ensure_deliveries(session, order, PAYMENT_BATCH, buyer_notice(order, EmailKind.PAYMENT_RECEIVED))
+    return _deliver(factory, order, PAYMENT_BATCH, rows, may_render=True)
+
+
+def issue_invoices(session: Session, order: Order) -> None:
+    """Issue what the order is owed (models/invoices.py) and show it on the loaded order; an order
+    loaded with everything it is owed costs no query."""
+    if owes_more(order, order.invoices):
+        set_committed_value(order, "invoices", issue_owed(session, order))
 
 
 def deliver_batch(factory: sessionmaker[Session], identifier: str, batch: str) -> Done:
@@ -160,15 +194,18 @@ def ensure_documents(factory: sessionmaker[Session], order: Order) -> tuple[dict
     layout runs outside any transaction; only storing locks the order row, so two renderings of one
     order record one set of rows.
     """
+    with factory() as session, session.begin():
+        issue_invoices(session, order)  # a job that got here first still numbers the invoice once
     context = order_context(order)
     fingerprint = fingerprint_of(context)
     with factory() as session, session.begin():
         if documents_ready(session, order, fingerprint):
             stored = stored_documents(order, fingerprint)
-            if len(stored) == len(order.attendees) + 2:
+            if len(stored) == len(expected_keys(order)):
                 return stored, None
     started = time.thread_time()  # this thread's CPU only: right under a thread pool as under prefork
     documents = order_documents(render_order(context, [a.id for a in order.attendees]))
+    documents.update(render_invoices(context))
     spent = time.thread_time() - started
     with factory() as session, session.begin():
         lock_order(session, order.id)

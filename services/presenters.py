@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from collections import Counter
-from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from models.checkins import format_code
 from models.errors import NotFound
-from models.events import Event, EventRole, Role
+from models.events import Event, EventRole
 from models.orders import Attendee, Order
+from services.invoicing import invoices_context, money, seller_of
 
 
 def load_full_order(session: Session, where: sa.ColumnElement[bool]) -> Order:
@@ -25,6 +24,7 @@ def load_full_order(session: Session, where: sa.ColumnElement[bool]) -> Order:
             joinedload(Order.user),
             joinedload(Order.event).selectinload(Event.roles).joinedload(EventRole.user),
             joinedload(Order.attendees).joinedload(Attendee.ticket_type),
+            selectinload(Order.invoices),
         )
     ).unique().scalar_one_or_none()
     if order is None:
@@ -61,34 +61,6 @@ def buyer_of(order: Order) -> tuple[str, str]:
     return name, email
 
 
-def seller_of(event: Event) -> dict[str, str]:
-    owner = next((r.user for r in event.roles if r.role is Role.OWNER), None)
-    return {
-        "name": (owner.name or owner.email) if owner else event.name,
-        "email": owner.email if owner else "",
-        "event": event.name,
-    }
-
-
-def invoice_number(order: Order) -> str:
-    return f"INV-{order.created_at:%Y}-{order.id:06d}"
-
-
-def money(amount: Decimal, currency: str) -> str:
-    return f"{amount:.2f} {currency}"
-
-
-def line_items(order: Order) -> list[dict[str, str | int]]:
-    counts = Counter(a.ticket_type_id for a in order.attendees)
-    types = {a.ticket_type_id: a.ticket_type for a in order.attendees}
-    items: list[dict[str, str | int]] = []
-    for type_id, quantity in counts.items():
-        ticket = types[type_id]
-        items.append({"name": ticket.name, "quantity": quantity, "unit": money(ticket.price, order.currency),
-                      "subtotal": money(ticket.price * quantity, order.currency)})
-    return items
-
-
 def attendee_data(attendee: Attendee, currency: str) -> dict[str, Any]:
     price = attendee.ticket_type.price
     return {
@@ -107,19 +79,17 @@ def order_context(order: Order) -> dict[str, Any]:
     """Everything a template may show; templates get strings, never model objects."""
     event = order.event
     buyer_name, buyer_email = buyer_of(order)
+    buyer = {"name": buyer_name, "email": buyer_email}
     return {
         "identifier": order.identifier,
+        "order_code": order.identifier[:8].upper(),  # what subjects and people quote
         "status": order.status.value,
         "event": {"name": event.name, "location": event.location or "", **event_times(event)},
-        "buyer": {"name": buyer_name, "email": buyer_email},
+        "buyer": buyer,
         "seller": seller_of(event),
         "attendees": [attendee_data(a, order.currency) for a in order.attendees],
-        "invoice": {
-            "number": invoice_number(order),
-            "date": f"{order.created_at:%Y-%m-%d}",
-            "lines": line_items(order),
-            "total": money(order.amount, order.currency),
-            "currency": order.currency,
-            "payment_mode": order.payment_mode or "—",
-        },
+        "total": money(order.amount, order.currency),
+        "payment_mode": order.payment_mode or "",
+        "paid": order.completed_at is not None,  # cancelled later or not: did the money arrive?
+        **invoices_context(order, buyer),
     }

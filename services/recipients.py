@@ -17,6 +17,7 @@ from services.presenters import buyer_of
 
 CONFIRMATION_BATCH = "confirmation"
 CANCELLATION_BATCH = "cancellation"
+PAYMENT_BATCH = "payment-received"
 RESEND_PREFIX = "resend-"
 
 _deliveries = cast(sa.Table, EmailDelivery.__table__)
@@ -39,10 +40,20 @@ def confirmation_recipients(session: Session, order: Order, *, organizers: bool)
             seen.add(address)
             plan.append((EmailKind.CONFIRMATION_ATTENDEE, address))
     if organizers:
-        # The order was loaded with its event's roles and their users (load_full_order): no query here.
-        for address in dict.fromkeys(sorted(normalize_email(r.user.email) for r in order.event.roles)):
-            plan.append((EmailKind.ORGANIZER_NOTIFICATION, address))
+        plan += organizer_notices(order)
     return plan
+
+
+def organizer_notices(order: Order) -> list[tuple[EmailKind, str]]:
+    """Each address of the event's owner, organizers and coorganizers once. The order was loaded with
+    its event's roles and their users (load_full_order): no query here."""
+    addresses = dict.fromkeys(sorted(normalize_email(r.user.email) for r in order.event.roles))
+    return [(EmailKind.ORGANIZER_NOTIFICATION, address) for address in addresses]
+
+
+def buyer_notice(order: Order, kind: EmailKind) -> list[tuple[EmailKind, str]]:
+    buyer = normalize_email(buyer_of(order)[1])
+    return [(kind, buyer)] if buyer else []
 
 
 def ensure_deliveries(

@@ -6,6 +6,7 @@ import gc
 import io
 import logging
 import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -85,6 +86,12 @@ def template_env() -> jinja2.Environment:
     return env
 
 
+def stylesheet(name: str) -> CSS:
+    """A packaged stylesheet, parsed with the renderer's fonts; callers keep it (parsing costs more than a page)."""
+    return CSS(string=(TEMPLATES_DIR / "pdf" / name).read_text(), font_config=renderer().font_config,
+               url_fetcher=AssetOnlyFetcher())
+
+
 def renderer() -> Renderer:
     global _renderer
     with _renderer_lock:
@@ -113,15 +120,25 @@ class RenderedOrder:
     info: dict[DocumentKey, dict[str, str]] = field(default_factory=dict)
 
 
-def render_html(html: str, fetcher: AssetOnlyFetcher | None = None) -> tuple[bytes, list[dict[str, Any]]]:
-    """Lay out HTML once; return the PDF and each page's anchors (which ticket/invoice it shows)."""
+def render_html(html: str, fetcher: AssetOnlyFetcher | None = None, variant: str | None = None,
+                stylesheets: Sequence[CSS] = ()) -> tuple[bytes, list[dict[str, Any]]]:
+    """Lay out HTML once; return the PDF and each page's anchors (which ticket it shows).
+
+    `variant` is WeasyPrint's pdf_variant: the invoice is PDF/A-3b, which Factur-X builds on;
+    `stylesheets` come after documents.css (parsed once by their owner, like it)."""
     state = renderer()
     with state.lock:  # WeasyPrint's font configuration is not meant for concurrent layouts
         document = HTML(string=html, url_fetcher=fetcher or AssetOnlyFetcher(), base_url=ASSET_SCHEME).render(
-            stylesheets=[state.stylesheet], font_config=state.font_config
+            stylesheets=[state.stylesheet, *stylesheets], font_config=state.font_config
         )
         anchors = [dict(page.anchors) for page in document.pages]
-        return document.write_pdf(), anchors
+        if variant is None:
+            return document.write_pdf(), anchors
+        with warnings.catch_warnings():
+            # WeasyPrint 70 opens its sRGB profile for a PDF/A's output intent and leaves the closing to
+            # the garbage collector: a ResourceWarning at once, about a file it has already read.
+            warnings.simplefilter("ignore", ResourceWarning)
+            return document.write_pdf(pdf_variant=variant), anchors
 
 
 class _CollectorPause:
@@ -214,15 +231,15 @@ def _split_documents(rendered: RenderedOrder) -> dict[DocumentKey, bytes]:
     for page in reader.pages:
         drop_unused_fonts(page)  # else every PDF of the order carries every font of the order (a CJK one: 100 kB)
     all_tickets = sorted(p for pages in rendered.ticket_pages.values() for p in pages)
-    parts: dict[DocumentKey, Sequence[int]] = {(DocumentKind.TICKETS, None): all_tickets,
-                                                (DocumentKind.INVOICE, None): rendered.invoice_pages}
+    parts: dict[DocumentKey, Sequence[int]] = {(DocumentKind.TICKETS, None): all_tickets}
+    if rendered.invoice_pages:  # the invoice is its own PDF/A-3 layout now (services/einvoice.py)
+        parts[(DocumentKind.INVOICE, None)] = rendered.invoice_pages
     parts.update({(DocumentKind.ATTENDEE_TICKET, a): pages for a, pages in rendered.ticket_pages.items()})
-    return {key: split_pages(reader, pages, rendered.info.get(key)) for key, pages in parts.items()}
-
-
-def _cut(reader: PdfReader, kind: DocumentKind, pages: Sequence[int]) -> bytes:
-    with rendering(kind.value):  # timed per document kind (README "Metrics")
-        return split_pages(reader, pages)
+    documents: dict[DocumentKey, bytes] = {}
+    for key, pages in parts.items():
+        with rendering(key[0].value):  # timed per document kind (README "Metrics")
+            documents[key] = split_pages(reader, pages, rendered.info.get(key))
+    return documents
 
 
 SAMPLE_ORDER: dict[str, Any] = {
@@ -234,9 +251,11 @@ SAMPLE_ORDER: dict[str, Any] = {
     "seller": {"name": "ticketq", "email": "tickets@example.org", "event": "Warm-up"},
     "attendees": [{"id": 1, "number": 1, "name": "Ada Lovelace", "email": "ada@example.org", "ticket": "Standard",
                    "secret": "warm-up", "code": "00000-00000", "price": "Free"}],
-    "invoice": {"number": "INV-2029-000000", "date": "2029-01-01", "total": "0.00 EUR", "currency": "EUR",
-                "payment_mode": "free", "lines": [{"name": "Standard", "quantity": 1, "unit": "0.00 EUR",
-                                                   "subtotal": "0.00 EUR"}]},
+    "order_code": "00000000",
+    "total": "€0.00",
+    "payment_mode": "free",
+    "invoice": None,
+    "credit_note": None,
 }
 
 

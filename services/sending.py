@@ -16,14 +16,22 @@ from sqlalchemy.orm.attributes import set_committed_value
 from core.settings import settings
 from models.base import utcnow
 from models.db import autocommit
-from models.deliveries import DeliveryState, EmailDelivery, EmailKind
+from models.deliveries import DeliveryState, EmailDelivery
 from models.leases import Lease, LeaseLost, lease_holds, running_lease
 from models.orders import Order
 from models.status import is_resendable
 from services.claims import claimed
-from services.messages import WITH_DOCUMENTS, DocumentsMissing, compose, event_ics, message_id_for, wire_message
+from services.messages import (
+    WITH_CALENDAR,
+    DocumentsMissing,
+    compose,
+    event_ics,
+    message_id_for,
+    wire_message,
+)
 from services.outcomes import Outcome, Sent, commit_sent, email_sent_hooked, fail_delivery, finish_unsent, sent_params
 from services.presenters import order_context
+from services.recipients import CANCELLATION_BATCH
 from services.smtp import DeliveryError, Outgoing, smtp_client
 from services.storage import DocumentKey
 
@@ -123,7 +131,7 @@ def _prepare_all(session: Session, order: Order, ids: list[int], documents: Mapp
     rows = session.scalars(_CLAIMED_ROWS, {"ids": ids, "order_id": order.id}).all() if ids else []
     outcomes.update({i: Outcome.DONE for i in ids})  # unknown ids (a truncated table) are done too
     context = order_context(order)
-    ics = event_ics(order) if any(r.kind in WITH_DOCUMENTS for r in rows) else b""  # one per order
+    ics = event_ics(order) if any(r.kind in WITH_CALENDAR for r in rows) else b""  # one per order
     prepared = []
     for delivery in rows:
         result = _prepare(session, delivery, order, documents, context, ics)
@@ -159,7 +167,7 @@ def _prepare(session: Session, delivery: EmailDelivery, order: Order, documents:
     if (delivery.state is DeliveryState.SENDING and session.get_bind().dialect.name != "postgresql"
             and delivery.updated_at > now - SENDING_LEASE):
         return Outcome.BUSY
-    if delivery.kind is not EmailKind.CANCELLATION and not is_resendable(order.status):
+    if delivery.batch != CANCELLATION_BATCH and not is_resendable(order.status):  # the organizers' notice too
         fail_delivery(session, delivery, order, f"order is {order.status.value}; email not sent")
         return Outcome.FAILED
     message_id = delivery.message_id or message_id_for(order.identifier, delivery.id, settings.mail_from)

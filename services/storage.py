@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from models.deliveries import Document, DocumentKind
+from models.invoices import InvoiceKind
 from models.orders import Order
 from services.files import absolute, content_fingerprint, document_name, find_document, fingerprint_of
 
@@ -26,6 +27,7 @@ log = logging.getLogger("ticketq.storage")
 
 # (kind, attendee id or None) -> the PDF bytes of one rendering of an order.
 DocumentKey = tuple[DocumentKind, int | None]
+INVOICE_DOCUMENTS = {InvoiceKind.INVOICE: DocumentKind.INVOICE, InvoiceKind.CREDIT_NOTE: DocumentKind.CREDIT_NOTE}
 
 
 def write_file(relative: str, data: bytes) -> Path:
@@ -47,8 +49,10 @@ def write_file(relative: str, data: bytes) -> Path:
 
 
 def expected_keys(order: Order) -> set[DocumentKey]:
-    keys: set[DocumentKey] = {(DocumentKind.TICKETS, None), (DocumentKind.INVOICE, None)}
+    """The tickets, each attendee's ticket, and the invoice and credit note the order was issued."""
+    keys: set[DocumentKey] = {(DocumentKind.TICKETS, None)}
     keys.update((DocumentKind.ATTENDEE_TICKET, a.id) for a in order.attendees)
+    keys.update((INVOICE_DOCUMENTS[i.kind], None) for i in order.invoices)
     return keys
 
 

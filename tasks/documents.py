@@ -8,7 +8,7 @@ from celery.signals import worker_process_init
 
 from core.jobs import DELIVER_BATCH_TASK
 from models.db import get_sessionmaker
-from services import pipeline
+from services import einvoice, pipeline
 from services.rendering import freeze_heap, warm_up
 from tasks.jobs import JobTask, finish
 from worker.app import app
@@ -24,4 +24,5 @@ def _warm_renderer(**_: Any) -> None:
     # Font discovery, CSS parsing and a sample layout once per child, before the first order waits;
     # then what is alive now is left out of every garbage collection.
     warm_up()
+    einvoice.warm_up()
     freeze_heap()

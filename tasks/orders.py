@@ -1,4 +1,5 @@
-"""orders.confirm, orders.resend_confirmation, orders.send_cancellation: one job each, recorded in PostgreSQL."""
+"""orders.confirm, orders.resend_confirmation, orders.send_cancellation, orders.send_payment_received: one job
+each, recorded in PostgreSQL."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 from celery import Task
 
-from core.jobs import CANCELLATION_TASK, CONFIRM_TASK, RESEND_TASK
+from core.jobs import CANCELLATION_TASK, CONFIRM_TASK, PAYMENT_RECEIVED_TASK, RESEND_TASK
 from models.db import get_sessionmaker
 from services import pipeline
 from tasks.jobs import JobTask, finish
@@ -30,3 +31,8 @@ def resend_confirmation(self: Task[Any, Any], identifier: str, requested_by: str
 @app.task(name=CANCELLATION_TASK, base=JobTask)
 def send_cancellation(identifier: str) -> str:
     return finish(pipeline.send_cancellation(get_sessionmaker(), identifier))
+
+
+@app.task(name=PAYMENT_RECEIVED_TASK, base=JobTask)
+def send_payment_received(identifier: str) -> str:
+    return finish(pipeline.send_payment_received(get_sessionmaker(), identifier))

@@ -31,6 +31,12 @@ OWNER, CORA = ("Olga Owner", "olga@example.com"), ("Cora Coorganizer", "cora@exa
 BEA, HANAKO = ("Bea Buyer", "bea@example.com"), ("山田花子", "hanako@example.com")
 MOHAMMED = ("محمد عبد الله", "mohammed@example.com")
 CONFIRM_KINDS = ("confirmation-buyer", "confirmation-attendee")
+# What the invoices print about the seller (an example VAT ID with a valid check digit, from python-stdnum).
+SELLER = {"seller_name": "ticketq Demo Events GmbH", "seller_address": "Musterstraße 1\n10115 Berlin",
+          "seller_vat_id": "DE136695976", "tax_rate": "19", "prices_include_tax": True,
+          "bank_details": "ticketq Demo Events GmbH\nIBAN DE89 3704 0044 0532 0130 00\nBIC COBADEFFXXX",
+          "cheque_details": "Payable to ticketq Demo Events GmbH, Musterstraße 1, 10115 Berlin",
+          "contact_email": "olga@example.com"}
 
 
 class DemoFailed(RuntimeError):
@@ -97,6 +103,12 @@ class Demo:
         say("==> orders: free, bank, online paid then completed, cancelled, one left to expire")
         self.place_orders(event, free, paid)
         self.wait("confirmations", timeout=90)
+        say("==> a bank transfer arrives (payment-received), then that order is refunded (credit note)")
+        refunded = self.orders["refunded"]
+        self.set_status(refunded, CORA, "completed")
+        self.wait("payment", timeout=60)  # else the refund could overtake the payment's email
+        self.set_status(refunded, OWNER, "cancelled")
+        self.wait("refund", timeout=60)
         say("==> resend the online order's confirmation (202), then once more (429: demo limit 1/minute)")
         self.resend(self.orders["online"])
         self.wait("resend", timeout=60)
@@ -127,7 +139,7 @@ class Demo:
         event = self.api.call("POST", "/v1/events", owner, {
             "name": "ticketq demo conference", "starts_at": start.isoformat(),
             "ends_at": (start + timedelta(hours=8)).isoformat(), "timezone": "Europe/Berlin",
-            "location": "Berlin", "currency": "EUR"}, (201,))
+            "location": "Berlin", "currency": "EUR", **SELLER}, (201,))
         tickets = f"/v1/events/{event['id']}/tickets"
         free = self.api.call("POST", tickets, owner, {"name": "Community pass", "price": "0.00", "quantity": 100},
                              (201,))
@@ -144,7 +156,7 @@ class Demo:
         self.set_status(online, CORA, "completed")  # payment received, marked by the co-organizer
         cancelled = self.order("cancelled", event, paid, "stripe", [BEA], expect="cancelled")
         self.set_status(cancelled, OWNER, "cancelled")
-        self.expected[(cancelled.identifier, "cancellation", BEA[1])] += 1
+        self.order("refunded", event, paid, "bank", [BEA], expect="cancelled")  # paid and refunded after the wait
         self.order("expired", event, paid, None, [BEA], expect="expired")  # never submitted
         for order in self.orders.values():
             say(f"    {order.label:<10} {order.identifier}  {' -> '.join(order.path)}")
@@ -173,10 +185,17 @@ class Demo:
                 self.expected[(order.identifier, "organizer-notification", email)] += 1
 
     def set_status(self, order: DemoOrder, who: tuple[str, str], status: str) -> None:
+        before = order.path[-1]
         answer = self.api.call("PATCH", f"/v1/orders/{order.identifier}", self.tokens[who[1]], {"status": status})
         order.saw(answer["status"])
-        if status == "completed":
+        if status == "completed" and before == "placed":  # confirmed when placed; now the invoice marked paid
+            self.expected[(order.identifier, "payment-received", BEA[1])] += 1
+        elif status == "completed":
             self.expect_confirmation(order)
+        if status == "cancelled":
+            self.expected[(order.identifier, "cancellation", BEA[1])] += 1
+            for _, email in (OWNER, CORA):
+                self.expected[(order.identifier, "organizer-notification", email)] += 1
 
     def resend(self, order: DemoOrder) -> None:
         owner, body = self.tokens[OWNER[1]], {"data": {"order": order.identifier}}

@@ -24,6 +24,7 @@ from api.schemas import (
     TicketPublic,
     decimal_string,
 )
+from api.seller import SELLER_FIELDS
 from core.settings import settings
 from models.errors import Conflict, Forbidden, InvalidInput
 from models.event_listing import events_run_by, ticket_stock
@@ -50,8 +51,12 @@ def create_event(body: EventCreate, user: CurrentUser, session: DbSession) -> Ev
         raise Forbidden(ADMINS_ONLY, pointer="")
     if body.ends_at < body.starts_at:
         raise InvalidInput("An event cannot end before it starts", pointer="/data/ends_at")
+    tax_rate = Decimal(body.tax_rate)
+    if tax_rate > 0 and not body.seller_vat_id:  # EN 16931 BR-S-02: an invoice charging VAT names the VAT ID
+        raise InvalidInput("A tax rate above 0 needs the seller's VAT ID", pointer="/data/seller_vat_id")
     event = Event(name=body.name, starts_at=body.starts_at, ends_at=body.ends_at, timezone=body.timezone,
-                  location=body.location, currency=body.currency)
+                  location=body.location, currency=body.currency, tax_rate=tax_rate,
+                  **body.model_dump(include=SELLER_FIELDS))
     session.add(event)
     session.flush()
     session.add(EventRole(event_id=event.id, user_id=user.id, role=Role.OWNER))

@@ -102,6 +102,13 @@ def download_invoice(identifier: str, found: OrderLookup, session: DbSession) ->
     return _download(session, found, identifier, DocumentKind.INVOICE, "invoice")
 
 
+@router.get("/{identifier}/credit-note.pdf", response_class=FileResponse, responses=PDF_RESPONSE)
+@closes_session
+def download_credit_note(identifier: str, found: OrderLookup, session: DbSession) -> FileResponse:
+    """The credit note of a cancelled invoiced order (buyer or co-organizer)."""
+    return _download(session, found, identifier, DocumentKind.CREDIT_NOTE, "credit-note")
+
+
 def _download(session: Session, found: Lookup, identifier: str, kind: DocumentKind, name: str) -> FileResponse:
     """Serve what the worker rendered; never render inside a request."""
     require_access(found)

@@ -76,3 +76,51 @@ def test_roles_are_granted_by_owner_and_organizers_only(client: TestClient, worl
     assert duplicate.status_code == 409
     assert client.post(url, json={**grant, "role": "owner"}, headers=world["headers"]["owner"]).status_code == 422
     assert client.post(url, json={**grant, "email": "nope"}, headers=world["headers"]["owner"]).status_code == 422
+
+
+SELLER = {"seller_name": "PyCon Deutschland e.V.", "seller_address": "Musterstraße 12\n10115 Berlin",
+          "seller_vat_id": "de 136 695 976", "tax_rate": "19", "prices_include_tax": False,
+          "bank_details": "IBAN DE89 3704 0044 0532 0130 00", "cheque_details": "Payable to PyCon Deutschland e.V.",
+          "contact_email": "tickets@pycon.example"}
+
+
+def test_an_event_carries_its_seller_for_invoices(client: TestClient,
+                                                   token_for: Callable[..., dict[str, str]]) -> None:
+    response = client.post("/v1/events", json={**EVENT, **SELLER}, headers=token_for("alice@example.org"))
+    assert response.status_code == 201, response.json()
+    event = response.json()
+    assert {k: event[k] for k in SELLER} == {**SELLER, "seller_vat_id": "DE136695976", "tax_rate": "19.00"}
+    assert event["seller_country"] is None  # given later from the VAT ID on the invoice
+
+
+def test_seller_fields_are_optional(client: TestClient, token_for: Callable[..., dict[str, str]]) -> None:
+    event = client.post("/v1/events", json=EVENT, headers=token_for("alice@example.org")).json()
+    assert (event["tax_rate"], event["prices_include_tax"], event["seller_vat_id"]) == ("0.00", True, None)
+
+
+def test_a_bad_seller_field_is_a_422_with_its_pointer_and_creates_nothing(
+        client: TestClient, token_for: Callable[..., dict[str, str]], db: Any) -> None:
+    from sqlalchemy import func, select
+
+    from models import Event
+
+    alice = token_for("alice@example.org")
+    cases = [
+        ({"seller_vat_id": "DE136695977"}, "/data/seller_vat_id", "Not a valid VAT ID"),  # check digit off
+        ({"seller_vat_id": "XX123"}, "/data/seller_vat_id", "Not a valid VAT ID"),
+        ({"tax_rate": "19"}, "/data/seller_vat_id", "A tax rate above 0 needs the seller's VAT ID"),
+        ({"tax_rate": "100"}, "/data/tax_rate", None),
+        ({"tax_rate": "-5"}, "/data/tax_rate", None),
+        ({"seller_country": "ZZ"}, "/data/seller_country", "Unknown country"),
+        ({"contact_email": "not an address"}, "/data/contact_email", None),
+        ({"bank_details": "IBAN\x00"}, "/data/bank_details", None),
+        ({"seller_name": ""}, "/data/seller_name", None),
+    ]
+    for fields, pointer, detail in cases:
+        response = client.post("/v1/events", json={**EVENT, **fields}, headers=alice)
+        assert response.status_code == 422, fields
+        errors = response.json()["errors"]
+        assert pointer in [e["source"]["pointer"] for e in errors], errors
+        assert detail is None or any(detail in e["detail"] for e in errors), errors
+    with db() as session:
+        assert session.scalar(select(func.count()).select_from(Event)) == 0

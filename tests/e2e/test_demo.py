@@ -19,7 +19,7 @@ from ticketq.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CHILDREN = {"redis", "worker", "beat", "api"}
-KINDS = {"confirmation-buyer", "confirmation-attendee", "organizer-notification", "cancellation"}
+KINDS = {"confirmation-buyer", "confirmation-attendee", "organizer-notification", "cancellation", "payment-received"}
 IDENTIFIER = re.compile(r"\b[0-9a-f]{32}\b")
 
 

@@ -38,12 +38,19 @@ def test_a_status_change_keeps_the_pdfs_and_a_content_change_remakes_them(db: se
     placed = paths(db, identifier)
     assert placed["tickets"] is not None and placed["rows"] == 5 and placed["revisions"] == {placed["revision"]}
 
-    with db() as session, session.begin():  # placed -> completed: a new revision, the same printed content
+    with db() as session, session.begin():  # placed -> completed: the invoice now says "Paid"
         change_status(session, load_order(session, identifier), OrderStatus.COMPLETED, by="owner@example.org")
+    assert paths(db, identifier)["tickets"] is None
+    assert ensure_documents(db, identifier) is True
     completed = paths(db, identifier)
-    assert completed["revision"] != placed["revision"] and completed["tickets"] == placed["tickets"]
+    assert completed["revision"] != placed["revision"] and completed["tickets"] not in (None, placed["tickets"])
+    assert not placed["tickets"].exists()  # type: ignore[union-attr]
+
+    with db() as session, session.begin():  # a new revision that prints nothing new: the PDFs are kept
+        session.execute(sa.update(Order).where(Order.identifier == identifier).values(revision=Order.revision + 1))
+    assert paths(db, identifier)["tickets"] == completed["tickets"]
     assert ensure_documents(db, identifier) is False
-    assert paths(db, identifier)["revisions"] == {completed["revision"]}
+    assert paths(db, identifier)["revisions"] == {completed["revision"] + 1}
 
     with db() as session, session.begin():  # a changed attendee name is a changed ticket
         order = load_order(session, identifier)
@@ -52,8 +59,8 @@ def test_a_status_change_keeps_the_pdfs_and_a_content_change_remakes_them(db: se
     assert paths(db, identifier)["tickets"] is None
     assert ensure_documents(db, identifier) is True
     renamed = paths(db, identifier)
-    assert renamed["tickets"] not in (None, placed["tickets"]) and renamed["rows"] == 5
-    assert not placed["tickets"].exists()  # type: ignore[union-attr]
+    assert renamed["tickets"] not in (None, completed["tickets"]) and renamed["rows"] == 5
+    assert not completed["tickets"].exists()  # type: ignore[union-attr]
     assert "Renamed Person" in pdf_text(renamed["attendee"].read_bytes())  # type: ignore[union-attr]
 
 

@@ -8,6 +8,7 @@ import string
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from email import message_from_bytes, policy
+from email.header import decode_header, make_header
 from email.message import EmailMessage
 from types import SimpleNamespace
 from typing import cast
@@ -28,6 +29,7 @@ from services.messages import (
     Mail,
     checked_address,
     compose,
+    file_name,
     message_id_for,
     wire_message,
 )
@@ -112,6 +114,34 @@ def test_a_non_ascii_local_part_is_refused_and_a_non_ascii_domain_is_sent_in_its
 def test_a_bad_sender_is_refused(sender: str) -> None:
     with pytest.raises(DeliveryError):
         wire_message(mail(sender=sender))
+
+
+@pytest.mark.parametrize("name", ["PyCon DE 2027", "Zoë’s conference: Köln", "東京 カンファレンス " * 5,
+                                  'Eve "the" <boss>, Bcc: x@evil.example', "a\r\nBcc: x@evil.example",
+                                  "=?utf-8?q?a=0D=0ABcc:_x@evil.example?=", "مؤتمر الرياض"])
+def test_the_sender_shows_the_event_by_name_and_nothing_else(name: str) -> None:
+    outgoing = wire_message(mail(sender_name=name, reply_to="org@example.org"))
+    sent, shown = parsed(outgoing.data), " ".join(name.split())
+    assert sent["Bcc"] is None and all(key.lower() != "bcc" for key in sent)
+    (sender,) = sent["From"].addresses
+    assert sender.addr_spec == "tickets@example.org" and sent["Reply-To"] == "org@example.org"
+    if name.isascii() and "=?" not in name:
+        assert sender.display_name == shown
+    else:  # encoded as a whole; read as RFC 2047 says (CPython's address parser adds a space between words)
+        raw = message_from_bytes(outgoing.data, policy=policy.compat32)["From"]
+        assert str(make_header(decode_header(raw))) == f"{shown} <tickets@example.org>"
+
+
+@pytest.mark.parametrize("reply_to", ["a@b.org\r\nBcc: x@evil", "a@b.org, c@d.org", "nobody"])
+def test_an_unusable_reply_address_costs_the_header_not_the_email(reply_to: str) -> None:
+    sent = wire(mail(reply_to=reply_to))
+    assert sent["Reply-To"] is None and sent["Bcc"] is None
+
+
+def test_attachment_names_say_what_they_are_in_characters_any_system_takes() -> None:
+    assert file_name("PyCon: 2027/Köln", "ticket 2", 'Eve "x"\r\n<y>') == "PyCon 2027 Köln - ticket 2 - Eve x y.pdf"
+    assert file_name("東京", "ticket 1", None) == "東京 - ticket 1.pdf"
+    assert len(file_name("x" * 500, "tickets")) == 80 + len(" - tickets.pdf")
 
 
 def test_a_new_message_id_names_the_sender_domain() -> None:
@@ -199,6 +229,8 @@ def test_event_ics_is_the_event_in_its_own_timezone(tz: str, starts: datetime, d
         calendar, entry = read_ics(event_ics(order))  # type: ignore[arg-type]
         assert (calendar["VERSION"], calendar["PRODID"], calendar["METHOD"]) == ("2.0", ics_module.PRODID, "PUBLISH")
         assert [z["TZID"] for z in calendar.walk("VTIMEZONE")] == [tz]
+        assert "COMMENT" not in calendar.walk("VTIMEZONE")[0]  # nothing a calendar app would show as ours
+        assert str(entry["DESCRIPTION"]) == "Order ABABABAB"
         assert str(entry["UID"]) == f"{'ab' * 16}@ticketq"
         assert str(entry["SUMMARY"]) == order.event.name
         assert str(entry.get("LOCATION", "")) == location
@@ -240,10 +272,11 @@ DOCUMENTS = {(DocumentKind.TICKETS, None): b"%PDF tickets", (DocumentKind.INVOIC
 
 
 @pytest.mark.parametrize(("kind", "recipient", "files"), [
-    (EmailKind.CONFIRMATION_BUYER, "ada@example.org",
-     {"tickets.pdf": b"%PDF tickets", "invoice.pdf": b"%PDF invoice", "event.ics": None}),
+    (EmailKind.CONFIRMATION_BUYER, "ada@example.org",  # no invoice issued to this order (models/invoices.py)
+     {"PyCon – Köln - tickets.pdf": b"%PDF tickets", "event.ics": None}),
     (EmailKind.CONFIRMATION_ATTENDEE, "family@example.org",
-     {"ticket-2.pdf": b"%PDF bea", "ticket-3.pdf": b"%PDF cy", "event.ics": None}),
+     {"PyCon – Köln - ticket 2 - Bea Family.pdf": b"%PDF bea", "PyCon – Köln - ticket 3 - Cy Family.pdf": b"%PDF cy",
+      "event.ics": None}),
     (EmailKind.ORGANIZER_NOTIFICATION, "owner@example.org", {}),
     (EmailKind.CANCELLATION, "ada@example.org", {}),
 ])
@@ -258,7 +291,10 @@ def test_a_composed_email_reads_back_as_the_contract_says(kind: EmailKind, recip
 
     assert (sent["To"], sent["Message-ID"]) == (recipient, message_id)
     assert (sent["X-Order-Identifier"], sent["X-Email-Kind"]) == (order.identifier, kind.value)
-    assert "PyCon – Köln" in sent["Subject"]
+    assert "PyCon – Köln" in sent["Subject"] and order.identifier not in sent["Subject"]
+    assert sent["From"].addresses[0].display_name == "PyCon – Köln"
+    # Organizers' replies reach the buyer; everyone else's the event's contact (here its owner).
+    assert sent["Reply-To"] == ("ada@example.org" if kind is EmailKind.ORGANIZER_NOTIFICATION else "owner@example.org")
     assert sent.get_content_type() == ("multipart/mixed" if files else "multipart/alternative")
     alternative = next(p for p in sent.walk() if p.get_content_type() == "multipart/alternative")
     assert [p.get_content_type() for p in alternative.iter_parts()] == ["text/plain", "text/html"]

@@ -42,7 +42,9 @@ def confirmed_order(
             session.add(EventRole(event_id=event.id, user_id=make_user(session, email).id, role=role))
         buyer = make_user(session, BUYER)
         order = make_order(session, event, buyer, quantity=len(attendees))
-        submit_order(session, order, payment_mode="bank", buyer=Person(buyer_name, BUYER),
+        # Placed: a bank transfer. Completed: paid online and marked paid by its owner, so the order has
+        # one job, its confirmation (a placed order marked paid would send payment-received too).
+        submit_order(session, order, payment_mode="card" if completed else "bank", buyer=Person(buyer_name, BUYER),
                      attendees=[Person(n, e) for n, e in attendees], by=BUYER)
         if completed:
             change_status(session, order, OrderStatus.COMPLETED, by=owner.email)

@@ -57,12 +57,16 @@ def test_hostile_names_come_out_as_literal_text(
     assert "<link" not in html and "<style>@import" not in html
 
     # A long name wraps wherever the font's widths put it, even inside a word: compare without whitespace.
-    tickets = bare(pdf_text(attachments(buyer)["tickets.pdf"]))
+    files = attachments(buyer)
+    tickets = bare(pdf_text(next(pdf for name, pdf in files.items() if name.endswith(" - tickets.pdf"))))
     for name in names:
         assert bare(name) in tickets
     family = attachments(mails[("confirmation-attendee", SHARED)])
-    assert set(family) == {f"ticket-{n}.pdf" for n in range(2, 7)} | {"event.ics"}
-    assert bare(names[3]) in bare(pdf_text(family["ticket-4.pdf"]))
+    # Names carry the event and the attendee, never a path, a quote or a line break.
+    assert all(not set(name) & set('/\\:*?"<>|\r\n') for name in [*files, *family])
+    numbered = {int(name.split(" - ticket ")[1].split(" ")[0]): name for name in family if " - ticket " in name}
+    assert set(numbered) == set(range(2, 7)) and "event.ics" in family and len(family) == 6
+    assert bare(names[3]) in bare(pdf_text(family[numbered[4]]))
 
 
 def unfolded_lines(ics: bytes) -> list[str]:

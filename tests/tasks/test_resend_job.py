@@ -61,7 +61,8 @@ def test_resend_after_deleting_the_pdfs_regenerates_them(
     assert all(p is not None and p.is_file() for p in paths.values())
     mails = by_kind(smtp.messages)
     assert set(mails) == {("confirmation-buyer", BUYER), ("confirmation-attendee", SHARED)}
-    assert "Cy Family" in pdf_text(attachments(mails[("confirmation-attendee", SHARED)])["ticket-3.pdf"])
+    family = attachments(mails[("confirmation-attendee", SHARED)])
+    assert "Cy Family" in pdf_text(family["PyCon Test - ticket 3 - Cy Family.pdf"])
 
 
 def test_resend_reuses_stored_pdfs_and_a_redelivered_job_reuses_its_batch(
