@@ -13,6 +13,7 @@ import facturx
 from stdnum import iban
 from weasyprint import CSS
 
+from core.metrics import rendering
 from models.deliveries import DocumentKind
 from services.rendering import collector_paused, render_html, renderer, stylesheet
 from services.storage import DocumentKey
@@ -119,7 +120,8 @@ def render_invoices(context: Mapping[str, Any]) -> dict[DocumentKey, bytes]:
     for key in ("invoice", "credit_note"):
         doc = context.get(key)
         if doc:
-            found[(KINDS[doc["kind"]], None)] = render_invoice(context, doc)
+            with rendering(KINDS[doc["kind"]].value):  # timed per document kind (README "Metrics")
+                found[(KINDS[doc["kind"]], None)] = render_invoice(context, doc)
     return found
 
 

@@ -106,15 +106,15 @@ def test_a_bad_seller_field_is_a_422_with_its_pointer_and_creates_nothing(
 
     alice = token_for("alice@example.org")
     cases = [
-        ({"seller_vat_id": "DE136695977"}, "/data/seller_vat_id", "Not a valid VAT ID"),  # check digit off
-        ({"seller_vat_id": "XX123"}, "/data/seller_vat_id", "Not a valid VAT ID"),
-        ({"tax_rate": "19"}, "/data/seller_vat_id", "A tax rate above 0 needs the seller's VAT ID"),
-        ({"tax_rate": "100"}, "/data/tax_rate", None),
-        ({"tax_rate": "-5"}, "/data/tax_rate", None),
-        ({"seller_country": "ZZ"}, "/data/seller_country", "Unknown country"),
-        ({"contact_email": "not an address"}, "/data/contact_email", None),
-        ({"bank_details": "IBAN\x00"}, "/data/bank_details", None),
-        ({"seller_name": ""}, "/data/seller_name", None),
+        ({"seller_vat_id": "DE136695977"}, "/seller_vat_id", "Not a valid VAT ID"),  # check digit off
+        ({"seller_vat_id": "XX123"}, "/seller_vat_id", "Not a valid VAT ID"),
+        ({"tax_rate": "19"}, "/seller_vat_id", "A tax rate above 0 needs the seller's VAT ID"),
+        ({"tax_rate": "100"}, "/tax_rate", None),
+        ({"tax_rate": "-5"}, "/tax_rate", None),
+        ({"seller_country": "ZZ"}, "/seller_country", "Unknown country"),
+        ({"contact_email": "not an address"}, "/contact_email", None),
+        ({"bank_details": "IBAN\x00"}, "/bank_details", None),
+        ({"seller_name": ""}, "/seller_name", None),
     ]
     for fields, pointer, detail in cases:
         response = client.post("/v1/events", json={**EVENT, **fields}, headers=alice)

@@ -23,7 +23,7 @@ def test_a_cancelled_orders_tickets_answer_410_before_anything_else(client: Test
         assert gone.status_code == 410
         error = only_error(gone)
         assert error == {"status": "410", "title": "Gone", "detail": "This order was cancelled; its tickets are void",
-                         "source": {"pointer": "/data/order"}}
+                         "source": {"parameter": "identifier"}}
         # The invoice is not void: here only not rendered yet (no worker ran).
         invoice = client.get(f"/v1/orders/{identifier}/invoice.pdf", headers=world["headers"][who])
         assert invoice.status_code == 404 and only_error(invoice)["detail"] == "Document not ready"
