@@ -8,6 +8,8 @@ from email.message import EmailMessage
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
 from ticketq.demo import Demo, DemoOrder
 from ticketq.demo_report import Report, render
 from ticketq.stack import Stack
@@ -45,17 +47,26 @@ def test_delivered_counts_each_recipient_of_this_runs_orders(tmp_path: Path) -> 
     demo.api.client.close()
 
 
-def test_summary_lists_statuses_with_colours_and_says_ok_or_failed() -> None:
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_summary_lists_statuses_with_colours_and_says_ok_or_failed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
     report = Report(seconds=12.5, orders=[("free", A, "green", ["initializing", "completed"]),
                                           ("late", B, "red", ["initializing", "expired"])],
                     emails=Counter({"confirmation-buyer": 1}), expected_emails=Counter({"confirmation-buyer": 1}),
                     paths={"PDFs": "var/files"})
     text = render(report, io.StringIO())
-    assert "completed     green     1       1  free aaaaaaaa" in text
-    assert "expired       red       1       1  late bbbbbbbb" in text
-    assert "initializing  yellow    0       2" in text
+    assert "status        colour    ended passed  orders" in text
+    assert "completed     green         1      1  free aaaaaaaa" in text
+    assert "expired       red           1      1  late bbbbbbbb" in text
+    assert "initializing  yellow        0      2" in text
     assert "confirmation-buyer         1 / 1" in text
     assert "\033[" not in text  # no colour codes off a terminal
     assert text.rstrip().endswith("every PDF and email is there.")
+    painted = render(report, Terminal())
+    assert "\033[32m\u25cf\033[0m green" in painted  # a coloured badge beside the colour's name
     report.failures.append("cancelled is placed/blue, expected cancelled")
     assert "FAILED:\n  - cancelled is placed/blue" in render(report, io.StringIO())

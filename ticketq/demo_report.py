@@ -93,15 +93,17 @@ def render(report: Report, stream: TextIO = sys.stdout) -> str:
 
 
 def _tables(report: Report, colour: bool) -> list[str]:
-    out = ["", "Orders by status"]
-    out.append(f"  {'status':<13} {'colour':<7} {'now':>3} {'reached':>7}  orders")
+    out = ["", "Orders by status: how many ended in it, how many passed through it, and which ended there"]
+    out.append(f"  {'status':<13} {'colour':<9} {'ended':>5} {'passed':>6}  orders")
     final = Counter(path[-1] for _, _, _, path in report.orders if path)
     reached = Counter(s for _, _, _, path in report.orders for s in set(path))
     for status in STATUSES:
         names = ", ".join(f"{label} {ident[:8]}" for label, ident, _, path in report.orders
                           if path and path[-1] == status)
-        cell = paint(f"{status:<13}", COLOURS[status], colour)
-        out.append(f"  {cell} {COLOURS[status]:<7} {final[status]:>3} {reached[status]:>7}  {names}")
+        # A coloured badge on a terminal that shows colour; the colour's name in words everywhere.
+        shade = COLOURS[status]
+        badge = f"{paint(chr(0x25CF), shade, colour)} {shade:<7}" if colour else f"{shade:<9}"
+        out.append(f"  {status:<13} {badge} {final[status]:>5} {reached[status]:>6}  {names}")
     out += ["", "  order paths:"]
     out += [f"    {label:<10} {ident}  {' -> '.join(path)}" for label, ident, _, path in report.orders]
     out += ["", f"PDFs written: {len(report.pdfs)}"]
