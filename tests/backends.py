@@ -33,6 +33,8 @@ from ticketq.embedded import EmbeddedRedis, SmtpSink, port_answers
 from ticketq.processes import ChildFailed, Process
 
 LOCK_PREFIX = "ticketq-test-lock:"
+# Marks a database of a shared Redis as lent to the suite: what a killed run left there is the suite's.
+LENT_MARK = "ticketq-test-suite:lent"
 SHARED_REDIS = "redis://127.0.0.1:6379/0"
 LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 # DATABASE_URL until an embedded PostgreSQL has started and named its socket (the URL is read at use).
@@ -194,17 +196,20 @@ def claim_redis_db(url: str, stops: list[Any]) -> str:
 
 
 def claim_empty_redis_db(url: str, stops: list[Any]) -> str:
-    """Take a database number of a Redis nobody gave the suite (the one on 6379) that holds no key:
-    the claim is a key inside it, so a number is ours only if that key is all it holds. At the end
-    the keys written there since are deleted one by one; no database is ever flushed."""
+    """Take a database number of a Redis nobody gave the suite (the one on 6379) that holds no key,
+    or only what an earlier run of the suite left there (killed before it cleaned up: its mark, and
+    its claim expired). The claim is a key inside the database; at the end the keys written there are
+    deleted one by one; no database is ever flushed."""
     import redis
 
     token = f"{os.getpid()}-{secrets.token_hex(4)}"
     for number in range(1, 16):
         claimed = redis.Redis.from_url(with_db(url, number))
-        if claimed.set(LOCK_PREFIX, token, nx=True, ex=6 * 3600) and claimed.dbsize() == 1:
-            break
-        if claimed.get(LOCK_PREFIX) == token.encode():
+        if claimed.set(LOCK_PREFIX, token, nx=True, ex=3600):
+            if claimed.dbsize() == 1 or claimed.exists(LENT_MARK):
+                claimed.set(LENT_MARK, "the ticketq test suite uses this database; its keys are the suite's")
+                _delete_keys(claimed, keep={LOCK_PREFIX.encode(), LENT_MARK.encode()})
+                break
             claimed.delete(LOCK_PREFIX)
         claimed.close()
     else:
@@ -212,12 +217,17 @@ def claim_empty_redis_db(url: str, stops: list[Any]) -> str:
                            "TEST_REDIS_SHARED=0 for a Redis of the suite's own")
 
     def release() -> None:
-        for key in claimed.scan_iter(count=1000):  # written by this run: the database was empty
-            claimed.unlink(key)
+        _delete_keys(claimed, keep=set())  # written by the suite: the database was empty or its own
         claimed.close()
 
     stops.append(release)
     return with_db(url, number)
+
+
+def _delete_keys(client: Any, keep: set[bytes]) -> None:
+    for key in client.scan_iter(count=1000):
+        if key not in keep:
+            client.unlink(key)
 
 
 def with_db(url: str, number: int) -> str:

