@@ -14,6 +14,20 @@ log = logging.getLogger("ticketq.api")
 MAX_BODY_BYTES = 256 * 1024
 
 
+def replaying(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that hands the app the body already read, then passes on what comes next."""
+    given = False
+
+    async def replay() -> Message:
+        nonlocal given
+        if given:
+            return await receive()  # the disconnect, when it comes
+        given = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
 class GuardMiddleware:
     def __init__(self, app: ASGIApp, max_body: int = MAX_BODY_BYTES) -> None:
         self.app = app
@@ -30,15 +44,7 @@ class GuardMiddleware:
         if body is None:
             await self._too_large(scope, receive, send)
             return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()  # the disconnect, when it comes
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
+        replay = replaying(body, receive)
         started = False
 
         async def tracking_send(message: Message) -> None:

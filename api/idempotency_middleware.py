@@ -8,6 +8,7 @@ import hashlib
 import anyio.to_thread
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.guard import replaying
 from api.idempotency import HEADER, KEPT_HEADERS, METHODS, VALID_KEY, KeyedRequest, current, keeps, refusal
 from models.idempotency import release_key, store_answer
 
@@ -38,20 +39,11 @@ class IdempotencyMiddleware:
         token = current.set(keyed)
         messages: list[Message] = []
 
-        given = False
-
-        async def replay() -> Message:
-            nonlocal given
-            if given:
-                return await receive()  # the disconnect, when it comes
-            given = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
         async def hold(message: Message) -> None:
             messages.append(message)  # held until the answer is stored or the key freed
 
         try:
-            await self.app(scope, replay, hold)
+            await self.app(scope, replaying(body, receive), hold)
         except Exception:
             if keyed.claim is not None and not keyed.answered:  # a bug's 500 (GuardMiddleware): the key is free
                 await anyio.to_thread.run_sync(_finish, keyed, [])

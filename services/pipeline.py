@@ -61,7 +61,7 @@ log = logging.getLogger("ticketq.pipeline")
 class Done:
     """What a job did: each delivery's outcome, the CPU its rendering took (None: nothing rendered),
     and the jobs to publish now. The rendering's CPU is in the log line, so an operator sees what a
-    big order costs, and bench P1 compares it with its bare render loop during the same minutes."""
+    big order costs, and the benchmark can compare it with rendering alone."""
 
     identifier: str
     batch: str = ""
