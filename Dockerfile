@@ -27,7 +27,11 @@ COPY api ./api
 COPY ticketq ./ticketq
 COPY templates ./templates
 COPY migrations ./migrations
-RUN pip install --no-deps . \
+# The catalogs compiled into the image, as `make catalogs` does on a checkout (.mo files are not in git).
+RUN for po in templates/locales/*/LC_MESSAGES/messages.po; do \
+      pybabel compile -l "$(basename "$(dirname "$(dirname "$po")")")" -i "$po" -o "${po%.po}.mo"; \
+    done \
+ && pip install --no-deps . \
  && useradd --create-home --uid 10001 ticketq \
  && mkdir -p /data/files /data/var \
  && chown -R ticketq /data

@@ -12,7 +12,11 @@ TEST_LOCK := requirements-test.lock
 LICENSES_OK := MIT;BSD;Public Domain;Apache;ISC;Mozilla Public License;MPL;PSF;Python Software Foundation;Lesser General Public License;LGPL;OFL;Unlicense;DFSG approved
 COMPILE   := $(VENV)/bin/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes --quiet --custom-compile-command "make lock"
 
-.PHONY: demo test lint lock bench bench-memory chaos up clean system-deps browser-deps compose-deps postgres-deps monitoring-deps
+.PHONY: demo test lint lock bench bench-memory chaos up clean system-deps browser-deps compose-deps postgres-deps monitoring-deps catalogs messages
+
+# The translations: templates/locales/<language>/LC_MESSAGES/messages.po (in git), compiled to .mo here.
+LOCALES_DIR := templates/locales
+CATALOGS    := $(wildcard $(LOCALES_DIR)/*/LC_MESSAGES/messages.po)
 
 $(STAMP): pyproject.toml $(LOCK) $(TEST_LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "ticketq needs Python 3.11+ (found: $$($(PYTHON) --version))"; exit 1; }
@@ -21,6 +25,19 @@ $(STAMP): pyproject.toml $(LOCK) $(TEST_LOCK)
 	$(PY) -m pip install --quiet --require-hashes -r $(TEST_LOCK)
 	$(PY) -m pip install --quiet --no-deps -e .
 	@touch $(STAMP)
+
+# Compile every catalog whose .po is newer than its .mo (fuzzy entries are left out, as at run time).
+catalogs: $(CATALOGS:.po=.mo)
+
+$(LOCALES_DIR)/%/LC_MESSAGES/messages.mo: $(LOCALES_DIR)/%/LC_MESSAGES/messages.po $(STAMP)
+	@$(VENV)/bin/pybabel compile --statistics -l $* -i $< -o $@
+
+# After changing a text in a template or services/: extract it and merge it into every catalog
+# (tests/test_catalogs.py fails until each language has its translation).
+messages: $(STAMP)
+	$(VENV)/bin/pybabel extract -F babel.cfg -k t -o $(LOCALES_DIR)/messages.pot --project ticketq \
+	  --copyright-holder "ticketq contributors" --msgid-bugs-address "" --sort-by-file --width 100 .
+	$(VENV)/bin/pybabel update -i $(LOCALES_DIR)/messages.pot -d $(LOCALES_DIR) --width 100 --no-fuzzy-matching --ignore-obsolete
 
 # Regenerate both locks from pyproject.toml's ranges (tests/test_lock.py fails when they disagree).
 lock:
@@ -107,7 +124,7 @@ monitoring-deps:
 	  echo "             the alert rule tests will fail. Install it: sudo apt-get install prometheus"; \
 	fi
 
-test: $(STAMP) system-deps browser-deps compose-deps postgres-deps monitoring-deps
+test: $(STAMP) catalogs system-deps browser-deps compose-deps postgres-deps monitoring-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
@@ -115,20 +132,20 @@ test: $(STAMP) system-deps browser-deps compose-deps postgres-deps monitoring-de
 	  || { $(VENV)/bin/pip-licenses --from=mixed; echo "a dependency's licence is not one the image may ship under"; exit 1; }
 	$(PY) -m pytest -n auto --maxprocesses=4
 
-demo: $(STAMP) system-deps
+demo: $(STAMP) catalogs system-deps
 	$(VENV)/bin/ticketq demo
 
-up: $(STAMP) system-deps
+up: $(STAMP) catalogs system-deps
 	$(VENV)/bin/ticketq up
 
-bench: $(STAMP) system-deps
+bench: $(STAMP) catalogs system-deps
 	$(PY) -m bench
 
 # P5 over the issue's full 5,000 orders (about 15 minutes on 2 cores): too long for `make bench`.
-bench-memory: $(STAMP) system-deps
+bench-memory: $(STAMP) catalogs system-deps
 	$(PY) -m bench --only p5
 
-chaos: $(STAMP) system-deps postgres-deps
+chaos: $(STAMP) catalogs system-deps postgres-deps
 	$(PY) -m chaos
 
 clean:

@@ -30,7 +30,7 @@ from api.guard import GuardMiddleware
 from api.idempotency_middleware import IdempotencyMiddleware
 from api.metrics import MetricsMiddleware
 from api.ratelimit import ResendLimits, resend_limits
-from api.routes import checkins, events, exports, health, metrics, orders, pages, resend, signin, webhooks
+from api.routes import checkins, events, exports, health, locales, metrics, orders, pages, resend, signin, webhooks
 from core.settings import ConfigurationError, settings
 from core.version import VERSION
 from models.errors import OrderError
@@ -52,7 +52,7 @@ def create_app(limits: ResendLimits | None = None) -> FastAPI:
     app.state.resend_limits = limits or resend_limits(
         settings.require_redis_url(), settings.resend_limit_per_ip, settings.resend_limit_per_user)
     for router in (health.router, metrics.router, events.router, checkins.router, exports.router, resend.router,
-                   orders.router, pages.router, signin.router, webhooks.router):
+                   orders.router, pages.router, signin.router, webhooks.router, locales.router):
         app.include_router(router)
     _install_error_handlers(app)
     _document_own_errors_only(app)

@@ -19,7 +19,7 @@ from pydantic import (
 )
 
 from api.seller import SellerIn, SellerOut
-from api.validation import iana_timezone, in_event_timezone, iso_4217, not_in_past, sane_year
+from api.validation import iana_timezone, in_event_timezone, iso_4217, not_in_past, sane_year, supported_locale
 from models.status import OrderStatus, PaymentMode
 
 DB_INT_MAX = 2**31 - 1
@@ -36,6 +36,7 @@ Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 Location = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300, pattern=_PRINTABLE)]
 Email = Annotated[EmailStr, StringConstraints(max_length=254)]
 DbId = Annotated[int, Field(ge=1, le=DB_INT_MAX)]
+LocaleTag = Annotated[str, StringConstraints(max_length=64), AfterValidator(supported_locale)]
 
 
 # ISO 8601 with an offset, or without one: a wall-clock time in the event's timezone.
@@ -55,6 +56,7 @@ class EventCreate(SellerIn, Strict):
     location: Location | None = None
     currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$"), AfterValidator(iso_4217)] = Field(
         default="EUR", description="ISO 4217 code")
+    locale: LocaleTag = Field(default="en", description="Organizers' language, the orders' default (GET /v1/locales)")
 
     @field_validator("starts_at", "ends_at")
     @classmethod
@@ -75,6 +77,7 @@ class EventPublic(SellerOut):
     timezone: str
     location: str | None
     currency: str
+    locale: str
 
 
 class TicketCreate(Strict):
@@ -114,6 +117,7 @@ class OrderCreate(Strict):
     tickets: Annotated[list[OrderLine], Field(min_length=1, max_length=MAX_LINES)]
     status: OrderStatus | None = Field(
         default=None, description="Co-organizers only: create the order directly in this status")
+    locale: LocaleTag | None = Field(default=None, description="The buyer's language; default: the event's")
 
 
 class PersonIn(Strict):
@@ -128,6 +132,7 @@ class OrderUpdate(Strict):
     buyer: PersonIn | None = None
     attendees: Annotated[list[PersonIn], Field(max_length=MAX_LINES * MAX_TICKETS_PER_LINE)] | None = None
     status: OrderStatus | None = Field(default=None, description="Co-organizers: completed (paid) or cancelled")
+    locale: LocaleTag | None = Field(default=None, description="While initializing or pending: the buyer's language")
 
 
 class ResendData(Strict):
@@ -193,6 +198,7 @@ class OrderPublic(BaseModel):
     amount: str
     currency: str
     payment_mode: str | None
+    locale: str
     expires_at: datetime | None
     buyer: PersonOut
     attendees: list[AttendeeOut]

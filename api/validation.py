@@ -11,6 +11,8 @@ import pycountry
 from pydantic import ValidationInfo
 from pydantic_core import PydanticCustomError
 
+from core.locales import SUPPORTED, UnsupportedLocale, normalize
+
 
 @cache
 def _timezones() -> frozenset[str]:
@@ -28,6 +30,16 @@ def iso_4217(value: str) -> str:
     if pycountry.currencies.get(alpha_3=value) is None:
         raise PydanticCustomError("currency", "Unknown currency: use an ISO 4217 code such as EUR or USD")
     return value
+
+
+def supported_locale(value: str) -> str:
+    """A supported language, alone or with a region ("de-AT"), in its canonical form."""
+    try:
+        return normalize(value)
+    except UnsupportedLocale:
+        raise PydanticCustomError(
+            "locale", "Unsupported locale {locale!r}: use one of {supported}, alone or with a region (de-AT)",
+            {"locale": value[:40], "supported": ", ".join(SUPPORTED)}) from None
 
 
 def sane_year(value: datetime) -> datetime:

@@ -32,6 +32,7 @@ def order_public(session: Session, order: Order, *, new: bool = False) -> OrderP
         amount=decimal_string(order.amount),
         currency=order.currency,
         payment_mode=order.payment_mode,
+        locale=order.locale,
         expires_at=order.expires_at,
         buyer=PersonOut(name=order.buyer_name, email=order.buyer_email),
         attendees=[

@@ -29,6 +29,8 @@ class Event(Base):
     timezone: Mapped[str] = mapped_column(sa.String(64))
     location: Mapped[str | None] = mapped_column(sa.String(300))
     currency: Mapped[str] = mapped_column(sa.String(3), default="EUR")
+    # The organizers' language (their notifications) and the default of the event's orders.
+    locale: Mapped[str] = mapped_column(sa.String(35), default="en", server_default="en")
     # The seller its invoices name, and how they are taxed and paid; all optional (services/invoices.py).
     seller_name: Mapped[str | None] = mapped_column(sa.String(200))
     seller_address: Mapped[str | None] = mapped_column(sa.String(500))

@@ -48,6 +48,8 @@ class Order(Base):
     buyer_email: Mapped[str | None] = mapped_column(sa.String(254))
     amount: Mapped[Decimal] = mapped_column(sa.Numeric(12, 2), default=Decimal("0"))
     currency: Mapped[str] = mapped_column(sa.String(3))
+    # What the buyer reads: every email and document of the order (core/locales.py).
+    locale: Mapped[str] = mapped_column(sa.String(35), default="en", server_default="en")
     # Bumped on every change that shows on a document, so stored PDFs know when they are stale.
     revision: Mapped[int] = mapped_column(default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -63,6 +63,7 @@ def create_order(
     buyer: Principal,
     items: Sequence[LineItem],
     status: OrderStatus = OrderStatus.INITIALIZING,
+    locale: str | None = None,
     now: datetime | None = None,
 ) -> Order:
     """Reserve tickets for a new order; the ticket type rows are locked so nothing is oversold.
@@ -86,6 +87,7 @@ def create_order(
         user_id=buyer.id,
         status=status,
         currency=event.currency,
+        locale=locale or event.locale,
         # With prices before tax, the buyer pays the tax on top: the invoice's gross total.
         amount=order_totals(event, [(types[t].name, q, types[t].price) for t, q in wanted.items()]).gross,
         expires_at=deadline_for(status, now),
@@ -168,3 +170,14 @@ def submit_order(
         row.name, row.email = person.name, person.email
     record(session, order, "submitted", actor=by, payment_mode=payment_mode)
     return transition(session, order, target, actor=Actor.BUYER, by=by, now=now)
+
+
+def change_locale(session: Session, order: Order, locale: str, *, by: str | None = None) -> None:
+    """The buyer's language, while the order is still theirs to edit. A new revision: documents and
+    emails from now on are in the new language (their fingerprint names it)."""
+    check_buyer_may_update(order.status)
+    if locale == order.locale:
+        return
+    record(session, order, "locale", actor=by, previous=order.locale, locale=locale)
+    order.locale = locale
+    order.revision += 1

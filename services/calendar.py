@@ -8,8 +8,10 @@ from zoneinfo import ZoneInfo
 
 import icalendar
 
+from core.locales import DEFAULT
 from models.base import utcnow
 from models.orders import Order
+from services.i18n import translations
 
 PRODID = "-//ticketq//tickets//EN"
 
@@ -43,7 +45,10 @@ def event_calendar(order: Order) -> icalendar.Calendar:
     entry.add("summary", event.name)
     if event.location:
         entry.add("location", event.location)
-    entry.add("description", f"Order {order.identifier[:8].upper()}")  # the code the emails and tickets quote
+    # The code the emails and tickets quote, in the buyer's language.
+    code = order.identifier[:8].upper()
+    description = translations(order.locale or DEFAULT).gettext("Order %(code)s") % {"code": code}
+    entry.add("description", description)
     calendar.add_component(entry)
     return calendar
 

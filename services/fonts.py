@@ -20,6 +20,7 @@ import templates
 
 FONTS_DIR = Path(templates.__file__).resolve().parent / "fonts"
 CJK_FACE = "Noto Sans CJK SC"  # Han in Chinese forms by default; kana and hangul are in every face
+CJK_JAPANESE_FACE = "Noto Sans CJK JP"  # Han in Japanese forms, for documents in Japanese
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ def packaged_faces() -> tuple[Face, ...]:
     with TTCollection(str(collection), lazy=True) as faces_of_collection:
         names = [font["name"].getDebugName(4) for font in faces_of_collection.fonts]
     faces.append(Face("ticketq CJK", collection, names.index(CJK_FACE)))
+    faces.append(Face("ticketq CJK JP", collection, names.index(CJK_JAPANESE_FACE)))
     return tuple(faces)
 
 

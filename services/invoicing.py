@@ -9,29 +9,19 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from babel import Locale
 from babel.core import get_global
-from babel.dates import format_date
-from babel.numbers import format_currency, format_decimal
 
+from core.locales import babel_locale
 from core.settings import settings
 from models.events import Event, Role
 from models.invoices import Invoice, InvoiceKind, order_totals, priced_lines
 from models.orders import Order
 from models.status import OrderStatus
 from models.taxes import Totals
+from services.formats import long_date, money, percent
 
-LOCALE = "en"  # one language for now; the languages issue passes the order's
 # VAT ID prefixes that are not the country's ISO code (Greece files VAT as EL).
 VAT_PREFIX_COUNTRY = {"EL": "GR", "XI": "GB"}
-
-
-def money(amount: Decimal, currency: str, locale: str = LOCALE) -> str:
-    return str(format_currency(amount, currency, locale=locale))
-
-
-def long_date(day: date, locale: str = LOCALE) -> str:
-    return str(format_date(day, format="long", locale=locale))
 
 
 def owner_of(event: Event) -> tuple[str, str]:
@@ -53,14 +43,14 @@ def seller_country(event: Event) -> str:
     return str(get_global("zone_territories").get(event.timezone, ""))
 
 
-def seller_of(event: Event, locale: str = LOCALE) -> dict[str, Any]:
+def seller_of(event: Event, locale: str) -> dict[str, Any]:
     owner_name, owner_email = owner_of(event)
     country = seller_country(event)
     return {
         "name": event.seller_name or owner_name,
         "address": (event.seller_address or "").splitlines(),
         "country": country,
-        "country_name": Locale.parse(locale).territories.get(country, country),
+        "country_name": babel_locale(locale).territories.get(country, country),
         "vat_id": event.seller_vat_id or "",
         "email": event.contact_email or owner_email,
         "event": event.name,
@@ -92,7 +82,7 @@ def _amounts(totals: Totals, currency: str, locale: str) -> dict[str, Any]:
         return {"text": money(value, currency, locale), "value": f"{value:.2f}"}
 
     def rate(value: Decimal) -> dict[str, str]:
-        return {"text": f"{format_decimal(value, locale=locale)} %", "value": f"{value:.2f}"}
+        return {"text": percent(value, locale), "value": f"{value:.2f}"}
 
     return {
         "lines": [{"name": line.name, "quantity": line.quantity, "unit": pair(line.unit_price),
@@ -108,7 +98,7 @@ def issue_day(invoice: Invoice, event: Event) -> date:
     return invoice.issued_at.astimezone(ZoneInfo(event.timezone)).date()
 
 
-def invoice_context(order: Order, invoice: Invoice, buyer: dict[str, str], locale: str = LOCALE) -> dict[str, Any]:
+def invoice_context(order: Order, invoice: Invoice, buyer: dict[str, str], locale: str) -> dict[str, Any]:
     """One invoice or credit note as its PDF and XML show it."""
     event = order.event
     issued = issue_day(invoice, event)
@@ -148,7 +138,7 @@ def invoice_context(order: Order, invoice: Invoice, buyer: dict[str, str], local
     }
 
 
-def invoices_context(order: Order, buyer: dict[str, str], locale: str = LOCALE) -> dict[str, Any]:
+def invoices_context(order: Order, buyer: dict[str, str], locale: str) -> dict[str, Any]:
     """The order's issued documents by kind: {"invoice": …, "credit_note": …}, None where not issued."""
     found: dict[str, Any] = {"invoice": None, "credit_note": None}
     for invoice in order.invoices:

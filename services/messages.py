@@ -12,19 +12,19 @@ from email.utils import format_datetime, make_msgid
 from functools import lru_cache
 from typing import Any
 
-import jinja2
-
+from core.locales import DEFAULT
 from core.settings import settings
 from models.base import utcnow
 from models.deliveries import DocumentKind, EmailDelivery, EmailKind
 from models.orders import Order
 from models.users import normalize_email
 from services.calendar import event_ics as event_ics  # services/deliveries.py builds one per order
+from services.i18n import translations
 from services.mailheaders import POLICY
 from services.presenters import order_context
-from services.rendering import template_env
 from services.smtp import DeliveryError, Outgoing
 from services.storage import DocumentKey
+from services.templating import environment
 
 # Kinds that carry the order's PDFs: they wait for the documents to be rendered.
 WITH_DOCUMENTS = frozenset({EmailKind.CONFIRMATION_BUYER, EmailKind.CONFIRMATION_ATTENDEE,
@@ -144,33 +144,28 @@ def file_name(*parts: str | None) -> str:
 def attachments_for(order: Order, delivery: EmailDelivery, documents: Mapping[DocumentKey, bytes],
                     context: Mapping[str, Any], calendar: bytes | None = None) -> tuple[Attachment, ...]:
     kind, event = delivery.kind, order.event.name
+    _ = translations(context["locale"]).gettext
     found: list[Attachment] = []
     invoice, credit = context["invoice"], context["credit_note"]
     if kind is EmailKind.CONFIRMATION_BUYER:
-        found.append(_pdf(documents, file_name(event, "tickets"), DocumentKind.TICKETS))
+        found.append(_pdf(documents, file_name(event, _("tickets")), DocumentKind.TICKETS))
     if kind is EmailKind.CONFIRMATION_ATTENDEE:
-        found += [_pdf(documents, file_name(event, f"ticket {a.position + 1}", a.name),
-                       DocumentKind.ATTENDEE_TICKET, a.id)
-                  for a in order.attendees if normalize_email(a.email or "") == delivery.recipient]
+        found += [_pdf(documents, file_name(event, _("ticket %(number)s") % {"number": a["number"]}, a["name"]),
+                       DocumentKind.ATTENDEE_TICKET, a["id"])
+                  for a in context["attendees"] if normalize_email(a["email"]) == delivery.recipient]
     if invoice and kind in (EmailKind.CONFIRMATION_BUYER, EmailKind.PAYMENT_RECEIVED):
-        found.append(_pdf(documents, file_name(event, f"invoice {invoice['number']}"), DocumentKind.INVOICE))
+        found.append(_pdf(documents, file_name(event, _("invoice %(number)s") % invoice), DocumentKind.INVOICE))
     if credit and kind is EmailKind.CANCELLATION:
-        found.append(_pdf(documents, file_name(event, f"credit note {credit['number']}"),
+        found.append(_pdf(documents, file_name(event, _("credit note %(number)s") % credit),
                           DocumentKind.CREDIT_NOTE))
     if kind in WITH_CALENDAR:
         found.append(Attachment("event.ics", calendar or event_ics(order), "text", "calendar"))
     return tuple(found)
 
 
-@lru_cache(maxsize=1)
-def email_templates() -> jinja2.Environment:
-    """Jinja alone: an email needs no WeasyPrint renderer."""
-    return template_env()
-
-
 def subject_for(kind: EmailKind, batch: str, context: Mapping[str, Any]) -> str:
     """The subject from templates/email/subjects.jinja, so it is translated with the rest."""
-    macros = email_templates().get_template("email/subjects.jinja").module
+    macros = environment(context["locale"]).get_template("email/subjects.jinja").module
     return str(macros.subject(kind.value, batch, context))  # type: ignore[attr-defined]
 
 
@@ -178,14 +173,16 @@ def compose(order: Order, delivery: EmailDelivery, message_id: str, documents: M
             context: dict[str, Any] | None = None, calendar: bytes | None = None) -> Mail:
     """The whole email for one delivery row; raises DocumentsMissing when its PDFs are not among `documents`.
 
-    `context` and `calendar` (event.ics) may be passed in when one order sends several emails."""
-    context = dict(context or order_context(order))
+    `context` and `calendar` (event.ics) may be passed in when one order sends several emails. The
+    buyer's and attendees' emails are in the order's locale, the organizers' in the event's."""
+    locale = (order.event.locale if delivery.kind in TO_ORGANIZERS else order.locale) or DEFAULT
+    context = dict(context if context and context["locale"] == locale else order_context(order, locale))
     attachments = attachments_for(order, delivery, documents, context, calendar)
     context["recipient"] = delivery.recipient
     context["own_tickets"] = [a for a in context["attendees"] if normalize_email(a["email"]) == delivery.recipient]
     context["batch"] = delivery.batch
     context["attachments"] = [a.filename for a in attachments]
-    env = email_templates()
+    env = environment(locale)
     name = f"email/{delivery.kind.value}"
     reply_to = context["buyer"]["email"] if delivery.kind in TO_ORGANIZERS else context["seller"]["email"]
     return Mail(

@@ -10,28 +10,25 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import jinja2
-import segno
-from markupsafe import Markup
 from pypdf import PdfReader, PdfWriter
 from weasyprint import CSS, HTML
 from weasyprint.text.fonts import FontConfiguration
 from weasyprint.urls import URLFetcher, URLFetcherResponse
 
-import templates
+from core.locales import DEFAULT, SUPPORTED, direction
 from core.metrics import rendering
 from models.deliveries import DocumentKind
-from services.fonts import drop_unused_fonts, font_configuration, text_direction
+from services.fonts import drop_unused_fonts, font_configuration
+from services.i18n import translations
 from services.storage import DocumentKey
+from services.templating import TEMPLATES_DIR, environment
 
 log = logging.getLogger("ticketq.documents")
 # WeasyPrint narrates every step of every layout at INFO: eight lines per order, in every worker log.
 logging.getLogger("weasyprint.progress").setLevel(logging.WARNING)
 
-TEMPLATES_DIR = Path(templates.__file__).resolve().parent
 ASSET_SCHEME = "ticketq-asset:"
 ASSET_SUFFIXES = {".css": "text/css", ".svg": "image/svg+xml", ".png": "image/png"}
 STYLESHEETS = ("documents.css", "ticket.css")  # parsed once per process, as one stylesheet
@@ -62,7 +59,6 @@ class AssetOnlyFetcher(URLFetcher):  # type: ignore[misc]
 class Renderer:
     """Per-process state: built once, because font discovery and CSS parsing cost more than a page."""
 
-    env: jinja2.Environment
     font_config: FontConfiguration
     stylesheet: CSS
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -70,20 +66,6 @@ class Renderer:
 
 _renderer: Renderer | None = None
 _renderer_lock = threading.Lock()
-
-
-def template_env() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
-        autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default_for_string=True),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        auto_reload=False,
-    )
-    env.filters["qr"] = qr_svg
-    env.filters["dir"] = text_direction
-    return env
 
 
 def stylesheet(name: str) -> CSS:
@@ -99,14 +81,8 @@ def renderer() -> Renderer:
             font_config = font_configuration()  # the packaged Noto fonts: real glyphs in any script
             css = CSS(string="\n".join((TEMPLATES_DIR / "pdf" / name).read_text() for name in STYLESHEETS),
                       font_config=font_config, url_fetcher=AssetOnlyFetcher())
-            _renderer = Renderer(env=template_env(), font_config=font_config, stylesheet=css)
+            _renderer = Renderer(font_config=font_config, stylesheet=css)
         return _renderer
-
-
-def qr_svg(secret: str) -> Markup:
-    """The QR code as inline SVG: segno's own markup, so nothing needs fetching. A viewBox instead of
-    a fixed size, so the stylesheet decides how large it prints (templates/pdf/ticket.css)."""
-    return Markup(segno.make(secret, error="m").svg_inline(border=2, omitsize=True))  # noqa: S704
 
 
 @dataclass(frozen=True)
@@ -177,8 +153,10 @@ collector_paused = _CollectorPause()
 
 def render_order(context: dict[str, Any], attendee_ids: Sequence[int]) -> RenderedOrder:
     """Tickets (one page each) and the invoice in ONE layout; documents are page ranges of it."""
+    locale = context.get("locale", DEFAULT)  # a context built without one is English
     with collector_paused(), rendering("layout"):
-        html = renderer().env.get_template("pdf/order.html").render(**context)
+        html = environment(locale).get_template("pdf/order.html").render(
+            **{**context, "locale": locale, "dir": direction(locale)})
         pdf, anchors = render_html(html)
     ticket_pages: dict[int, list[int]] = {a: [] for a in attendee_ids}
     invoice_pages: list[int] = []
@@ -202,10 +180,14 @@ def document_info(context: dict[str, Any], attendee_ids: Sequence[int]) -> dict[
     event, author = str(context["event"]["name"]), str(context["seller"]["name"])
     invoice = context.get("invoice") or {}
     names = {a["id"]: a["name"] for a in context["attendees"]}
-    info: dict[DocumentKey, str] = {(DocumentKind.TICKETS, None): f"Tickets · {event}",
-                                    (DocumentKind.INVOICE, None): f"Invoice {invoice.get('number', '')} · {event}"}
+    _ = translations(context.get("locale", DEFAULT)).gettext
+    info: dict[DocumentKey, str] = {
+        (DocumentKind.TICKETS, None): _("Tickets · %(event)s") % {"event": event},
+        (DocumentKind.INVOICE, None): _("Invoice %(number)s · %(event)s") % {
+            "number": invoice.get("number", ""), "event": event}}
     for attendee_id in attendee_ids:
-        info[(DocumentKind.ATTENDEE_TICKET, attendee_id)] = f"Ticket · {event} · {names.get(attendee_id, '')}"
+        info[(DocumentKind.ATTENDEE_TICKET, attendee_id)] = _("Ticket · %(event)s · %(name)s") % {
+            "event": event, "name": names.get(attendee_id, "")}
     return {key: {"/Title": title, "/Author": author} for key, title in info.items()}
 
 
@@ -244,6 +226,8 @@ def _split_documents(rendered: RenderedOrder) -> dict[DocumentKey, bytes]:
 
 SAMPLE_ORDER: dict[str, Any] = {
     "identifier": "0" * 32,
+    "locale": "en",
+    "dir": "ltr",
     "status": "completed",
     "event": {"name": "Warm-up", "location": "", "date": "Monday 01 January 2029", "time": "10:00 – 11:00 UTC",
               "when": "Monday 01 January 2029, 10:00 – 11:00 (UTC)", "timezone": "UTC"},
@@ -260,9 +244,11 @@ SAMPLE_ORDER: dict[str, Any] = {
 
 
 def warm_up() -> None:
-    """Lay out and split a sample order once per process, before the first job: font discovery,
-    CSS parsing and WeasyPrint's and pypdf's caches are then paid by nobody waiting for tickets."""
-    order_documents(render_order(SAMPLE_ORDER, [1]))
+    """Lay out and split a sample order once per process and language, before the first job: font
+    discovery, CSS parsing, each catalog and WeasyPrint's and pypdf's caches are then paid by nobody
+    waiting for tickets."""
+    for locale in SUPPORTED:
+        order_documents(render_order({**SAMPLE_ORDER, "locale": locale, "dir": direction(locale)}, [1]))
 
 
 def freeze_heap() -> None:

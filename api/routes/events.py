@@ -55,7 +55,7 @@ def create_event(body: EventCreate, user: CurrentUser, session: DbSession) -> Ev
     if tax_rate > 0 and not body.seller_vat_id:  # EN 16931 BR-S-02: an invoice charging VAT names the VAT ID
         raise InvalidInput("A tax rate above 0 needs the seller's VAT ID", pointer="/data/seller_vat_id")
     event = Event(name=body.name, starts_at=body.starts_at, ends_at=body.ends_at, timezone=body.timezone,
-                  location=body.location, currency=body.currency, tax_rate=tax_rate,
+                  location=body.location, currency=body.currency, locale=body.locale, tax_rate=tax_rate,
                   **body.model_dump(include=SELLER_FIELDS))
     session.add(event)
     session.flush()

@@ -18,7 +18,7 @@ from models.access import Lookup
 from models.deliveries import DocumentKind
 from models.errors import Forbidden, InvalidInput, NotFound
 from models.orders import Order
-from models.placing import LineItem, Person, create_order, submit_order
+from models.placing import LineItem, Person, change_locale, create_order, submit_order
 from models.status import OrderStatus, check_tickets_valid, parse_status
 from models.transitions import change_status, load_order
 from models.users import Principal
@@ -38,7 +38,7 @@ def create(body: OrderCreate, user: CurrentUser, session: DbSession) -> OrderPub
     if body.status is not None:
         require_coorganizer(session, user, body.event, pointer="/data/status")
         status = parse_status(body.status)
-    order = create_order(session, event_id=body.event, buyer=user, status=status,
+    order = create_order(session, event_id=body.event, buyer=user, status=status, locale=body.locale,
                          items=[LineItem(line.ticket, line.quantity) for line in body.tickets])
     commit_and_publish(session)
     return order_public(session, order, new=True)
@@ -47,21 +47,27 @@ def create(body: OrderCreate, user: CurrentUser, session: DbSession) -> OrderPub
 @router.patch("/{identifier}", response_model=OrderPublic, responses=error_responses(*BODY_ERRORS, 403, 404, 409))
 @closes_session
 def update(identifier: str, body: OrderUpdate, found: OrderLookup, session: DbSession) -> OrderPublic:
-    """The buyer submits the form; a co-organizer changes the status (paid, cancelled)."""
+    """The buyer submits the form or changes the language (while initializing or pending); a
+    co-organizer changes the status (paid, cancelled)."""
     require_access(found)
     user = found.caller
     form = body.model_fields_set & set(BUYER_FORM)
-    if body.status is not None and form:
+    if body.status is not None and (form or body.locale is not None):
         raise InvalidInput("Send either 'status' or the buyer's form, not both", pointer="/data/status")
     order = load_order(session, identifier, lock=True)
+    if body.locale is not None:  # first, so the confirmation the form may queue is in the new language
+        if not (is_buyer(user, order) or found.runs_event):
+            raise Forbidden("Only the buyer may change the order's locale", pointer="/data/locale")
+        change_locale(session, order, body.locale, by=user.email)
     if body.status is not None:
         if not found.runs_event:
             raise Forbidden(COORGANIZER_REQUIRED, pointer="/data/status")
         change_status(session, order, parse_status(body.status), by=user.email)
     elif form:
         _submit(session, order, user, body)
-    else:
-        raise InvalidInput("Nothing to update: send 'status' or payment_mode, buyer and attendees", pointer="/data")
+    elif body.locale is None:
+        raise InvalidInput("Nothing to update: send 'status', the buyer's form (payment_mode, buyer, attendees) "
+                           "or 'locale'", pointer="/data")
     commit_and_publish(session)
     return order_public(session, order)
 

@@ -224,7 +224,7 @@ def read_ics(data: bytes) -> tuple[icalendar.Calendar, icalendar.Event]:
     ("Asia/Kolkata", datetime(2029, 1, 1, 0, tzinfo=UTC), 1, "Mumbai"),
 ])
 def test_event_ics_is_the_event_in_its_own_timezone(tz: str, starts: datetime, days: int, location: str) -> None:
-    order = SimpleNamespace(identifier="ab" * 16, event=event(tz, starts, days, location))
+    order = SimpleNamespace(identifier="ab" * 16, locale="en", event=event(tz, starts, days, location))
     for _ in range(2):  # the zone built, then taken from the cache
         calendar, entry = read_ics(event_ics(order))  # type: ignore[arg-type]
         assert (calendar["VERSION"], calendar["PRODID"], calendar["METHOD"]) == ("2.0", ics_module.PRODID, "PUBLISH")
@@ -242,7 +242,7 @@ def test_event_ics_is_the_event_in_its_own_timezone(tz: str, starts: datetime, d
 
 
 def test_the_cached_zone_is_not_changed_by_the_calendars_that_hold_it() -> None:
-    order = SimpleNamespace(identifier="cd" * 16, event=event())
+    order = SimpleNamespace(identifier="cd" * 16, locale="en", event=event())
     first = event_ics(order)  # type: ignore[arg-type]
     zone = ics_module.vtimezone("Europe/Berlin", 2029, 2029)
     before = zone.to_ical()

@@ -15,8 +15,10 @@ from models.events import Event, EventRole, Role, TicketType
 from models.orders import Attendee, Order
 from models.status import OrderStatus
 from models.users import User
-from services.presenters import event_times, order_context
-from services.rendering import order_documents, render_html, render_order, renderer
+from services.formats import event_times
+from services.presenters import order_context
+from services.rendering import order_documents, render_html, render_order
+from services.templating import environment
 
 MM = 96 / 25.4  # CSS pixels per millimetre
 
@@ -52,7 +54,7 @@ def test_a_ticket_shows_what_the_door_and_the_attendee_need() -> None:
     order = an_order()
     documents = order_documents(render_order(order_context(order), [501, 502]))
     ada = text_of(documents[(DocumentKind.ATTENDEE_TICKET, 501)])
-    for expected in ("Jazz Night", "Friday 09 July 2027", "19:30 – 23:00 EDT (America/New_York)",
+    for expected in ("Jazz Night", "Friday, July 9, 2027", "7:30 PM – 11:00 PM EDT (America/New_York)",
                      "Blue Note, 131 W 3rd St", "Ada Lovelace", "VIP table", "$85.00", "Nova Events",
                      "K7QM2-D9FXH", order.identifier, "C0FFEE00", "ADMISSION TICKET 1 OF 2"):
         assert expected in ada, expected
@@ -76,7 +78,7 @@ def test_every_pdf_has_a_title_and_the_organizer_as_author() -> None:
 
 
 def test_the_qr_code_is_printed_large_and_the_page_is_filled() -> None:
-    html = renderer().env.get_template("pdf/order.html").render(**order_context(an_order()))
+    html = environment("en").get_template("pdf/order.html").render(**order_context(an_order()))
     _, anchors = render_html(html)
     first = anchors[0]
     qr_height = (first["code-501"][1] - first["qr-501"][1]) / MM
@@ -85,12 +87,21 @@ def test_the_qr_code_is_printed_large_and_the_page_is_filled() -> None:
     assert "ticket-502" in anchors[1]  # …and the next one on the next page
 
 
-@pytest.mark.parametrize(("zone", "starts", "ends", "expected"), [
-    ("America/New_York", datetime(2027, 7, 9, 23, 30), datetime(2027, 7, 10, 3, 0), "19:30 – 23:00 EDT"),
-    ("America/New_York", datetime(2027, 1, 9, 23, 30), datetime(2027, 1, 10, 3, 0), "18:30 – 22:00 EST"),
-    ("Asia/Dubai", datetime(2027, 3, 1, 15, 0), datetime(2027, 3, 1, 17, 0), "19:00 – 21:00 +04"),
-    ("Europe/Berlin", datetime(2027, 10, 30, 23, 30), datetime(2027, 10, 31, 3, 0), "01:30 CEST – 04:00 CET"),
-    ("UTC", datetime(2027, 3, 1, 9, 0), datetime(2027, 3, 2, 17, 0), "09:00 UTC – Tuesday 02 March 2027, 17:00 UTC"),
+@pytest.mark.parametrize(("locale", "zone", "starts", "ends", "expected"), [
+    ("en", "America/New_York", datetime(2027, 7, 9, 23, 30), datetime(2027, 7, 10, 3, 0),
+     "7:30\u202fPM – 11:00\u202fPM EDT"),
+    ("en", "America/New_York", datetime(2027, 1, 9, 23, 30), datetime(2027, 1, 10, 3, 0),
+     "6:30\u202fPM – 10:00\u202fPM EST"),
+    # No abbreviation in the locale's data: the offset in its words, never a bare "+0400".
+    ("en", "Asia/Dubai", datetime(2027, 3, 1, 15, 0), datetime(2027, 3, 1, 17, 0),
+     "7:00\u202fPM – 9:00\u202fPM GMT+04:00"),
+    ("fr", "Asia/Dubai", datetime(2027, 3, 1, 15, 0), datetime(2027, 3, 1, 17, 0), "19:00 – 21:00 UTC+04:00"),
+    # A night across the clock change names both zones, in the reader's language.
+    ("en-GB", "Europe/Berlin", datetime(2027, 10, 30, 23, 30), datetime(2027, 10, 31, 3, 0), "01:30 CEST – 04:00 CET"),
+    ("de", "Europe/Berlin", datetime(2027, 10, 30, 23, 30), datetime(2027, 10, 31, 3, 0), "01:30 MESZ – 04:00 MEZ"),
+    ("ja", "Asia/Tokyo", datetime(2027, 3, 1, 9, 0), datetime(2027, 3, 1, 12, 0), "18:00 – 21:00 JST"),
+    ("en", "UTC", datetime(2027, 3, 1, 9, 0), datetime(2027, 3, 2, 17, 0),
+     "9:00\u202fAM UTC – Tuesday, March 2, 2027, 5:00\u202fPM UTC"),
 ])
-def test_the_time_names_its_zone(zone: str, starts: datetime, ends: datetime, expected: str) -> None:
-    assert event_times(event(starts.replace(tzinfo=UTC), ends.replace(tzinfo=UTC), zone))["time"] == expected
+def test_the_time_names_its_zone(locale: str, zone: str, starts: datetime, ends: datetime, expected: str) -> None:
+    assert event_times(event(starts.replace(tzinfo=UTC), ends.replace(tzinfo=UTC), zone), locale)["time"] == expected
