@@ -38,7 +38,7 @@ def supported_locale(value: str) -> str:
         return normalize(value)
     except UnsupportedLocale:
         raise PydanticCustomError(
-            "locale", "Unsupported locale {locale!r}: use one of {supported}, alone or with a region (de-AT)",
+            "locale", "Unsupported locale '{locale}': use one of {supported}, alone or with a region (de-AT)",
             {"locale": value[:40], "supported": ", ".join(SUPPORTED)}) from None
 
 
