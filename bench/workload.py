@@ -58,14 +58,15 @@ def buyer_address(n: int, domain: str = "bench.example") -> str:
 
 
 def make_pending(db: sessionmaker[Session], seed: Seed, count: int, *, first: int = 0, tickets: int = 2,
-                 guest: str | None = None) -> list[str]:
-    """`count` pending orders of `tickets` attendees: the buyer attends, plus one distinct guest."""
+                 guest: str | None = None, locale: str | None = None) -> list[str]:
+    """`count` pending orders of `tickets` attendees: the buyer attends, plus one distinct guest; in
+    the event's language unless `locale` is given."""
     identifiers = []
     for n in range(first, first + count):
         with db() as session, session.begin():
             buyer = get_or_create_user(session, buyer_address(n), name=f"Buyer {n}")
             order = create_order(session, event_id=seed.event_id, buyer=buyer,
-                                 items=[LineItem(seed.ticket_id, tickets)])
+                                 items=[LineItem(seed.ticket_id, tickets)], locale=locale)
             people = [Person(f"Buyer {n}", buyer.email)] + [
                 Person(f"Guest {n}.{i}", guest or f"guest{n}.{i}@bench.example") for i in range(1, tickets)]
             submit_order(session, order, payment_mode="card", buyer=people[0], attendees=people)

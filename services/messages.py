@@ -61,6 +61,7 @@ class Mail:
     message_id: str | None = None
     sender_name: str = ""  # the display name of From: the event
     reply_to: str | None = None
+    language: str = ""  # Content-Language (RFC 3282): the locale the email is written in
 
 
 def clean_header(value: str) -> str:
@@ -118,6 +119,8 @@ def build_message(mail: Mail) -> EmailMessage:
         message.add_attachment(item.content, maintype=item.maintype, subtype=item.subtype,
                                filename=clean_header(item.filename),
                                params={"charset": "utf-8"} if item.maintype == "text" else None)
+    if mail.language:  # last: set_content and add_attachment move or drop the Content-* headers before them
+        message["Content-Language"] = clean_header(mail.language)
     return message
 
 
@@ -197,4 +200,5 @@ def compose(order: Order, delivery: EmailDelivery, message_id: str, documents: M
         message_id=message_id,
         sender_name=order.event.name,
         reply_to=reply_to or None,
+        language=locale,
     )

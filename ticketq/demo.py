@@ -107,9 +107,10 @@ class Demo:
         return int(event["id"]), int(free["id"]), int(paid["id"])
 
     def place_orders(self, event: int, free: int, paid: int) -> None:
-        self.order("free", event, free, "free", [BEA, HANAKO], expect="completed")
+        # Two buyers who read other languages: their emails, tickets and invoice are in them.
+        self.order("free", event, free, "free", [BEA, HANAKO], expect="completed", locale="ja")
         self.order("bank", event, paid, "bank", [BEA], expect="placed")
-        online = self.order("online", event, paid, "stripe", [BEA, MOHAMMED], expect="completed")
+        online = self.order("online", event, paid, "stripe", [BEA, MOHAMMED], expect="completed", locale="de")
         self.set_status(online, CORA, "completed")  # payment received, marked by the co-organizer
         cancelled = self.order("cancelled", event, paid, "stripe", [BEA], expect="cancelled")
         self.set_status(cancelled, OWNER, "cancelled")
@@ -119,10 +120,10 @@ class Demo:
             say(f"    {order.label:<10} {order.identifier}  {' -> '.join(order.path)}")
 
     def order(self, label: str, event: int, ticket: int, mode: str | None, people: list[tuple[str, str]],
-              *, expect: str) -> DemoOrder:
+              *, expect: str, locale: str | None = None) -> DemoOrder:
         buyer = self.tokens[BEA[1]]
-        created = self.api.call("POST", "/v1/orders", buyer,
-                                {"event": event, "tickets": [{"ticket": ticket, "quantity": len(people)}]}, (201,))
+        body = {"event": event, "tickets": [{"ticket": ticket, "quantity": len(people)}]}
+        created = self.api.call("POST", "/v1/orders", buyer, {**body, "locale": locale} if locale else body, (201,))
         order = DemoOrder(label, created["identifier"], expect, [created["status"]], people)
         self.orders[label] = order
         if mode is not None:
@@ -281,6 +282,13 @@ def fill_report(report: Report, var_dir: Path, demo: Demo | None, since: float) 
     if demo is None:
         return
     report.orders = [(o.label, o.identifier, COLOURS.get(o.path[-1], ""), o.path) for o in demo.orders.values()]
+    for message in list(demo.sink.messages):  # the language each order's emails were written in
+        report.languages.setdefault(str(message.get("X-Order-Identifier", "")), set()).add(
+            str(message.get("Content-Language", "?")))
+    for label, locale in (("free", "ja"), ("online", "de")):
+        got = report.languages.get(demo.orders[label].identifier, set()) if label in demo.orders else set()
+        if label in demo.orders and not {locale} <= got:  # the organizers' copies are in the event's language (en)
+            report.failures.append(f"{label}: emails in {sorted(got)}, expected some in {locale}")
     report.expected_emails = Counter(kind for (_, kind, _), n in demo.expected.items() for _ in range(n))
     report.emails = Counter(kind for (_, kind, _), n in demo.delivered().items() for _ in range(n))
     confirmed = sum(1 for o in demo.orders.values() if o.expect in ("placed", "completed"))

@@ -67,6 +67,7 @@ class Report:
     emails: Counter[str] = field(default_factory=Counter)
     expected_emails: Counter[str] = field(default_factory=Counter)
     eml_files: int = 0
+    languages: dict[str, set[str]] = field(default_factory=dict)  # order -> its emails' Content-Language
     resend: str = ""
     webhooks: Counter[str] = field(default_factory=Counter)
     expected_webhooks: Counter[str] = field(default_factory=Counter)
@@ -105,7 +106,9 @@ def _tables(report: Report, colour: bool) -> list[str]:
         badge = f"{paint(chr(0x25CF), shade, colour)} {shade:<7}" if colour else f"{shade:<9}"
         out.append(f"  {status:<13} {badge} {final[status]:>5} {reached[status]:>6}  {names}")
     out += ["", "  order paths:"]
-    out += [f"    {label:<10} {ident}  {' -> '.join(path)}" for label, ident, _, path in report.orders]
+    out += [f"    {label:<10} {ident}  {' -> '.join(path)}"
+            + (f"  (emails in {', '.join(sorted(report.languages[ident]))})" if ident in report.languages else "")
+            for label, ident, _, path in report.orders]
     out += ["", f"PDFs written: {len(report.pdfs)}"]
     out += ["", "Emails delivered by kind (per recipient: delivered / expected)"]
     for kind in sorted(set(report.emails) | set(report.expected_emails)):

@@ -62,6 +62,7 @@ def test_a_german_order_is_german_and_its_organizers_read_the_event_s_language(
     emails = confirm(db, identifier, smtp)
     buyer = emails[("confirmation-buyer", BUYER)]
     assert str(buyer["Subject"]) == f"Ihre Tickets für PyCon Test (Bestellung {code})"
+    assert buyer["Content-Language"] == "de-AT"
     text = body(buyer, "plain")
     # Austria's conventions: the currency sign first, "Jänner" would show for January.
     assert "Hallo Ada Buyer," in text and "€ 50,00" in text and "Samstag, 1. Mai 2027" in text
