@@ -14,6 +14,7 @@ from stdnum import iban
 from weasyprint import CSS
 
 from core.metrics import rendering
+from core.tracing import span
 from models.deliveries import DocumentKind
 from services.rendering import collector_paused, render_html, renderer, stylesheet
 from services.storage import DocumentKey
@@ -104,14 +105,15 @@ def invoice_stylesheet() -> CSS:
 
 def render_invoice(context: Mapping[str, Any], doc: Mapping[str, Any]) -> bytes:
     """The PDF/A-3b of one invoice or credit note with its Factur-X XML, checked against the XSD."""
-    html = renderer().env.get_template("pdf/invoice.html").render(**{**context, "invoice": doc})
-    with collector_paused():
-        pdf, _ = render_html(html, variant="pdf/a-3b", stylesheets=[invoice_stylesheet()])
-    title = f"{'Credit note' if doc['kind'] == 'credit-note' else 'Invoice'} {doc['number']}"
-    metadata = {"author": doc["seller"]["name"], "keywords": "Factur-X, EN 16931, invoice", "title": title,
-                "subject": f"{title} of {doc['date']}, {doc['seller']['event']}, order {doc['order_code']}"}
-    return bytes(facturx.generate_from_binary(pdf, facturx_xml(doc), flavor="factur-x", level=LEVEL, check_xsd=True,
-                                              pdf_metadata=metadata, lang="en"))
+    with span("render invoice", {"ticketq.order": str(doc["order"]), "ticketq.document.kind": str(doc["kind"])}):
+        html = renderer().env.get_template("pdf/invoice.html").render(**{**context, "invoice": doc})
+        with collector_paused():
+            pdf, _ = render_html(html, variant="pdf/a-3b", stylesheets=[invoice_stylesheet()])
+        title = f"{'Credit note' if doc['kind'] == 'credit-note' else 'Invoice'} {doc['number']}"
+        metadata = {"author": doc["seller"]["name"], "keywords": "Factur-X, EN 16931, invoice", "title": title,
+                    "subject": f"{title} of {doc['date']}, {doc['seller']['event']}, order {doc['order_code']}"}
+        return bytes(facturx.generate_from_binary(pdf, facturx_xml(doc), flavor="factur-x", level=LEVEL,
+                                                  check_xsd=True, pdf_metadata=metadata, lang="en"))
 
 
 def render_invoices(context: Mapping[str, Any]) -> dict[DocumentKey, bytes]:

@@ -16,6 +16,7 @@ from typing import Any
 import jinja2
 import segno
 from markupsafe import Markup
+from opentelemetry.util.types import AttributeValue
 from pypdf import PdfReader, PdfWriter
 from weasyprint import CSS, HTML
 from weasyprint.text.fonts import FontConfiguration
@@ -23,6 +24,7 @@ from weasyprint.urls import URLFetcher, URLFetcherResponse
 
 import templates
 from core.metrics import rendering
+from core.tracing import span
 from models.deliveries import DocumentKind
 from services.fonts import drop_unused_fonts, font_configuration, text_direction
 from services.storage import DocumentKey
@@ -177,9 +179,12 @@ collector_paused = _CollectorPause()
 
 def render_order(context: dict[str, Any], attendee_ids: Sequence[int]) -> RenderedOrder:
     """Tickets (one page each) and the invoice in ONE layout; documents are page ranges of it."""
-    with collector_paused(), rendering("layout"):
+    attributes: dict[str, AttributeValue] = {"ticketq.order": str(context["identifier"]),
+                                             "ticketq.document.kind": "order", "ticketq.attendees": len(attendee_ids)}
+    with span("render order", attributes) as traced, collector_paused(), rendering("layout"):
         html = renderer().env.get_template("pdf/order.html").render(**context)
         pdf, anchors = render_html(html)
+        traced.set_attribute("ticketq.pages", len(anchors))
     ticket_pages: dict[int, list[int]] = {a: [] for a in attendee_ids}
     invoice_pages: list[int] = []
     owner: int | None = None  # a ticket too long for one page continues on the next
