@@ -32,7 +32,9 @@ from api.metrics import MetricsMiddleware
 from api.ratelimit import ResendLimits, resend_limits
 from api.routes import checkins, events, exports, health, locales, metrics, orders, pages, resend, signin, webhooks
 from core.settings import ConfigurationError, settings
+from core.tracing import setup_tracing
 from core.version import VERSION
+from models.db import trace_engines
 from models.errors import OrderError
 
 log = logging.getLogger("ticketq.api")
@@ -59,7 +61,18 @@ def create_app(limits: ResendLimits | None = None) -> FastAPI:
     app.add_middleware(IdempotencyMiddleware)  # inside the guard: bodies are bounded before it reads them
     app.add_middleware(GuardMiddleware)  # outermost: 413 before anything reads the body, JSON 500s
     app.add_middleware(MetricsMiddleware)  # around the guard: counts every answer, its 413s and 500s too
+    _trace(app)
     return app
+
+
+def _trace(app: FastAPI) -> None:
+    """OTEL_EXPORTER_OTLP_ENDPOINT set: a span per request, with its statements, outermost of all."""
+    if setup_tracing("ticketq-api") is None:
+        return
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    trace_engines()
+    FastAPIInstrumentor.instrument_app(app)
 
 
 @asynccontextmanager

@@ -131,7 +131,7 @@ def commit_and_publish(session: Session) -> None:
     if session.info.get(DEFER_COMMIT):
         session.flush()
         return
-    jobs = [Job(o.id, o.task, list(o.args), o.queue) for o in pending_jobs(session)]
+    jobs = [Job(o.id, o.task, list(o.args), o.queue, trace_context=o.trace_context) for o in pending_jobs(session)]
     session.commit()
     forget_pending_jobs(session)
     publish(sorted(jobs, key=lambda job: job.id))

@@ -14,6 +14,7 @@ from typing import Any
 from celery import Celery
 
 from core.jobs import task_id_of
+from core.tracing import continued, message_headers
 
 log = logging.getLogger("ticketq.producer")
 
@@ -34,6 +35,7 @@ class Job:
     args: list[Any]
     queue: str
     countdown: float | None = None  # seconds the worker holds it before running (None: at once)
+    trace_context: str | None = None  # the traceparent stored with the job (core/tracing.py)
 
 
 @lru_cache(maxsize=1)
@@ -84,9 +86,12 @@ def send_jobs(jobs: Sequence[Job], app: Celery | None = None) -> list[int]:
                         # add_to_parent=False: a job sent from inside a task (the relay) is not its child.
                         # argsrepr: a job's args are a few JSON primitives, whose plain repr is what
                         # Celery's saferepr would write, at a fraction of its cost.
-                        app.send_task(job.task, args=job.args, queue=job.queue, task_id=task_id_of(job.id),
-                                      countdown=job.countdown, producer=producer, ignore_result=True, retry=False,
-                                      add_to_parent=False, argsrepr=repr(job.args), kwargsrepr="{}")
+                        # headers: the trace that wrote the job, continued by the worker.
+                        with continued(job.trace_context):
+                            app.send_task(job.task, args=job.args, queue=job.queue, task_id=task_id_of(job.id),
+                                          countdown=job.countdown, producer=producer, ignore_result=True,
+                                          retry=False, add_to_parent=False, argsrepr=repr(job.args),
+                                          kwargsrepr="{}", headers=message_headers(job.trace_context))
                 sent.extend(job.id for job in chunk)
     except Exception as exc:  # kombu raises many kinds for a dead broker; the relay sends the rest
         if own:

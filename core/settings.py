@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     # Webhook URLs: plain http and loopback/private/link-local targets only where allowed (dev, tests).
     webhook_allow_http: bool = False
     webhook_allow_private: bool = False
+    # OpenTelemetry tracing is on when set; the SDK reads it and every other OTEL_* variable itself.
+    otel_exporter_otlp_endpoint: str = ""
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

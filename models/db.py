@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import settings
+from core.tracing import tracing_enabled
 
 
 def create_engine(url: str, **kwargs: Any) -> sa.Engine:
@@ -101,6 +102,20 @@ def reset_engines() -> None:
         engine.dispose(close=False)
     _engines.clear()
     _sessionmakers.clear()
+
+
+def trace_engines() -> None:
+    """A span per statement on this process's engines, those made already and those to come (tracing
+    on only; call after core.tracing.setup_tracing)."""
+    if not tracing_enabled():
+        return
+    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+    instrumentor = SQLAlchemyInstrumentor()
+    if not instrumentor.is_instrumented_by_opentelemetry:  # once per process: it wraps create_engine
+        # Its declared range ends before SQLAlchemy 2.1, whose engine events it uses unchanged
+        # (tests/e2e/test_tracing.py sees both processes' statements); without this it does nothing.
+        instrumentor.instrument(engines=list(_engines.values()), skip_dep_check=True)
 
 
 @contextmanager

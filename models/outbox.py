@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core.jobs import ORDERS_QUEUE, QUEUE_OF
+from core.tracing import current_traceparent
 from models.base import Base, UTCDateTime, utcnow
 
 
@@ -38,6 +39,9 @@ class OutboxJob(Base):
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # The task id of a job a producer sent straight to the broker, adopted when it started.
     external_id: Mapped[str | None] = mapped_column(sa.String(255), unique=True)
+    # The W3C traceparent of the span that wrote the job (core/tracing.py): every send of it, the
+    # relay's too, continues that trace. NULL when tracing is off.
+    trace_context: Mapped[str | None] = mapped_column(sa.Text)
 
     __table_args__ = (
         # Only unfinished rows are ever looked for; done ones drop out of the index.
@@ -49,7 +53,8 @@ class OutboxJob(Base):
 def enqueue_job(session: Session, task: str, args: list[Any], queue: str | None = None, *,
                 run_after: datetime | None = None) -> OutboxJob:
     """Record a job to publish once the surrounding transaction commits (or once `run_after` passed)."""
-    job = OutboxJob(task=task, args=args, queue=queue or QUEUE_OF.get(task, ORDERS_QUEUE), run_after=run_after)
+    job = OutboxJob(task=task, args=args, queue=queue or QUEUE_OF.get(task, ORDERS_QUEUE), run_after=run_after,
+                    trace_context=current_traceparent())
     session.add(job)
     session.flush()
     if run_after is None:

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from core.jobs import QUEUE_OF, RESEND_TASK, job_id_of
+from core.tracing import current_traceparent
 from models.base import Base, utcnow
 from models.orders import OrderEvent
 from models.outbox import OutboxJob
@@ -30,6 +31,10 @@ class QueuedJob:
     args: list[Any]
     queue: str
     joined: bool = False
+    trace_context: str | None = None
+
+
+JOB_COLUMNS = ("task", "args", "queue", "created_at", "trace_context")
 
 
 def _resend_statements() -> tuple[sa.Insert, sa.Select[Any], sa.Insert, sa.Select[Any]]:
@@ -39,8 +44,7 @@ def _resend_statements() -> tuple[sa.Insert, sa.Select[Any], sa.Insert, sa.Selec
     def param(table: sa.Table, name: str) -> sa.BindParameter[Any]:
         return sa.bindparam(name, type_=table.c[name].type)
 
-    job = sa.insert(jobs).values({**{name: param(jobs, name) for name in ("task", "args", "queue", "created_at")},
-                                  "attempts": 0})
+    job = sa.insert(jobs).values({**{name: param(jobs, name) for name in JOB_COLUMNS}, "attempts": 0})
     # Waiting: not done and nobody running it (queued, held back, or given back for a retry).
     waiting = (sa.select(jobs.c.id).where(
         jobs.c.task == RESEND_TASK, jobs.c.done_at.is_(None), jobs.c.claimed_by.is_(None),
@@ -52,8 +56,8 @@ def _resend_statements() -> tuple[sa.Insert, sa.Select[Any], sa.Insert, sa.Selec
     # PostgreSQL: ONE statement. The job is inserted only if none waits; the audit row says which.
     found = waiting.cte("waiting")
     some_waiting = sa.exists(sa.select(found.c.id))
-    columns = [sa.bindparam(n, type_=jobs.c[n].type) for n in ("task", "args", "queue", "created_at")]
-    new_job = (sa.insert(jobs).from_select(["task", "args", "queue", "created_at", "attempts"],
+    columns = [sa.bindparam(n, type_=jobs.c[n].type) for n in JOB_COLUMNS]
+    new_job = (sa.insert(jobs).from_select([*JOB_COLUMNS, "attempts"],
                                            sa.select(*columns, sa.literal(0)).where(~some_waiting))
                .returning(jobs.c.id).cte("job"))
     kind = sa.case((some_waiting, JOINED), else_=REQUESTED)
@@ -79,8 +83,9 @@ def request_resend(conn: sa.Connection, order_id: int, identifier: str, *, by: s
     now = utcnow()
     args: list[Any] = [identifier, by]
     queue = QUEUE_OF[RESEND_TASK]
+    trace_context = current_traceparent()
     params = {"task": RESEND_TASK, "args": args, "queue": queue, "created_at": now, "order_id": order_id,
-              "identifier": identifier, "actor": by, "detail": {}}
+              "identifier": identifier, "actor": by, "detail": {}, "trace_context": trace_context}
     if conn.dialect.name == "postgresql":
         row = conn.execute(_RESEND_OR_JOIN, params).one()
         job_id, joined = row.job_id, row.joined
@@ -92,7 +97,7 @@ def request_resend(conn: sa.Connection, order_id: int, identifier: str, *, by: s
     if joined is not None:
         return QueuedJob(int(joined), RESEND_TASK, args, queue, joined=True)
     assert job_id is not None
-    return QueuedJob(int(job_id), RESEND_TASK, args, queue)
+    return QueuedJob(int(job_id), RESEND_TASK, args, queue, trace_context=trace_context)
 
 
 def joined_batch(session: Session, order_id: int, job_key: str | None) -> str | None:

@@ -15,6 +15,7 @@ from weasyprint import CSS
 
 from core.locales import DEFAULT, direction
 from core.metrics import rendering
+from core.tracing import span
 from models.deliveries import DocumentKind
 from services.i18n import translations
 from services.rendering import collector_paused, render_html, stylesheet
@@ -108,18 +109,19 @@ def invoice_stylesheet() -> CSS:
 def render_invoice(context: Mapping[str, Any], doc: Mapping[str, Any]) -> bytes:
     """The PDF/A-3b of one invoice or credit note with its Factur-X XML, checked against the XSD."""
     locale = context.get("locale", DEFAULT)  # a context built without one is English
-    html = environment(locale).get_template("pdf/invoice.html").render(
-        **{**context, "locale": locale, "dir": direction(locale), "invoice": doc})
-    with collector_paused():
-        pdf, _ = render_html(html, variant="pdf/a-3b", stylesheets=[invoice_stylesheet()])
-    _ = translations(locale).gettext
-    values = {"number": doc["number"], "date": doc["date"], "event": doc["seller"]["event"],
-              "order": doc["order_code"]}
-    title = (_("Credit note %(number)s") if doc["kind"] == "credit-note" else _("Invoice %(number)s")) % values
-    metadata = {"author": doc["seller"]["name"], "keywords": "Factur-X, EN 16931, invoice", "title": title,
-                "subject": _("%(title)s of %(date)s, %(event)s, order %(order)s") % {**values, "title": title}}
-    return bytes(facturx.generate_from_binary(pdf, facturx_xml(doc), flavor="factur-x", level=LEVEL, check_xsd=True,
-                                              pdf_metadata=metadata, lang=locale))
+    with span("render invoice", {"ticketq.order": str(doc["order"]), "ticketq.document.kind": str(doc["kind"])}):
+        html = environment(locale).get_template("pdf/invoice.html").render(
+            **{**context, "locale": locale, "dir": direction(locale), "invoice": doc})
+        with collector_paused():
+            pdf, _ = render_html(html, variant="pdf/a-3b", stylesheets=[invoice_stylesheet()])
+        _ = translations(locale).gettext
+        values = {"number": doc["number"], "date": doc["date"], "event": doc["seller"]["event"],
+                  "order": doc["order_code"]}
+        title = (_("Credit note %(number)s") if doc["kind"] == "credit-note" else _("Invoice %(number)s")) % values
+        metadata = {"author": doc["seller"]["name"], "keywords": "Factur-X, EN 16931, invoice", "title": title,
+                    "subject": _("%(title)s of %(date)s, %(event)s, order %(order)s") % {**values, "title": title}}
+        return bytes(facturx.generate_from_binary(pdf, facturx_xml(doc), flavor="factur-x", level=LEVEL,
+                                                  check_xsd=True, pdf_metadata=metadata, lang=locale))
 
 
 def render_invoices(context: Mapping[str, Any]) -> dict[DocumentKey, bytes]:

@@ -162,7 +162,8 @@ def publish_jobs(factory: sessionmaker[Session], app: Celery, job_ids: list[int]
 
 def _send(jobs: list[OutboxJob], app: Celery) -> int:
     """Send locked rows and mark those that reached the broker (the caller's transaction commits)."""
-    sent = set(send_jobs([Job(j.id, j.task, list(j.args), j.queue) for j in jobs], app))
+    sent = set(send_jobs([Job(j.id, j.task, list(j.args), j.queue, trace_context=j.trace_context) for j in jobs],
+                         app))
     now = utcnow()
     for job in jobs:
         if job.id in sent:

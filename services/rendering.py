@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry.util.types import AttributeValue
 from pypdf import PdfReader, PdfWriter
 from weasyprint import CSS, HTML
 from weasyprint.text.fonts import FontConfiguration
@@ -19,6 +20,7 @@ from weasyprint.urls import URLFetcher, URLFetcherResponse
 
 from core.locales import DEFAULT, SUPPORTED, direction
 from core.metrics import rendering
+from core.tracing import span
 from models.deliveries import DocumentKind
 from services.fonts import drop_unused_fonts, font_configuration
 from services.i18n import translations
@@ -154,10 +156,13 @@ collector_paused = _CollectorPause()
 def render_order(context: dict[str, Any], attendee_ids: Sequence[int]) -> RenderedOrder:
     """Tickets (one page each) and the invoice in ONE layout; documents are page ranges of it."""
     locale = context.get("locale", DEFAULT)  # a context built without one is English
-    with collector_paused(), rendering("layout"):
+    attributes: dict[str, AttributeValue] = {"ticketq.order": str(context["identifier"]), "ticketq.locale": locale,
+                                             "ticketq.document.kind": "order", "ticketq.attendees": len(attendee_ids)}
+    with span("render order", attributes) as traced, collector_paused(), rendering("layout"):
         html = environment(locale).get_template("pdf/order.html").render(
             **{**context, "locale": locale, "dir": direction(locale)})
         pdf, anchors = render_html(html)
+        traced.set_attribute("ticketq.pages", len(anchors))
     ticket_pages: dict[int, list[int]] = {a: [] for a in attendee_ids}
     invoice_pages: list[int] = []
     owner: int | None = None  # a ticket too long for one page continues on the next

@@ -89,7 +89,9 @@ def send_deliveries(factory: sessionmaker[Session], order: Order, ids: Sequence[
                 _check_lease(session, lease, postgres)
             try:
                 if error is None:
-                    client.send(item.message)
+                    client.send(item.message, {"ticketq.order": item.order.identifier,
+                                               "ticketq.email.kind": item.delivery.kind.value,
+                                               "ticketq.delivery": item.delivery.id})
             except DeliveryError as exc:
                 error = exc
                 if exc.unreachable:

@@ -7,10 +7,14 @@ import smtplib
 import ssl
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from opentelemetry.util.types import AttributeValue
+
 from core.metrics import smtp_outcome
+from core.tracing import span
 
 log = logging.getLogger("ticketq.smtp")
 
@@ -135,15 +139,20 @@ class SmtpClient:
                 self.connection.close()
             self.connection = None
 
-    def send(self, message: Outgoing) -> None:
-        """Send or raise DeliveryError, counting the outcome per server (README "Metrics")."""
+    def send(self, message: Outgoing, attributes: Mapping[str, AttributeValue] | None = None) -> None:
+        """Send or raise DeliveryError, counting the outcome per server (README "Metrics"), in a span
+        with the caller's `attributes` (which order, which email; never an address)."""
         server = f"{self.config.host}:{self.config.port}"
-        try:
-            self._send(message)
-        except DeliveryError as exc:
-            smtp_outcome(exc.outcome, server)
-            raise
-        smtp_outcome("sent", server)
+        where: dict[str, AttributeValue] = {"server.address": self.config.host, "server.port": self.config.port}
+        with span("smtp send", {**where, **(attributes or {})}) as traced:
+            try:
+                self._send(message)
+            except DeliveryError as exc:
+                smtp_outcome(exc.outcome, server)
+                traced.set_attribute("ticketq.smtp.outcome", exc.outcome)
+                raise
+            smtp_outcome("sent", server)
+            traced.set_attribute("ticketq.smtp.outcome", "sent")
 
     def _send(self, message: Outgoing) -> None:
         """A kept-alive connection the server dropped is retried once on a fresh one (a dropped

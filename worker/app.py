@@ -8,8 +8,9 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_process_init, worker_ready
 
+from core.tracing import setup_tracing
 from core.version import VERSION
-from models.db import reset_engines, use_asynchronous_commit
+from models.db import reset_engines, trace_engines, use_asynchronous_commit
 from worker import metrics as _metrics  # noqa: F401  (WORKER_METRICS_PORT: this worker's /metrics)
 from worker import tasklog as _tasklog  # noqa: F401  (task id + order on every log line)
 
@@ -24,6 +25,9 @@ def _fresh_connections(**_: Any) -> None:
     # A prefork child must not reuse the parent's database sockets.
     reset_engines()
     use_asynchronous_commit()
+    # Tracing per child, as the Celery instrumentation asks: the exporter's thread does not survive a fork.
+    if setup_tracing("ticketq-worker"):
+        trace_engines()
 
 
 @worker_ready.connect

@@ -108,7 +108,8 @@ def _resend(request: Request, raw: bytes) -> Response:
         log.info("order %s: resend by %s joined the waiting job %s", order.identifier, found.caller.email, job.id)
     else:
         # Held back a moment, so a burst of requests (a double click, a retrying script) joins it.
-        publish([Job(job.id, job.task, job.args, job.queue, countdown=settings.resend_join_seconds or None)])
+        publish([Job(job.id, job.task, job.args, job.queue, countdown=settings.resend_join_seconds or None,
+                     trace_context=job.trace_context)])
         log.info("order %s: confirmation resend requested by %s", order.identifier, found.caller.email)
     return response
 
