@@ -27,6 +27,7 @@ from models.status import (
     Actor,
     OrderStatus,
     check_buyer_may_update,
+    check_locale_change,
     status_for_payment_mode,
 )
 from models.transitions import deadline_for, transition
@@ -172,10 +173,11 @@ def submit_order(
     return transition(session, order, target, actor=Actor.BUYER, by=by, now=now)
 
 
-def change_locale(session: Session, order: Order, locale: str, *, by: str | None = None) -> None:
-    """The buyer's language, while the order is still theirs to edit. A new revision: documents and
+def change_locale(session: Session, order: Order, locale: str, *, actor: Actor = Actor.BUYER,
+                  by: str | None = None) -> None:
+    """The order's language (models/status.py says who may, when). A new revision: documents and
     emails from now on are in the new language (their fingerprint names it)."""
-    check_buyer_may_update(order.status)
+    check_locale_change(order.status, actor)
     if locale == order.locale:
         return
     record(session, order, "locale", actor=by, previous=order.locale, locale=locale)

@@ -130,6 +130,18 @@ def check_buyer_may_update(current: OrderStatus) -> None:
         raise Forbidden(BUYER_UPDATE_REFUSED, pointer="/data/status")
 
 
+LOCALE_FROZEN = "The language of a cancelled or expired order no longer changes"
+
+
+def check_locale_change(current: OrderStatus, actor: Actor) -> None:
+    """The buyer may change the order's language while the order is theirs to edit; its organizers
+    until it ends (the next resend then goes out, with new PDFs, in the new language)."""
+    if actor is Actor.BUYER:
+        check_buyer_may_update(current)
+    elif current in FINAL:
+        raise Forbidden(LOCALE_FROZEN, pointer="/data/locale")
+
+
 def check_transition(current: OrderStatus, target: OrderStatus, actor: Actor) -> None:
     """Raise the domain error for a refused move; return quietly for an allowed one."""
     if actor is Actor.BUYER:

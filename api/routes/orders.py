@@ -19,7 +19,7 @@ from models.deliveries import DocumentKind
 from models.errors import Forbidden, InvalidInput, NotFound
 from models.orders import Order
 from models.placing import LineItem, Person, change_locale, create_order, submit_order
-from models.status import OrderStatus, check_tickets_valid, parse_status
+from models.status import Actor, OrderStatus, check_tickets_valid, parse_status
 from models.transitions import change_status, load_order
 from models.users import Principal
 from services.files import find_document
@@ -57,8 +57,10 @@ def update(identifier: str, body: OrderUpdate, found: OrderLookup, session: DbSe
     order = load_order(session, identifier, lock=True)
     if body.locale is not None:  # first, so the confirmation the form may queue is in the new language
         if not (is_buyer(user, order) or found.runs_event):
-            raise Forbidden("Only the buyer may change the order's locale", pointer="/data/locale")
-        change_locale(session, order, body.locale, by=user.email)
+            raise Forbidden("Only the buyer or the event's organizers may change the order's locale",
+                            pointer="/data/locale")
+        change_locale(session, order, body.locale, by=user.email,
+                      actor=Actor.ORGANIZER if found.runs_event else Actor.BUYER)
     if body.status is not None:
         if not found.runs_event:
             raise Forbidden(COORGANIZER_REQUIRED, pointer="/data/status")

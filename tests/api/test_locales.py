@@ -73,6 +73,13 @@ def test_an_order_takes_the_event_s_locale_and_the_buyer_may_change_it_while_it_
     assert refused.status_code == 403
     assert only_error(refused)["detail"] == "You cannot update a non-initialized or non-pending order"
     assert client.get(url, headers=buyer).json()["locale"] == "es"
+    # The event's organizers may, until the order ends: the next resend goes out in the new language.
+    coorg = world["headers"]["coorg"]
+    assert client.patch(url, json={"locale": "de"}, headers=coorg).json()["locale"] == "de"
+    assert client.patch(url, json={"status": "cancelled"}, headers=coorg).status_code == 200
+    frozen = client.patch(url, json={"locale": "en"}, headers=coorg)
+    assert frozen.status_code == 403
+    assert only_error(frozen)["detail"] == "The language of a cancelled or expired order no longer changes"
     stranger = client.patch(f"/v1/orders/{world['orders']['pending']}", json={"locale": "de"},
                             headers=world["headers"]["stranger"])
     assert stranger.status_code in (403, 404)

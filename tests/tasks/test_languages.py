@@ -11,9 +11,11 @@ from email.message import EmailMessage
 from pypdf import PdfReader
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.jobs import CONFIRM_TASK
+from core.jobs import CONFIRM_TASK, RESEND_TASK
 from models.events import EventRole, Role
-from models.placing import Person, submit_order
+from models.placing import Person, change_locale, submit_order
+from models.status import Actor
+from models.transitions import load_order
 from services.i18n import translations
 from tests.backends import CeleryWorker
 from tests.factories import make_event, make_order, make_user
@@ -115,3 +117,22 @@ def test_an_arabic_order_reads_from_the_right(db: sessionmaker[Session], celery_
     assert reader.trailer["/Root"]["/Lang"] == "ar"  # pypdf cannot read shaped Arabic back: the PDF says it
     fonts = {str(f["/BaseFont"]) for page in reader.pages for f in page["/Resources"]["/Font"].values()}
     assert any("Arabic" in f for f in fonts), fonts
+
+
+def test_a_resend_after_the_organizers_change_the_language_is_in_the_new_one_with_new_pdfs(
+        db: sessionmaker[Session], celery_worker: CeleryWorker, smtp: SmtpSink) -> None:
+    identifier = order_in(db, event_locale="de")
+    first = confirm(db, identifier, smtp)[("confirmation-buyer", BUYER)]
+    assert first["Content-Language"] == "de" and "Tickets.pdf" in " ".join(attachments(first))
+    with db() as session, session.begin():  # the buyer phoned: "in English, please"
+        change_locale(session, load_order(session, identifier, lock=True), "en", actor=Actor.ORGANIZER,
+                      by="owner@example.org")
+    app.send_task(RESEND_TASK, args=[identifier, "owner@example.org"], queue="orders")
+    rows = [r for r in wait_settled(db, identifier, 6) if r.batch == "resend-1"]
+    assert {r.kind.value for r in rows} == {"confirmation-buyer", "confirmation-attendee"}
+    again = [m for m in smtp.messages if m["X-Order-Identifier"] == identifier
+             and m["X-Email-Kind"] == "confirmation-buyer" and m["Content-Language"] == "en"]
+    assert len(again) == 1, [str(m["Subject"]) for m in smtp.messages]
+    assert str(again[0]["Subject"]).startswith("Your tickets for PyCon Test")
+    tickets = pdf_text(attachments(again[0])["PyCon Test - tickets.pdf"])
+    assert "ADMISSION TICKET 1 OF 2" in tickets and "Samstag" not in tickets  # rendered anew, in English
