@@ -18,6 +18,9 @@ from models.deliveries import Document, DocumentKind
 from models.orders import Order
 from services.presenters import order_context
 
+# Documents whose content is fixed once issued (only the printed payment status follows the order).
+ACCOUNTING = frozenset({DocumentKind.INVOICE, DocumentKind.CREDIT_NOTE})
+
 
 def fingerprint_of(context: Mapping[str, Any]) -> str:
     """A digest of everything the documents show. A status change bumps the order's revision but
@@ -47,14 +50,18 @@ def find_document(
     """The stored file for the order as it is now, or None when it is not (or no longer) there.
 
     A row of the current revision wins; else the file rendered for the same content (the order only
-    changed status since) is served. Nothing is ever rendered here.
+    changed status since) is served; else, for an invoice or credit note, the newest one stored: its
+    number, lines and amounts never change, so while a status change (a cancellation) is rendered
+    again the buyer gets the previous print rather than a 404. Nothing is ever rendered here.
     """
-    stmt = sa.select(Document.path).where(
-        Document.order_id == order.id, Document.kind == kind, Document.revision == order.revision,
+    same = sa.select(Document.path).where(
+        Document.order_id == order.id, Document.kind == kind,
         Document.attendee_id.is_(None) if attendee_id is None else Document.attendee_id == attendee_id,
-    ).order_by(Document.id.desc()).limit(1)
-    relative = session.scalar(stmt)
+    ).order_by(Document.id.desc())
+    relative = session.scalar(same.where(Document.revision == order.revision).limit(1))
     if relative is None or not absolute(relative).is_file():
         relative = document_name(order.identifier, kind, attendee_id, content_fingerprint(order))
+    if not absolute(relative).is_file() and kind in ACCOUNTING:
+        relative = next((p for p in session.scalars(same.limit(5)) if absolute(p).is_file()), relative)
     path = absolute(relative)
     return path if path.is_file() else None
