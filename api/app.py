@@ -30,7 +30,7 @@ from api.guard import GuardMiddleware
 from api.idempotency_middleware import IdempotencyMiddleware
 from api.metrics import MetricsMiddleware
 from api.ratelimit import ResendLimits, resend_limits
-from api.routes import checkins, events, exports, health, locales, metrics, orders, pages, resend, signin, webhooks
+from api.routes import checkins, events, exports, health, languages, metrics, orders, pages, resend, signin, webhooks
 from core.settings import ConfigurationError, settings
 from core.tracing import setup_tracing
 from core.version import VERSION
@@ -54,7 +54,7 @@ def create_app(limits: ResendLimits | None = None) -> FastAPI:
     app.state.resend_limits = limits or resend_limits(
         settings.require_redis_url(), settings.resend_limit_per_ip, settings.resend_limit_per_user)
     for router in (health.router, metrics.router, events.router, checkins.router, exports.router, resend.router,
-                   orders.router, pages.router, signin.router, webhooks.router, locales.router):
+                   orders.router, pages.router, signin.router, webhooks.router, languages.router):
         app.include_router(router)
     _install_error_handlers(app)
     _document_own_errors_only(app)
