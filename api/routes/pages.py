@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from api.schemas import DB_INT_MAX
 from api.sessions import CSRF_HEADER, SESSION_COOKIE, csrf_token
+from core.locales import SUPPORTED
 from core.settings import settings
 from models.listing import DEFAULT_PER_PAGE
 from models.status import COLOURS, TRANSITIONS, Actor, OrderStatus, is_resendable
@@ -36,22 +37,42 @@ SECURITY_HEADERS = {
 ASSETS = {"orders.css": "text/css; charset=utf-8", "orders.js": "text/javascript; charset=utf-8",
           "session.js": "text/javascript; charset=utf-8", "events.js": "text/javascript; charset=utf-8"}
 
+# The shells are rendered in English (the catalogs' source text, `_()` marks it for extraction); the
+# browser's language is applied by session.js from GET /v1/locales/{tag}/messages (contract section 9).
 _env = jinja2.Environment(
     loader=jinja2.FileSystemLoader(PAGES_DIR),
     autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
     undefined=jinja2.StrictUndefined,
+    extensions=["jinja2.ext.i18n"],
 )
+_env.install_null_translations(newstyle=True)  # type: ignore[attr-defined]  # the i18n extension adds it
+_env.globals["languages"] = list(SUPPORTED)
 
 
 def render(template: str, **context: Any) -> str:
     return _env.get_template(template).render(**context)
 
 
+def _limit() -> limits.RateLimitItem | None:
+    try:
+        return limits.parse(settings.resend_limit_per_user)
+    except ValueError:
+        return None
+
+
+def limit_parts() -> dict[str, Any] | None:
+    """RESEND_LIMIT_PER_USER for the page's script, which words the 429 in the page's language:
+    {"amount": 5, "multiples": 1, "unit": "minute"}."""
+    item = _limit()
+    if item is None:
+        return None
+    return {"amount": item.amount, "multiples": item.multiples, "unit": item.GRANULARITY.name}
+
+
 def limit_message() -> str:
     """The 429 text, from RESEND_LIMIT_PER_USER: "Only 5 resend actions are allowed in a minute."."""
-    try:
-        item = limits.parse(settings.resend_limit_per_user)
-    except ValueError:
+    item = _limit()
+    if item is None:
         return "Too many resend actions."
     unit = item.GRANULARITY.name
     period = f"a {unit}" if item.multiples == 1 else f"{item.multiples} {unit}s"
@@ -75,7 +96,8 @@ def _orders_config(event_id: int, request: Request) -> dict[str, Any]:
         "statuses": [{"value": s.value, "color": COLOURS[s], "resendable": is_resendable(s),
                       "markPaid": _organizer_may(s, OrderStatus.COMPLETED),
                       "cancel": _organizer_may(s, OrderStatus.CANCELLED)} for s in OrderStatus],
-        "perPage": DEFAULT_PER_PAGE, "limitMessage": limit_message(), "session": _session_config(request),
+        "perPage": DEFAULT_PER_PAGE, "limitMessage": limit_message(), "limit": limit_parts(),
+        "session": _session_config(request),
     }
 
 

@@ -21,7 +21,6 @@ router = APIRouter(tags=["pages"], include_in_schema=False)
 Token = Annotated[str, Query(max_length=100)]
 # The login form's POST must carry its Origin, which "no-referrer" would send as "null" (Fetch standard).
 LOGIN_HEADERS = {**SECURITY_HEADERS, "Referrer-Policy": "same-origin"}
-INVALID_LINK = "This sign-in link is unknown, already used or expired. Ask for a new one: ticketq login-link EMAIL"
 
 
 class ForeignOrigin(ApiError):
@@ -33,7 +32,7 @@ class ForeignOrigin(ApiError):
 @closes_session
 def login_page(session: DbSession, token: Token = "") -> HTMLResponse:
     user = link_user(session, token) if token else None
-    html = render("login.html", email=user.email if user else None, token=token, invalid=INVALID_LINK)
+    html = render("login.html", email=user.email if user else None, token=token)
     return HTMLResponse(html, status_code=200 if user else 400, headers=LOGIN_HEADERS)
 
 
@@ -52,7 +51,7 @@ def login(request: Request, session: DbSession, token: Annotated[str, Depends(fo
     session_tok = redeem_login_link(session, token) if token else None
     if session_tok is None:
         session.rollback()
-        html = render("login.html", email=None, token="", invalid=INVALID_LINK)
+        html = render("login.html", email=None, token="")
         return HTMLResponse(html, status_code=400, headers=LOGIN_HEADERS)
     session.commit()
     response = RedirectResponse("/events", status_code=303)

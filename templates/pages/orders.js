@@ -1,8 +1,10 @@
 // The organizer order page: search, filter, export, and per order mark paid / cancel / resend, each
-// after a confirmation; the table reloads after every action.
+// after a confirmation; the table reloads after every action. Every text goes through t() (session.js):
+// the English message, translated from the catalogs (templates/locales) into the page's language.
 "use strict";
 (function () {
-  const { config, $, el, call, errorDetail, showMessage, signedIn, signOut, formatTime, start } = window.TQ;
+  const { config, $, el, t, call, errorDetail, showMessage, signedIn, signOut, formatTime, formatNumber,
+          formatAmount, formatDuration, start } = window.TQ;
   const STATUS = Object.fromEntries(config.statuses.map((s) => [s.value, s]));
   const params = new URLSearchParams(location.search);
   const state = {
@@ -13,17 +15,52 @@
     timeZone: "UTC",
   };
 
+  // The names the API writes (statuses, email states, batches), as the organizer reads them: literal
+  // t() calls, so `make messages` extracts each (the status filter's options use the same messages).
+  function statusName(status) {
+    const names = { initializing: t("initializing"), placed: t("placed"), pending: t("pending"),
+                    completed: t("completed"), expired: t("expired"), cancelled: t("cancelled") };
+    return Object.prototype.hasOwnProperty.call(names, status) ? names[status] : status;
+  }
+
+  function stateName(state) {
+    const names = { queued: t("queued"), sending: t("sending"), sent: t("sent"), failed: t("failed") };
+    return Object.prototype.hasOwnProperty.call(names, state) ? names[state] : state;
+  }
+
   function batchLabel(batch) {
-    if (batch === "confirmation") return "First confirmation";
+    if (batch === "confirmation") return t("First confirmation");
+    if (batch === "cancellation") return t("Cancellation");
+    if (batch === "payment-received") return t("Payment received");
     const resend = /^resend-(\d+)$/.exec(batch);
-    if (resend) return "Resend " + resend[1];
+    if (resend) return t("Resend %(number)s", { number: formatNumber(Number(resend[1])) });
     return batch.charAt(0).toUpperCase() + batch.slice(1).replace(/-/g, " ");
+  }
+
+  // The 429's first sentence, from RESEND_LIMIT_PER_USER ({amount, multiples, unit} in the config):
+  // "Only 5 resend actions are allowed in a minute.", as the server words it in English.
+  function limitMessage() {
+    const limit = config.limit;
+    if (!limit) return t("Too many resend actions.");
+    const amount = formatNumber(limit.amount);
+    if (limit.multiples === 1) {
+      switch (limit.unit) {
+        case "second": return t("Only %(amount)s resend actions are allowed in a second.", { amount });
+        case "minute": return t("Only %(amount)s resend actions are allowed in a minute.", { amount });
+        case "hour": return t("Only %(amount)s resend actions are allowed in an hour.", { amount });
+        case "day": return t("Only %(amount)s resend actions are allowed in a day.", { amount });
+        case "month": return t("Only %(amount)s resend actions are allowed in a month.", { amount });
+        case "year": return t("Only %(amount)s resend actions are allowed in a year.", { amount });
+      }
+    }
+    return t("Only %(amount)s resend actions are allowed in %(period)s.",
+      { amount, period: formatDuration(limit.multiples, limit.unit) });
   }
 
   // One <details> per sending (first confirmation, each resend, the cancellation), oldest first:
   // its time and states at a glance, the emails and a failed one's server reply inside.
   function emailGroups(emails) {
-    if (!emails.length) return el("span", { className: "none", textContent: "none yet" });
+    if (!emails.length) return el("span", { className: "none", textContent: t("none yet") });
     const groups = new Map();
     for (const m of emails.slice().reverse()) {
       if (!groups.has(m.batch)) groups.set(m.batch, []);
@@ -37,11 +74,13 @@
       const summary = el("summary", {}, [
         el("strong", { textContent: batchLabel(batch) }), " · " + formatTime(latest, state.timeZone) + " · ",
         ...Object.entries(counts).flatMap(([s, n], i) => [i ? ", " : "",
-          el("span", { className: "state state-" + s, textContent: n + " " + s })]),
+          el("span", { className: "state state-" + s, textContent: formatNumber(n) + " " + stateName(s) })]),
       ]);
       const items = mails.map((m) => el("li", {}, [
-        m.kind + " → " + m.recipient + " ", el("span", { className: "state state-" + m.state, textContent: m.state }),
-        ...(m.last_error ? [el("div", { className: "reply", textContent: "Reply: " + m.last_error })] : []),
+        m.kind + " → " + m.recipient + " ",
+        el("span", { className: "state state-" + m.state, textContent: stateName(m.state) }),
+        ...(m.last_error
+          ? [el("div", { className: "reply", textContent: t("Reply: %(error)s", { error: m.last_error }) })] : []),
       ]));
       return el("details", { className: "batch", open: failed }, [summary, el("ul", {}, items)]);
     }));
@@ -52,44 +91,51 @@
   }
 
   function describe(order) {
-    return "Order " + order.identifier.slice(0, 8) + " of " + (order.buyer.name || "an unnamed buyer") +
-      " (" + order.amount + " " + order.currency + ")";
+    const buyer = order.buyer.name || t("an unnamed buyer");  // not inside t(): Babel would not extract it
+    return t("Order %(code)s of %(buyer)s (%(amount)s)",
+      { code: order.identifier.slice(0, 8), buyer, amount: formatAmount(order.amount, order.currency) });
   }
 
   function actions(order) {
     const rule = STATUS[order.status];
     const buttons = [];
-    if (rule.markPaid) buttons.push(actionButton("Mark paid", "mark-paid", () => act(order, "Mark as paid?",
-      describe(order) + " becomes completed and the buyer gets the confirmation.", "Mark paid",
-      () => call("/v1/orders/" + order.identifier, { method: "PATCH", body: { status: "completed" } }),
-      () => "Order " + order.identifier + " is marked paid")));
-    if (rule.cancel) buttons.push(actionButton("Cancel", "cancel", () => act(order, "Cancel this order?",
-      describe(order) + " is cancelled for good: its tickets are released and the buyer is told.", "Cancel order",
-      () => call("/v1/orders/" + order.identifier, { method: "PATCH", body: { status: "cancelled" } }),
-      () => "Order " + order.identifier + " is cancelled")));
-    if (order.resendable) buttons.push(actionButton("Resend", "resend", () => act(order, "Resend the confirmation?",
-      describe(order) + ": the buyer and the attendees get their confirmation emails again.", "Resend",
-      () => call(config.resendUrl, { method: "POST", body: { data: { order: order.identifier } } }), null)));
+    const code = order.identifier;
+    if (rule.markPaid) buttons.push(actionButton(t("Mark paid"), "mark-paid", () => act(order, t("Mark as paid?"),
+      t("%(order)s becomes completed and the buyer gets the confirmation.", { order: describe(order) }), t("Mark paid"),
+      () => call("/v1/orders/" + code, { method: "PATCH", body: { status: "completed" } }),
+      () => t("Order %(code)s is marked paid", { code }))));
+    if (rule.cancel) buttons.push(actionButton(t("Cancel"), "cancel", () => act(order, t("Cancel this order?"),
+      t("%(order)s is cancelled for good: its tickets are released and the buyer is told.",
+        { order: describe(order) }), t("Cancel order"),
+      () => call("/v1/orders/" + code, { method: "PATCH", body: { status: "cancelled" } }),
+      () => t("Order %(code)s is cancelled", { code }))));
+    if (order.resendable) buttons.push(actionButton(t("Resend"), "resend", () => act(order, t("Resend the confirmation?"),
+      t("%(order)s: the buyer and the attendees get their confirmation emails again.", { order: describe(order) }),
+      t("Resend"),
+      () => call(config.resendUrl, { method: "POST", body: { data: { order: code } } }),
+      () => t("Confirmation emails for order %(code)s have been queued", { code }))));
     return buttons.length ? el("div", { className: "actions" }, buttons) : el("span", { className: "none", textContent: "—" });
   }
 
-  function cell(label, props, children) {
+  function cell(column, label, props, children) {
     const td = el("td", props, children);
-    td.dataset.label = label;  // the phone layout shows it before the value
+    td.dataset.col = column;  // the phone layout's grid places the cell by it
+    td.dataset.label = label;  // and shows this before the value
     return td;
   }
 
   function orderRow(order) {
     const row = el("tr", {}, [
-      cell("Order", {}, [el("code", { textContent: order.identifier })]),
-      cell("Buyer", {}, [el("div", { textContent: order.buyer.name || "—" }),
-                         el("div", { className: "buyer-email", textContent: order.buyer.email || "" })]),
-      cell("Amount", { className: "num", textContent: order.amount + " " + order.currency }),
-      cell("Payment", { className: "payment", textContent: order.payment_mode || "—" }),
-      cell("Status", {}, [el("span", { className: "badge badge-" + order.color, textContent: order.status })]),
-      cell("Created", { className: "created", textContent: formatTime(order.created_at, state.timeZone) }),
-      cell("Emails", {}, [emailGroups(order.emails)]),
-      cell("Actions", {}, [actions(order)]),
+      cell("order", t("Order"), {}, [el("code", { textContent: order.identifier })]),
+      cell("buyer", t("Buyer"), {}, [el("div", {}, [el("bdi", { textContent: order.buyer.name || "—" })]),
+        el("div", { className: "buyer-email" }, [el("bdi", { textContent: order.buyer.email || "" })])]),
+      cell("amount", t("Amount"), { className: "num", textContent: formatAmount(order.amount, order.currency) }),
+      cell("payment", t("Payment"), { className: "payment", textContent: order.payment_mode || "—" }),
+      cell("status", t("Status"), {}, [el("span", { className: "badge badge-" + order.color,
+                                                      textContent: statusName(order.status) })]),
+      cell("created", t("Created"), { className: "created", textContent: formatTime(order.created_at, state.timeZone) }),
+      cell("emails", t("Emails"), {}, [emailGroups(order.emails)]),
+      cell("actions", t("Actions"), {}, [actions(order)]),
     ]);
     row.dataset.identifier = order.identifier;
     row.dataset.status = order.status;
@@ -112,13 +158,14 @@
     const data = await response.json();
     signedIn(true);
     state.timeZone = data.event.timezone;
-    $("event-name").textContent = "· " + data.event.name;
+    $("event-name").replaceChildren("· ", el("bdi", { textContent: data.event.name }));  // its own direction
     $("zone").textContent = "(" + data.event.timezone + ")";
-    document.title = "Orders · " + data.event.name + " · ticketq";
+    document.title = t("Orders · %(event)s · ticketq", { event: data.event.name });
     $("orders").tBodies[0].replaceChildren(...data.orders.map(orderRow));
     $("empty").hidden = data.orders.length > 0;
     const pages = Math.max(1, Math.ceil(data.total / state.perPage));
-    $("page-info").textContent = "Page " + state.page + " of " + pages + " · " + data.total + " orders";
+    $("page-info").textContent = t("Page %(page)s of %(pages)s · %(count)s orders",
+      { page: formatNumber(state.page), pages: formatNumber(pages), count: formatNumber(data.total) });
     $("prev").disabled = state.page <= 1;
     $("next").disabled = state.page >= pages;
     document.body.dataset.loads = String(Number(document.body.dataset.loads || 0) + 1);  // tests wait on it
@@ -144,17 +191,18 @@
     try {
       const response = await request();
       if (response.ok) {
-        showMessage(success ? success() : (await response.json()).message, "success");
+        showMessage(success(), "success");
       } else if (response.status === 429) {
         const seconds = parseInt(response.headers.get("Retry-After") || "60", 10);
-        showMessage(config.limitMessage + " Try again in " + seconds + " seconds.", "error");
+        showMessage(limitMessage() + " " + t("Try again in %(wait)s.", { wait: formatDuration(seconds, "second") }),
+          "error");
       } else if (response.status === 401) {
         return signOut(await errorDetail(response));
       } else {
         showMessage(await errorDetail(response), "error");
       }
     } catch (e) {
-      showMessage("Could not reach ticketq: " + e.message, "error");
+      showMessage(t("Could not reach ticketq: %(error)s", { error: e.message }), "error");
     }
     await load();
   }

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import timedelta
+from html import unescape
 from typing import Any
 
 import sqlalchemy as sa
@@ -34,6 +37,52 @@ def test_shell_is_served_without_auth_and_locks_scripts_to_self(client: TestClie
     assert client.get("/pages/secret.txt").status_code == 404
     paths = client.get("/openapi.json").json()["paths"]
     assert "/v1/events/{event_id}/orders" in paths and "/events/{event_id}/orders" not in paths
+
+
+MARKED = re.compile(r"<(\w+)\b([^>]*\bdata-i18n=\"[^\"]*\"[^>]*)>(.*?)</\1>", re.S)
+ATTRIBUTE = re.compile(r"""([\w-]+)=(?:"([^"]*)"|'([^']*)')""")
+SLOT = re.compile(r"<(\w+) data-slot=\"(\w+)\">(.*?)</\1>", re.S)
+
+
+def marked_texts(html: str) -> list[tuple[str, str]]:
+    """(msgid, the English shown) of every element a page marks for session.js to translate: the
+    msgid with its data-i18n-args and its data-slot children filled in must be exactly what shows."""
+    found = []
+    for _, attributes, inner in MARKED.findall(html):
+        attrs = {name: unescape(double or single) for name, double, single in ATTRIBUTE.findall(attributes)}
+        values = {name: str(value) for name, value in json.loads(attrs.get("data-i18n-args", "{}")).items()}
+        values.update({name: unescape(text) for _, name, text in SLOT.findall(inner)})
+        msgid = attrs["data-i18n"]
+        expected = re.sub(r"%\((\w+)\)s", lambda m: values[m.group(1)], msgid)
+        assert unescape(re.sub(r"<[^>]+>", "", inner)).strip() == expected, msgid
+        found.append((msgid, expected))
+    for attributes in re.findall(r"<input\b([^>]*\bdata-i18n-placeholder=[^>]*)>", html):
+        attrs = {name: unescape(double or single) for name, double, single in ATTRIBUTE.findall(attributes)}
+        assert attrs["placeholder"] == attrs["data-i18n-placeholder"]
+        found.append((attrs["data-i18n-placeholder"], attrs["placeholder"]))
+    return found
+
+
+def test_the_pages_mark_their_texts_for_the_browsers_language(client: TestClient) -> None:
+    """session.js translates what the shells mark (contract section 9): each marked text is a message
+    every catalog translates, the statuses too, and the page says which languages there are."""
+    pages = [client.get(url).text for url in ("/events/42/orders", "/events", "/login?token=unknown")]
+    german = client.get("/v1/locales/de/messages").json()["messages"]
+    for html in pages:
+        assert '<html lang="en" dir="ltr" data-languages="en de fr es ja ar">' in html
+        assert '<script src="/pages/session.js" defer></script>' in html
+        marked = marked_texts(html)
+        assert len(marked) >= 4
+        untranslated = [msgid for msgid, _ in marked if msgid not in german]
+        assert not untranslated, untranslated
+    shown = dict(marked_texts(pages[0]))
+    assert shown["Orders of event %(event)s · ticketq"] == "Orders of event 42 · ticketq"
+    assert {status.value for status in OrderStatus} <= set(shown)  # the filter's options and the legend
+    assert "Ask for a new one: ticketq login-link EMAIL" in dict(marked_texts(pages[2]))[
+        "This sign-in link is unknown, already used or expired. Ask for a new one: %(command)s"]
+    config = json.loads(re.search(r'<script id="page-config" type="application/json">(.*?)</script>',
+                                  pages[0], re.S).group(1))
+    assert config["limit"] == {"amount": 5, "multiples": 1, "unit": "minute"}  # the 429, in the page's language
 
 
 def test_list_needs_a_valid_bearer_token(client: TestClient, db: sessionmaker[Session]) -> None:

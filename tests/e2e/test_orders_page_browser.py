@@ -1,7 +1,8 @@
 """The organizer pages in Debian's headless Chromium against a live `ticketq api` on loopback: sign in
 with a token, see the coloured badges, resend five times (each confirmed), the sixth hits the per-user
 limit; sign in with a one-time link, mark a bank transfer paid, cancel with the keyboard, search,
-export, and use it all at phone width. Writes var/screenshots/orders-page*.png for a person to look at."""
+export, and use it all at phone width; a German browser gets the page in German (its 429 too), an
+Arabic one right to left. Writes var/screenshots/orders-page*.png for a person to look at."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,11 @@ INSTALL_HINT = ("Debian's Chromium is required for the order page's browser test
 BADGE_RGB = {"yellow": "rgb(250, 204, 21)", "blue": "rgb(37, 99, 235)", "orange": "rgb(249, 115, 22)",
              "green": "rgb(22, 163, 74)", "red": "rgb(220, 38, 38)", "grey": "rgb(107, 114, 128)"}
 LIMIT_TEXT = re.compile(r"^Only 5 resend actions are allowed in a minute\. Try again in (\d+) seconds\.$")
+# The same 429 from the German catalog (Intl words the wait: "1 Sekunde", "42 Sekunden").
+GERMAN_LIMIT_TEXT = re.compile(
+    r"^Pro Minute sind nur 5 erneute Sendungen erlaubt\. Versuchen Sie es in (\d+) Sekunden? erneut\.$")
+GERMAN_STATUS = {"initializing": "wird angelegt", "placed": "aufgegeben", "pending": "ausstehend",
+                 "completed": "abgeschlossen", "expired": "abgelaufen", "cancelled": "storniert"}
 
 
 @pytest.fixture
@@ -93,9 +100,10 @@ def downloads(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def browser(monkeypatch: pytest.MonkeyPatch, downloads: Path) -> Iterator[Any]:
-    """Headless Debian Chromium through /usr/bin/chromedriver; Selenium Manager never downloads."""
+@contextmanager
+def _chromium(monkeypatch: pytest.MonkeyPatch, downloads: Path, language: str | None = None) -> Iterator[Any]:
+    """Headless Debian Chromium through /usr/bin/chromedriver; Selenium Manager never downloads.
+    `language`: the browser's UI language and Accept-Language (navigator.languages), e.g. "de"."""
     missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not os.access(path, os.X_OK)]
     if missing:
         pytest.fail(f"missing {', '.join(missing)}. {INSTALL_HINT}")
@@ -107,8 +115,11 @@ def browser(monkeypatch: pytest.MonkeyPatch, downloads: Path) -> Iterator[Any]:
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1500,900"):
         options.add_argument(flag)
-    options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
-                                              "download.prompt_for_download": False})
+    prefs: dict[str, Any] = {"download.default_directory": str(downloads), "download.prompt_for_download": False}
+    if language:
+        options.add_argument(f"--lang={language}")
+        prefs["intl.accept_languages"] = language
+    options.add_experimental_option("prefs", prefs)
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     # Headless Chromium saves downloads (the CSV export) only where DevTools allows it.
     driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
@@ -117,6 +128,24 @@ def browser(monkeypatch: pytest.MonkeyPatch, downloads: Path) -> Iterator[Any]:
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def browser(monkeypatch: pytest.MonkeyPatch, downloads: Path) -> Iterator[Any]:
+    with _chromium(monkeypatch, downloads) as driver:
+        yield driver
+
+
+@pytest.fixture
+def german_browser(monkeypatch: pytest.MonkeyPatch, downloads: Path) -> Iterator[Any]:
+    with _chromium(monkeypatch, downloads, "de-DE,de") as driver:
+        yield driver
+
+
+@pytest.fixture
+def arabic_browser(monkeypatch: pytest.MonkeyPatch, downloads: Path) -> Iterator[Any]:
+    with _chromium(monkeypatch, downloads, "ar") as driver:
+        yield driver
 
 
 def _wait(driver: Any, condition: Any, timeout: float = 10) -> Any:
@@ -285,3 +314,87 @@ def test_sign_in_with_a_link_then_mark_paid_cancel_search_export_and_use_a_phone
     button = browser.find_element("css selector", f'tr[data-identifier="{completed}"] button.cancel')
     assert button.is_displayed() and button.rect["x"] + button.rect["width"] <= 390
     browser.save_screenshot(str(SCREENSHOT.with_name("orders-page-phone.png")))
+
+
+def _sign_in(driver: Any, base: str, seeded: dict[str, Any]) -> None:
+    """Open the event's order page, wait for its language, paste the token, wait for the six orders."""
+    driver.get(f"{base}/events/{seeded['event_id']}/orders")
+    _wait(driver, lambda d: d.execute_script("return document.documentElement.dataset.ready") == "true")
+    driver.find_element("id", "token").send_keys(seeded["token"])
+    driver.find_element("id", "sign-in-button").click()
+    _wait(driver, lambda d: len(_statuses(d)) == 6)
+
+
+def _texts(driver: Any, selector: str) -> list[str]:
+    return list(driver.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map(e => e.textContent.trim())", selector))
+
+
+def test_a_german_browser_gets_the_page_its_statuses_and_the_limit_in_german(
+    live_api: str, german_browser: Any, db: sessionmaker[Session]
+) -> None:
+    browser, seeded = german_browser, seed_event(db)
+    browser.get(f"{live_api}/login?token=not-a-link")  # the sign-in link's page speaks German too
+    _wait(browser, lambda d: d.find_element("tag name", "h2").text == "Dieser Link funktioniert nicht")
+    assert browser.find_element("id", "invalid").text.startswith("Dieser Anmeldelink ist unbekannt")
+
+    browser.get(f"{live_api}/events/{seeded['event_id']}/orders")
+    _wait(browser, lambda d: d.execute_script("return document.documentElement.dataset.ready") == "true")
+    assert browser.execute_script("return [document.documentElement.lang, document.documentElement.dir]") \
+        == ["de", "ltr"]
+    assert browser.find_element("css selector", "#sign-in h2").text == "Anmelden"
+    assert browser.find_element("id", "sign-in-button").text == "Anmelden"
+    assert "ticketq login-link you@example.org" in browser.find_element("css selector", "#sign-in p").text
+    _sign_in(browser, live_api, seeded)
+
+    assert _texts(browser, "#orders thead th span[data-i18n], #orders thead th[data-i18n]") == [
+        "Bestellung", "Käufer", "Betrag", "Zahlung", "Status", "Erstellt", "E-Mails", "Aktionen"]
+    assert browser.find_element("id", "refresh").text == "Aktualisieren"
+    assert browser.find_element("id", "search").get_attribute("placeholder") == "Name, E-Mail oder Bestellcode"
+    assert browser.title == "Bestellungen · PyCon <Test> · ticketq"
+    assert re.fullmatch(r"Seite 1 von 1 · Bestellungen: 6", browser.find_element("id", "page-info").text)
+    rows = _rows(browser)
+    for status, german in GERMAN_STATUS.items():
+        assert rows[status].find_element("css selector", ".badge").text == german, status
+    assert [o.text for o in Select(browser.find_element("id", "status-filter")).options][1:] \
+        == list(GERMAN_STATUS.values())
+    emails = rows["completed"].find_element("css selector", ".emails").text
+    assert "Erste Bestätigung" in emails and "confirmation-attendee → ann@example.org fehlgeschlagen" in emails
+    assert "Antwort: 550 no such user" in emails
+    assert "25,00 €" in rows["placed"].find_element("css selector", "td.num").text  # de-DE's currency format
+
+    placed = seeded["orders"][OrderStatus.PLACED]
+    browser.find_element("css selector", f'tr[data-identifier="{placed}"] button.resend').click()
+    assert browser.find_element("id", "confirm-title").text == "Bestätigung erneut senden?"
+    assert browser.find_element("id", "confirm-no").text == "Zurück"
+    browser.find_element("id", "confirm-no").click()
+    for seq in range(1, 6):
+        _act(browser, placed, "resend")
+        assert _next_message(browser, seq) == (
+            f"Die Bestätigungs-E-Mails für Bestellung {placed} wurden in die Warteschlange gestellt", "success")
+    _act(browser, placed, "resend")
+    text, kind = _next_message(browser, 6)
+    limited = GERMAN_LIMIT_TEXT.match(text)
+    assert limited and kind == "error", text
+    assert 0 < int(limited.group(1)) <= 60
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(SCREENSHOT.with_name("orders-page-de.png")))
+
+
+def test_an_arabic_browser_gets_the_page_right_to_left(
+    live_api: str, arabic_browser: Any, db: sessionmaker[Session]
+) -> None:
+    browser, seeded = arabic_browser, seed_event(db)
+    _sign_in(browser, live_api, seeded)
+    assert browser.execute_script("return [document.documentElement.lang, document.documentElement.dir]") \
+        == ["ar", "rtl"]
+    assert browser.find_element("css selector", "h1 span[data-i18n]").text == "الطلبات"
+    assert _rows(browser)["completed"].find_element("css selector", ".badge").text == "مكتمل"
+    # Right to left: the title on the right, the buttons on the left, the first column at the right edge.
+    title, sign_out = browser.find_element("tag name", "h1"), browser.find_element("id", "sign-out")
+    assert sign_out.rect["x"] + sign_out.rect["width"] < title.rect["x"]
+    first, last = (browser.find_element("css selector", f"#orders thead th:{n}-child") for n in ("first", "last"))
+    assert first.rect["x"] > last.rect["x"]
+    assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(SCREENSHOT.with_name("orders-page-ar.png")))
