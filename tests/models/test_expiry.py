@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -86,3 +87,24 @@ def test_expired_orders_release_their_tickets(db: sessionmaker[Session]) -> None
     expire_stale(db, now=utcnow() + timedelta(days=1))
     with db() as session:
         assert available(session, session.merge(event).ticket_types[0]) == 3
+
+
+def test_paying_exactly_at_the_deadline_is_too_late_and_the_sweep_takes_it(any_db: sessionmaker[Session]) -> None:
+    """One instant, one owner: a payment needs expires_at > now, the sweep takes expires_at <= now, so
+    at the deadline itself the sweep wins and the payment is refused, whichever comes first."""
+    from models.errors import InvalidTransition
+    from models.transitions import change_status, load_order
+
+    orders = seed(any_db)
+    deadline = orders["pending"].expires_at
+    assert deadline is not None
+    with any_db() as session, session.begin():
+        order = load_order(session, orders["pending"].identifier, lock=True)
+        with pytest.raises(InvalidTransition, match="Order has expired"):
+            change_status(session, order, S.COMPLETED, by="owner@example.org", now=deadline)
+    with any_db() as session, session.begin():  # a millisecond earlier it would have been paid
+        order = load_order(session, orders["pending"].identifier, lock=True)
+        change_status(session, order, S.COMPLETED, by="owner@example.org", now=deadline - timedelta(milliseconds=1))
+        session.rollback()
+    assert expire_stale(any_db, now=deadline)["pending"] == 1
+    assert statuses(any_db)[orders["pending"].identifier] == "expired"
