@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     # Webhook URLs: plain http and loopback/private/link-local targets only where allowed (dev, tests).
     webhook_allow_http: bool = False
     webhook_allow_private: bool = False
+    # Finished webhook notifications (and their attempts) are kept this long, then purged by beat
+    # every WEBHOOK_PURGE_SECONDS; a notification still being retried is never purged.
+    webhook_retention_days: int = Field(default=30, gt=0, le=3650)
+    webhook_purge_seconds: float = Field(default=3600, gt=0)
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
