@@ -14,6 +14,7 @@ from core.jobs import (
     MAIL_QUEUE,
     ORDERS_QUEUE,
     PURGE_KEYS_TASK,
+    PURGE_WEBHOOKS_TASK,
     QUEUE_OF,
     RELAY_TASK,
 )
@@ -92,6 +93,11 @@ beat_schedule = {
         "task": PURGE_KEYS_TASK,
         "schedule": settings.idempotency_purge_seconds,
         "options": {"queue": ORDERS_QUEUE, "expires": settings.idempotency_purge_seconds},
+    },
+    "purge-webhook-messages": {
+        "task": PURGE_WEBHOOKS_TASK,
+        "schedule": settings.webhook_purge_seconds,
+        "options": {"queue": ORDERS_QUEUE, "expires": settings.webhook_purge_seconds},
     },
 }
 

@@ -24,8 +24,9 @@ class WebhookPublic(BaseModel):
     url: str
     events: list[str]
     created_at: datetime
+    enabled: bool = Field(default=True, description="false once disabled: nothing is sent until it is enabled")
     disabled_at: datetime | None = None
-    disabled_reason: str | None = None
+    disabled_reason: str | None = Field(default=None, description="why it was disabled, e.g. a 410 answer")
 
 
 class WebhookCreated(WebhookPublic):

@@ -13,6 +13,7 @@ DELIVER_BATCH_TASK = "documents.deliver_batch"
 SEND_DELIVERY_TASK = "mail.send_delivery"
 WEBHOOK_TASK = "webhooks.send"
 PURGE_KEYS_TASK = "idempotency.purge_keys"
+PURGE_WEBHOOKS_TASK = "webhooks.purge"
 ORDERS_QUEUE, DOCUMENTS_QUEUE, MAIL_QUEUE = "orders", "documents", "mail"
 
 # Where each job runs: confirming renders PDFs (documents); resends, cancellations and retries
@@ -28,6 +29,7 @@ QUEUE_OF = {
     RELAY_TASK: ORDERS_QUEUE,
     WEBHOOK_TASK: MAIL_QUEUE,  # a webhook only talks HTTP, like a mail job only talks SMTP
     PURGE_KEYS_TASK: ORDERS_QUEUE,
+    PURGE_WEBHOOKS_TASK: ORDERS_QUEUE,  # a few bounded deletes, like the key purge
 }
 # Beat's keys in Redis (celery-redbeat): the API's metrics read whether a beat holds the lock.
 BEAT_KEY_PREFIX = "ticketq:beat:"

@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     webhook_allow_private: bool = False
     # OpenTelemetry tracing is on when set; the SDK reads it and every other OTEL_* variable itself.
     otel_exporter_otlp_endpoint: str = ""
+    # Finished webhook notifications (and their attempts) are kept this long, then purged by beat
+    # every WEBHOOK_PURGE_SECONDS; a notification still being retried is never purged.
+    webhook_retention_days: int = Field(default=30, gt=0, le=3650)
+    webhook_purge_seconds: float = Field(default=3600, gt=0)
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

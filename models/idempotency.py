@@ -60,6 +60,22 @@ class Claim:
 
 
 _keys = cast(sa.Table, IdempotencyKey.__table__)
+_CLAIMED = ("user_id", "key", "fingerprint", "run_token", "locked_until", "created_at")
+
+
+def _claim_insert(insert: Any) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING RETURNING id, built once per dialect: building and keying a
+    statement costs more CPU than running it, and every keyed request makes one (bench P6)."""
+    return insert(_keys).values({name: sa.bindparam(f"p_{name}", type_=_keys.c[name].type) for name in _CLAIMED}) \
+        .on_conflict_do_nothing(index_elements=["user_id", "key"]).returning(_keys.c.id)
+
+
+_CLAIM = {"postgresql": _claim_insert(postgresql.insert), "sqlite": _claim_insert(sqlite.insert)}
+_STORE = sa.update(_keys).where(
+    _keys.c.id == sa.bindparam("p_id"), _keys.c.run_token == sa.bindparam("p_token"), _keys.c.status_code.is_(None),
+).values(status_code=sa.bindparam("p_status", type_=_keys.c.status_code.type),
+         headers=sa.bindparam("p_headers", type_=_keys.c.headers.type),
+         body=sa.bindparam("p_body", type_=_keys.c.body.type), run_token=None, locked_until=None).returning(_keys.c.id)
 
 
 def claim_key(db: Executor, user_id: int, key: str, fingerprint: str, ttl: timedelta,
@@ -69,14 +85,8 @@ def claim_key(db: Executor, user_id: int, key: str, fingerprint: str, ttl: timed
     token = secrets.token_hex(16)
     values = {"user_id": user_id, "key": key, "fingerprint": fingerprint, "run_token": token,
               "locked_until": now + CLAIM_LEASE, "created_at": now}
-    insert: sa.Executable
-    if _dialect(db) == "postgresql":
-        insert = postgresql.insert(_keys).values(**values).on_conflict_do_nothing(
-            index_elements=["user_id", "key"]).returning(_keys.c.id)
-    else:
-        insert = sqlite.insert(_keys).values(**values).on_conflict_do_nothing(
-            index_elements=["user_id", "key"]).returning(_keys.c.id)
-    inserted = db.execute(insert).scalar()
+    insert = _CLAIM["postgresql" if _dialect(db) == "postgresql" else "sqlite"]
+    inserted = db.execute(insert, {f"p_{name}": value for name, value in values.items()}).scalar()
     if inserted is not None:
         return Claim(Verdict.RUN, int(inserted), token)
     row = db.execute(sa.select(_keys).where(_keys.c.user_id == user_id, _keys.c.key == key)).one()
@@ -99,10 +109,8 @@ def claim_key(db: Executor, user_id: int, key: str, fingerprint: str, ttl: timed
 
 def store_answer(db: Executor, claim: Claim, status_code: int, headers: dict[str, str], body: bytes) -> bool:
     """Write the answer into the claimed row (in the effect's transaction); False if the claim was lost."""
-    done = db.execute(sa.update(_keys).where(_keys.c.id == claim.key_id, _keys.c.run_token == claim.run_token,
-                                             _keys.c.status_code.is_(None))
-                      .values(status_code=status_code, headers=headers, body=body, run_token=None,
-                              locked_until=None).returning(_keys.c.id)).scalar()
+    done = db.execute(_STORE, {"p_id": claim.key_id, "p_token": claim.run_token, "p_status": status_code,
+                               "p_headers": headers, "p_body": body}).scalar()
     return done is not None
 
 

@@ -44,6 +44,10 @@ class Webhook(Base):
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # the receiver answered 410 Gone
     disabled_reason: Mapped[str | None] = mapped_column(sa.String(500))
 
+    @property
+    def enabled(self) -> bool:
+        return self.disabled_at is None
+
 
 class WebhookMessage(Base):
     """One notification owed to one webhook; its `msg_id` is the `webhook-id` of every attempt."""
@@ -59,7 +63,8 @@ class WebhookMessage(Base):
                                                 default=MessageState.PENDING)
     attempts: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set with a final state; indexed for the retention purge (WEBHOOK_RETENTION_DAYS).
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
 
     webhook: Mapped[Webhook] = relationship()
     tries: Mapped[list[WebhookAttempt]] = relationship(order_by="WebhookAttempt.id", cascade="all, delete-orphan",
@@ -97,6 +102,32 @@ def event_webhooks(session: Session, event_id: int) -> list[Webhook]:
 
 def find_webhook(session: Session, event_id: int, webhook_id: int) -> Webhook | None:
     return session.scalar(sa.select(Webhook).where(Webhook.id == webhook_id, Webhook.event_id == event_id))
+
+
+def enable_webhook(session: Session, hook: Webhook) -> Webhook:
+    """Send to `hook` again after a 410 disabled it; a no-op for a live one. Notifications that failed
+    while it was disabled stay failed: only changes from now on are notified."""
+    if hook.disabled_at is not None:
+        hook.disabled_at, hook.disabled_reason = None, None
+        session.flush()
+    return hook
+
+
+def purge_messages(session: Session, before: datetime, limit: int = 10_000) -> int:
+    """Delete a bounded batch of notifications that finished (delivered or failed) before `before`, with
+    their attempts. A pending one, still owed to its receiver, is never deleted, however old."""
+    old = list(session.scalars(sa.select(WebhookMessage.id).where(
+        WebhookMessage.finished_at < before, WebhookMessage.state != MessageState.PENDING)
+        .order_by(WebhookMessage.finished_at).limit(limit)))
+    if not old:
+        return 0
+    # The attempts first (their foreign key cascades in PostgreSQL; this does not rely on it).
+    session.execute(sa.delete(WebhookAttempt).where(WebhookAttempt.message_id.in_(old))
+                    .execution_options(synchronize_session=False))
+    result = session.execute(sa.delete(WebhookMessage).where(WebhookMessage.id.in_(old),
+                                                             WebhookMessage.state != MessageState.PENDING)
+                             .execution_options(synchronize_session=False))
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def recent_messages(session: Session, webhook_id: int, limit: int = 100) -> list[WebhookMessage]:

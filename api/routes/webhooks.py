@@ -1,4 +1,5 @@
-"""An event's webhooks: register (the secret shown once), list, delete, and see every delivery attempt."""
+"""An event's webhooks: register (the secret shown once), list, enable again, delete, and see every
+delivery attempt."""
 
 from __future__ import annotations
 
@@ -22,7 +23,14 @@ from api.webhook_schemas import (
 )
 from models.errors import InvalidInput, NotFound
 from models.users import Principal
-from models.webhooks import Webhook, create_webhook, event_webhooks, find_webhook, recent_messages
+from models.webhooks import (
+    Webhook,
+    create_webhook,
+    enable_webhook,
+    event_webhooks,
+    find_webhook,
+    recent_messages,
+)
 from services.webhook_urls import UnsafeURL, resolve
 
 router = APIRouter(prefix="/v1/events", tags=["webhooks"])
@@ -32,7 +40,7 @@ WebhookId = Annotated[int, Path(ge=1, le=DB_INT_MAX)]
 
 def _public(hook: Webhook) -> WebhookPublic:
     return WebhookPublic(id=hook.id, event=hook.event_id, url=hook.url, events=hook.events, created_at=hook.created_at,
-                         disabled_at=hook.disabled_at, disabled_reason=hook.disabled_reason)
+                         enabled=hook.enabled, disabled_at=hook.disabled_at, disabled_reason=hook.disabled_reason)
 
 
 def _check_access(session: Session, user: Principal, event_id: int) -> None:
@@ -60,6 +68,21 @@ def list_webhooks(event_id: EventId, user: CurrentUser, session: DbSession) -> W
     """The event's webhooks, without their secrets."""
     _check_access(session, user, event_id)
     return WebhookList(event=event_id, webhooks=[_public(h) for h in event_webhooks(session, event_id)])
+
+
+@router.post("/{event_id}/webhooks/{webhook_id}/enable", response_model=WebhookPublic)
+@closes_session
+def enable(event_id: EventId, webhook_id: WebhookId, user: CurrentUser, session: DbSession) -> WebhookPublic:
+    """Send to a disabled webhook (410 Gone) again, from the next notification on; enabling a live one
+    changes nothing. Notifications that failed while it was disabled are not resent."""
+    _check_access(session, user, event_id)
+    hook = find_webhook(session, event_id, webhook_id)
+    if hook is None:
+        raise NotFound("Webhook not found", pointer="/data/webhook")
+    enable_webhook(session, hook)
+    answer = _public(hook)
+    commit_and_publish(session)
+    return answer
 
 
 @router.delete("/{event_id}/webhooks/{webhook_id}", status_code=204, response_class=Response)

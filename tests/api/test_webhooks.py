@@ -271,3 +271,118 @@ def test_a_slow_receiver_times_out_and_is_retried(client: TestClient, world: dic
         (attempt,) = session.scalars(sa.select(WebhookAttempt)).all()
     assert attempt.error and "Timeout" in attempt.error
     assert json.loads(message.payload)["type"] == "order.cancelled"
+
+
+def listed_hook(client: TestClient, world: dict[str, Any], hook_id: int) -> dict[str, Any]:
+    listed = client.get(f"/v1/events/{world['event']}/webhooks", headers=world["headers"]["owner"])
+    assert listed.status_code == 200
+    (hook,) = [h for h in listed.json()["webhooks"] if h["id"] == hook_id]
+    return dict(hook)
+
+
+def test_a_webhook_disabled_by_410_is_enabled_again(client: TestClient, world: dict[str, Any], receiver: Receiver,
+                                                    db: sessionmaker[Session]) -> None:
+    created = register(client, world, receiver.url, ["order.cancelled", "order.completed"]).json()
+    secret, hook_id = created["secret"], created["id"]
+    shown = listed_hook(client, world, hook_id)
+    assert (shown["enabled"], shown["disabled_at"], shown["disabled_reason"]) == (True, None, None)
+    receiver.answer = lambda _: (410, {})
+    client.patch(f"/v1/orders/{world['orders']['placed']}", json={"status": "cancelled"},
+                 headers=world["headers"]["coorg"])
+    send_all(db)
+    shown = listed_hook(client, world, hook_id)
+    assert shown["enabled"] is False and shown["disabled_at"] and "410" in shown["disabled_reason"]
+
+    enable = f"/v1/events/{world['event']}/webhooks/{hook_id}/enable"
+    for who in ("owner", "admin"):  # and again: enabling a live webhook changes nothing
+        enabled = client.post(enable, headers=world["headers"][who])
+        assert enabled.status_code == 200, enabled.json()
+        assert enabled.json() == {"id": hook_id, "event": world["event"], "url": receiver.url,
+                                  "events": ["order.cancelled", "order.completed"],
+                                  "created_at": created["created_at"], "enabled": True, "disabled_at": None,
+                                  "disabled_reason": None}
+    assert listed_hook(client, world, hook_id) == enabled.json()
+
+    receiver.answer = lambda _: (204, {})
+    client.patch(f"/v1/orders/{world['orders']['pending']}", json={"status": "completed"},
+                 headers=world["headers"]["coorg"])
+    send_all(db)
+    assert [(m.type, m.state.value) for m in messages(db)] == [("order.cancelled", "failed"),
+                                                                 ("order.completed", "delivered")]
+    (_, got) = receiver.wait_for(2)  # the 410'd notification is not resent; the new one arrives signed
+    body = Verifier(secret).verify(got.body, got.headers)
+    assert (body["type"], body["data"]["order"]) == ("order.completed", world["orders"]["pending"])
+
+
+def test_enabling_is_for_the_events_owner_and_its_own_webhooks(client: TestClient, world: dict[str, Any],
+                                                               receiver: Receiver, db: sessionmaker[Session]) -> None:
+    from models.users import get_or_create_user
+    from tests.factories import make_event
+
+    hook_id = register(client, world, receiver.url, ["order.placed"]).json()["id"]
+    with db() as session, session.begin():
+        other = make_event(session, owner=get_or_create_user(session, "owner@example.org"), name="Other")
+        other_id = other.id
+    elsewhere = client.post(f"/v1/events/{other_id}/webhooks", json={"url": receiver.url, "events": ["order.placed"]},
+                            headers=world["headers"]["owner"]).json()["id"]
+    base = f"/v1/events/{world['event']}/webhooks"
+    for who in ("coorg", "buyer", "stranger"):
+        assert client.post(f"{base}/{hook_id}/enable", headers=world["headers"][who]).status_code == 403
+    wrong = client.post(f"{base}/{elsewhere}/enable", headers=world["headers"]["owner"])  # another event's
+    assert wrong.status_code == 404 and only_error(wrong)["source"]["pointer"] == "/webhook"
+    assert client.post(f"{base}/999999/enable", headers=world["headers"]["owner"]).status_code == 404
+    assert client.post(f"/v1/events/999999/webhooks/{hook_id}/enable",
+                       headers=world["headers"]["owner"]).status_code == 404
+    keyed = {**world["headers"]["owner"], "Idempotency-Key": "enable-1"}
+    first = client.post(f"{base}/{hook_id}/enable", headers=keyed)
+    again = client.post(f"{base}/{hook_id}/enable", headers=keyed)
+    assert (first.status_code, again.status_code) == (200, 200) and again.content == first.content
+    assert again.headers["idempotent-replayed"] == "true"
+
+
+def test_beat_purges_finished_notifications_past_retention_never_pending_ones(
+        client: TestClient, world: dict[str, Any], receiver: Receiver, db: sessionmaker[Session],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import celeryconfig
+    from core.jobs import ORDERS_QUEUE, PURGE_WEBHOOKS_TASK
+    from core.settings import settings
+    from models.base import utcnow
+    from models.webhooks import WebhookAttempt, WebhookMessage
+    from tasks.webhooks import purge_webhook_messages
+
+    scheduled = celeryconfig.beat_schedule["purge-webhook-messages"]
+    assert scheduled["task"] == PURGE_WEBHOOKS_TASK and scheduled["options"]["queue"] == ORDERS_QUEUE
+    monkeypatch.setattr(settings, "webhook_retention_days", 30)
+    hook_id = register(client, world, receiver.url, ["order.cancelled", "order.completed"]).json()["id"]
+    receiver.answer = lambda got: (500, {}) if b'"completed"' in got.body else (204, {})
+    for order, status in (("placed", "cancelled"), ("pending", "completed"), ("initializing", "cancelled")):
+        assert client.patch(f"/v1/orders/{world['orders'][order]}", json={"status": status},
+                            headers=world["headers"]["coorg"]).status_code == 200
+    send_all(db)
+    receiver.wait_for(3)
+    old_done, retried, new_done = messages(db)
+    assert [m.state.value for m in (old_done, retried, new_done)] == ["delivered", "pending", "delivered"]
+    long_ago = utcnow() - timedelta(days=31)
+    with db() as session, session.begin():  # the first finished 31 days ago; the pending one is as old
+        for message in (old_done, retried):
+            session.execute(sa.update(WebhookMessage).where(WebhookMessage.id == message.id).values(
+                created_at=long_ago, finished_at=long_ago if message is old_done else None))
+            session.execute(sa.update(WebhookAttempt).where(WebhookAttempt.message_id == message.id).values(
+                at=long_ago))
+
+    assert purge_webhook_messages() == 1
+    assert purge_webhook_messages() == 0
+    assert [m.id for m in messages(db)] == [retried.id, new_done.id]
+    with db() as session:
+        attempts = session.scalars(sa.select(WebhookAttempt.message_id).order_by(WebhookAttempt.id)).all()
+    assert attempts == [retried.id, new_done.id]  # the purged one's attempt went with it
+    shown = client.get(f"/v1/events/{world['event']}/webhooks/{hook_id}/deliveries",
+                       headers=world["headers"]["owner"]).json()
+    assert [d["id"] for d in shown["deliveries"]] == [new_done.msg_id, retried.msg_id]
+
+    monkeypatch.setattr(settings, "webhook_retention_days", 1)  # a failed one goes the same way
+    with db() as session, session.begin():
+        session.execute(sa.update(WebhookMessage).where(WebhookMessage.id == new_done.id).values(
+            state="failed", finished_at=utcnow() - timedelta(days=2)))
+    assert purge_webhook_messages() == 1
+    assert [(m.id, m.state.value) for m in messages(db)] == [(retried.id, "pending")]
