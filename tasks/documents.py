@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery.signals import worker_process_init
+from celery.signals import worker_init
 
 from core.jobs import DELIVER_BATCH_TASK
 from models.db import get_sessionmaker
@@ -19,10 +19,11 @@ def deliver_batch(identifier: str, batch: str) -> str:
     return finish(pipeline.deliver_batch(get_sessionmaker(), identifier, batch))
 
 
-@worker_process_init.connect
+@worker_init.connect
 def _warm_renderer(**_: Any) -> None:
-    # Font discovery, CSS parsing and a sample layout once per child, before the first order waits;
-    # then what is alive now is left out of every garbage collection.
+    # In the worker's main process, before the pool forks: font discovery, CSS parsing, a sample page
+    # per language and the invoice's XSD once; every child, a replacement for a killed one too, starts
+    # warm at once and shares those pages. What is alive then is left out of every garbage collection.
     warm_up()
     einvoice.warm_up()
     freeze_heap()
