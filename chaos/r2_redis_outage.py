@@ -23,6 +23,7 @@ from pathlib import Path
 from bench.harness import Harness
 from bench.report import Row
 from bench.servers import Restarter
+from chaos.metrics_watch import MetricsWatch
 from ticketq.processes import Process
 
 RATE, RESEND_RATE = 4.0, 0.5  # payments/s and resend requests/s through the APIs
@@ -145,6 +146,7 @@ def outage_under_kills(h: Harness, quick: bool, *, case: str, wipe: bool) -> tup
     supervisor.start()
     killer = Killer(worker)
     killer.start()
+    watch = MetricsWatch(url1).start()  # what an operator's Prometheus would have seen (issue 32)
     calls: list[Call] = []
     paid: list[str] = []
     started = time.time()
@@ -163,6 +165,8 @@ def outage_under_kills(h: Harness, quick: bool, *, case: str, wipe: bool) -> tup
         killer.halt.set()
         killer.join(5)
         time.sleep(3)  # a copy a last kill left to redeliver still counts as a duplicate
+        watch.settled(max(time.time() + 5, seen.up_at + GOAL_SECONDS + 3))
+        watch.stop()
         alive = {p.name: p.popen is not None and p.poll() is None for p in procs}
         restarts = supervisor.stop()
         accepted = h.sink.snapshot()
@@ -174,8 +178,9 @@ def outage_under_kills(h: Harness, quick: bool, *, case: str, wipe: bool) -> tup
     finally:
         killer.halt.set()
         supervisor.halt.set()
+        watch.stop()
     return judge(h, case, calls, expected, accepted, seen, missing, killer.kills, alive, restarts, procs,
-                 time.time() - started, wait)
+                 time.time() - started, wait, watch)
 
 
 def expected_emails(calls: list[Call]) -> Counter[tuple[str, str]]:
@@ -254,7 +259,7 @@ def last_error(proc: Process) -> str:
 def judge(h: Harness, case: str, calls: list[Call], expected: Counter[tuple[str, str]], accepted: list,
           seen: Outage, missing_at_deadline: int, kills: list[tuple[float, int]], alive: dict[str, bool],
           restarts: list[tuple[float, str, int | None]], procs: list[Process], elapsed: float,
-          wait: float) -> tuple[list[Row], list[str]]:
+          wait: float, watch: MetricsWatch) -> tuple[list[Row], list[str]]:
     from chaos.tally import log_count, per_hundred_kills, tally
 
     got = tally(h.database_url, accepted, {order for order, _ in expected})
@@ -293,6 +298,9 @@ def judge(h: Harness, case: str, calls: list[Call], expected: Counter[tuple[str,
             unclear == 0 and bool(during)),
         Row(case, "slowest API answer during the outage", f"{slowest:.2f} s", "< 5 s", slowest < 5),
     ]
+    # the age must be back to 0 within the recovery goal (every accepted job done within GOAL_SECONDS)
+    watched, watch_note = watch.judge(case, "Redis", seen.down_at, seen.up_at, GOAL_SECONDS)
+    rows += watched
     rejects = log_count(procs[:1], "Couldn't reject")
     why = {n: last_error(next(p for p in procs if p.name == n)) for _, n, _ in restarts}
     notes = [f"{case}: Redis (the script's own Valkey, append-only file on) stopped with SIGTERM "
@@ -317,5 +325,5 @@ def judge(h: Harness, case: str, calls: list[Call], expected: Counter[tuple[str,
                           for at, n, code in restarts) or "none")
              + f". Worker log lines \"Couldn't reject\": {rejects}; messages left in Redis's `unacked` hash at the "
              f"end: {parked(h)}. 'Clear' API answers are a JSON:API error object or the documented success body, "
-             "never a hang, a dropped connection or a 500."]
+             "never a hang, a dropped connection or a 500.", watch_note]
     return rows, notes

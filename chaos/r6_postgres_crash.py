@@ -21,6 +21,7 @@ from typing import Any
 from bench.harness import Harness
 from bench.report import Row
 from bench.servers import Restarter
+from chaos.metrics_watch import MetricsWatch
 from chaos.r2_redis_outage import RESEND_RATE, UNLIMITED, Call, drive, expected_emails, wait_for
 
 # About the issue's 120 orders over the run: the worker keeps up, so the time to the last email after
@@ -85,6 +86,7 @@ def crash_under_load(h: Harness, cluster: Any, quick: bool) -> tuple[list[Row], 
     supervisor = Restarter(procs)
     supervisor.start()
     health = Health()
+    watch = MetricsWatch(url1).start()  # what an operator's Prometheus would have seen (issue 32)
     calls: list[Call] = []
     paid: list[str] = []
     started = time.time()
@@ -106,6 +108,8 @@ def crash_under_load(h: Harness, cluster: Any, quick: bool) -> tuple[list[Row], 
         expected = expected_emails(calls)
         missing_at_deadline = wait_for(h, expected, up + WAIT)
         expired = _wait_expired(db, due, up + WAIT)
+        watch.settled(max(time.time() + 5, up + GOAL_SECONDS + 3))
+        watch.stop()
         health.halt.set()
         alive = {p.name: p.popen is not None and p.poll() is None for p in procs}
         restarts = supervisor.stop()
@@ -113,11 +117,12 @@ def crash_under_load(h: Harness, cluster: Any, quick: bool) -> tuple[list[Row], 
     finally:
         supervisor.halt.set()
         health.halt.set()
+        watch.stop()
         for proc in procs:
             h.stop(proc)
         get_engine(url).dispose()
     return judge(url, calls, expected, accepted, down, up, missing_at_deadline, alive, restarts, due, expired,
-                 health, time.time() - started)
+                 health, time.time() - started, watch)
 
 
 def _fall_due(db: Any, identifiers: list[str], at: float) -> None:
@@ -149,7 +154,7 @@ def _wait_expired(db: Any, identifiers: list[str], deadline: float) -> dict[str,
 def judge(url: str, calls: list[Call], expected: Counter[tuple[str, str]], accepted: list, down: float, up: float,
           missing_at_deadline: int, alive: dict[str, bool], restarts: list[tuple[float, str, int | None]],
           due: list[str], expired: dict[str, datetime | None], health: Health,
-          elapsed: float) -> tuple[list[Row], list[str]]:
+          elapsed: float, watch: MetricsWatch) -> tuple[list[Row], list[str]]:
     from chaos.r2_redis_outage import missing_emails
     from chaos.tally import tally
     from services.recipients import CONFIRMATION_BATCH
@@ -190,6 +195,9 @@ def judge(url: str, calls: list[Call], expected: Counter[tuple[str, str]], accep
             f"{n_expired}/{len(due)}, the last +{max(late, default=float('nan')):.1f} s after PostgreSQL was back",
             f"{len(due)}/{len(due)}", n_expired == len(due)),
     ]
+    # the age must be back to 0 within the recovery goal (the work accepted before done within GOAL_SECONDS)
+    watched, watch_note = watch.judge("R6", "PostgreSQL", down, up, GOAL_SECONDS)
+    rows += watched
     notes = [f"R6: a PostgreSQL cluster of the script's own (initdb, pg_ctl as the postgres user) stopped with "
              f"`pg_ctl stop -m immediate` {down - (calls[0].at if calls else down):.0f} s into the load for "
              f"{up - down:.0f} s, then started on the same port with its data; {RATE:g} payments/s and "
@@ -197,5 +205,5 @@ def judge(url: str, calls: list[Call], expected: Counter[tuple[str, str]], accep
              f"and beat run throughout; no process is killed. Expected: 3 emails per accepted payment (200), 2 more "
              f"per accepted resend (202); the wait ended with {missing_at_deadline} missing. /healthz during the "
              f"outage: {dict(sorted(health_during.items()))}; 200 again +{healthy_again:.1f} s after PostgreSQL was "
-             "back. 'Clear' answers are a JSON:API error object or the documented success body."]
+             "back. 'Clear' answers are a JSON:API error object or the documented success body.", watch_note]
     return rows, notes
