@@ -11,15 +11,14 @@ from sqlalchemy.orm import Session
 from models.outbox import OutboxJob, unfinished
 
 
-def take_back_expired_leases(session: Session, now: datetime) -> list[tuple[int, str]]:
-    """Jobs whose holder died or was cut off (its lease ran out, the hard time limit is shorter): send
-    them again. Returns (job id, queue) of each."""
-    rows = session.execute(
+def take_back_expired_leases(session: Session, now: datetime) -> int:
+    """Jobs whose holder died (its lease ran out, the hard time limit is shorter): send them again."""
+    result = session.execute(
         sa.update(OutboxJob).where(unfinished(OutboxJob.lease_until < now))
         .values(published_at=None, lease_until=None, claimed_by=None, run_after=None)
-        .returning(OutboxJob.id, OutboxJob.queue).execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False)
     )
-    return [(int(job_id), str(queue)) for job_id, queue in rows]
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def leases_held_on(session: Session, host: str, now: datetime) -> list[tuple[int, str]]:
@@ -29,17 +28,16 @@ def leases_held_on(session: Session, host: str, now: datetime) -> list[tuple[int
     return [(int(job_id), str(holder)) for job_id, holder in rows]
 
 
-def take_back_leases(session: Session, held: list[tuple[int, str]]) -> list[tuple[int, str]]:
-    """Void these leases (their holders are known to be dead): the jobs are sent again. Returns (job id,
-    queue) of each."""
-    taken: list[tuple[int, str]] = []
+def take_back_leases(session: Session, held: list[tuple[int, str]]) -> int:
+    """Void these leases (their holders are known to be dead): the jobs are sent again."""
+    count = 0
     for job_id, holder in held:
-        rows = session.execute(
+        result = session.execute(
             sa.update(OutboxJob).where(unfinished(OutboxJob.id == job_id, OutboxJob.claimed_by == holder))
             .values(published_at=None, lease_until=None, claimed_by=None)
-            .returning(OutboxJob.id, OutboxJob.queue).execution_options(synchronize_session=False))
-        taken.extend((int(i), str(q)) for i, q in rows)
-    return taken
+            .execution_options(synchronize_session=False))
+        count += int(getattr(result, "rowcount", 0) or 0)
+    return count
 
 
 def take_back_published_before(session: Session, moment: datetime, now: datetime,

@@ -5,8 +5,7 @@ PostgreSQL is the truth, Redis the transport. Each run:
    eviction, a flush): every unfinished job nobody holds is sent again. If another server answers
    with the data (Sentinel promoted a replica), the jobs of the last minute nobody holds are.
 2. A job whose lease ran out lost its worker (the lease outlasts the hard time limit); a lease
-   held by a process of this host that is gone (a killed pool child) is void at once. Such a job has
-   waited long enough: it is sent again at once and put at the head of its queue, ahead of newer work.
+   held by a process of this host that is gone (a killed pool child) is void at once.
 3. A queue that is empty while jobs sent to it long ago never started has lost them (a host that
    died with them unacknowledged, a failover to a replica that never had them).
 4. Jobs not sent yet (the API could not publish, a retry whose time came) are sent, in batches.
@@ -29,7 +28,7 @@ import sqlalchemy as sa
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.jobs import DOCUMENTS_QUEUE, MAIL_QUEUE, ORDERS_QUEUE, task_id_of
+from core.jobs import DOCUMENTS_QUEUE, MAIL_QUEUE, ORDERS_QUEUE
 from core.metrics import relay_resent as resent
 from core.producer import Job, send_jobs
 from models.base import utcnow
@@ -49,9 +48,6 @@ MARKER_KEY = "ticketq:broker-marker"
 QUEUES = (ORDERS_QUEUE, DOCUMENTS_QUEUE, MAIL_QUEUE)
 # The API publishes its own jobs right after commit; the relay leaves young ones to it.
 GRACE = timedelta(seconds=5)
-# A lease taken back is sent to the head of its queue: the relay looks for its message among this many
-# of the queue's newest messages past those it sent itself (others may publish meanwhile).
-AHEAD_SLACK = 200
 # A job sent this long ago to a queue that is now empty, and never started, was lost on the way.
 STALE = timedelta(seconds=60)
 # After a failover, jobs sent this long before the relay noticed are sent again (each once): a
@@ -67,16 +63,13 @@ class RelayReport:
     broker_emptied: bool = False
     broker_replaced: bool = False  # another server answers with the data (a failover, a restart)
     taken_back: int = 0
-    ahead: int = 0  # taken-back leases' jobs sent to the head of their queue
     published: int = 0
     left: bool = False  # more were due than one run publishes
 
     def __str__(self) -> str:
         said = ("broker came back empty; " if self.broker_emptied else
                 "broker replaced (failover or restart); " if self.broker_replaced else "")
-        ahead = f" ({self.ahead} to the head of their queue)" if self.ahead else ""
-        return (f"{said}{self.taken_back} taken back{ahead}, {self.published} published"
-                f"{', more due' if self.left else ''}")
+        return f"{said}{self.taken_back} taken back, {self.published} published{', more due' if self.left else ''}"
 
 
 def dead_local_holder(holder: str | None) -> bool:
@@ -131,17 +124,13 @@ def relay_outbox(factory: sessionmaker[Session], app: Celery) -> RelayReport:
             elif report.broker_replaced:  # what the old server took last may not have reached the new one
                 report.taken_back += resent("failover", take_back_published_before(
                     session, now, now, since=now - REPLICATION_WINDOW))
-            expired = take_back_expired_leases(session, now)
-            report.taken_back += resent("lease_expired", len(expired))
+            report.taken_back += resent("lease_expired", take_back_expired_leases(session, now))
             dead = [(i, h) for i, h in leases_held_on(session, socket.gethostname(), now) if dead_local_holder(h)]
-            lost = take_back_leases(session, dead)
-            report.taken_back += resent("holder_dead", len(lost))
+            report.taken_back += resent("holder_dead", take_back_leases(session, dead))
             for queue in empty_queues:
                 report.taken_back += resent("queue_lost", take_back_published_before(session, now - STALE, now, queue))
             purge_done(session, now - KEEP_DONE, 10 * BATCH)
-        sent, report.ahead = send_ahead(factory, app, client, expired + lost)
     report.published, report.left = publish_due(factory, app)
-    report.published += sent
     if report.broker_emptied or report.broker_replaced or report.taken_back or report.published:
         log.info("outbox relay: %s", report)
     return report
@@ -158,49 +147,6 @@ def publish_due(factory: sessionmaker[Session], app: Celery) -> tuple[int, bool]
         if len(jobs) < BATCH or batch < len(jobs):  # all sent, or the broker stopped answering
             return sent, False
     return sent, True
-
-
-# Moves the messages of the given task ids found among a queue's newest ARGV[1] (its left end, where
-# kombu's LPUSH puts them) to its right end, where workers' BRPOP takes the next one: the job runs
-# next, not after the backlog. Atomic in Redis: no worker takes a message halfway through.
-_TO_HEAD = """
-local wanted = {}
-for i = 2, #ARGV do wanted[ARGV[i]] = true end
-local found = {}
-for _, raw in ipairs(redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)) do
-  local ok, message = pcall(cjson.decode, raw)
-  if ok and type(message) == 'table' and type(message.headers) == 'table' and wanted[message.headers.id] then
-    found[#found + 1] = raw
-  end
-end
-for _, raw in ipairs(found) do
-  redis.call('LREM', KEYS[1], 1, raw)
-  redis.call('RPUSH', KEYS[1], raw)
-end
-return #found
-"""
-
-
-def send_ahead(factory: sessionmaker[Session], app: Celery, client: Any,
-               jobs: list[tuple[int, str]]) -> tuple[int, int]:
-    """Send these taken-back jobs (id, queue) now and put them at the head of their queues: a job whose
-    lease ran out has already waited that long, and must not wait again behind work sent after it
-    (chaos R7: a cut-off worker's job done by another within 90 s of the cut). Returns (sent, moved);
-    one sent but not moved (a broker error) waits in its queue, one not sent is due for publish_due
-    like any other."""
-    sent = publish_jobs(factory, app, sorted(i for i, _ in jobs))
-    if not sent:
-        return 0, 0
-    by_queue: dict[str, list[str]] = {}
-    for job_id, queue in jobs:
-        by_queue.setdefault(queue, []).append(task_id_of(job_id))
-    moved = 0
-    try:
-        for queue, task_ids in by_queue.items():
-            moved += int(client.eval(_TO_HEAD, 1, queue, len(task_ids) + AHEAD_SLACK, *task_ids))
-    except Exception as exc:  # the jobs were sent; they run after the queue's backlog
-        log.warning("outbox relay: could not move taken-back jobs to the head of their queue: %s", exc)
-    return sent, moved
 
 
 def publish_jobs(factory: sessionmaker[Session], app: Celery, job_ids: list[int]) -> int:

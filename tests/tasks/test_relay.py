@@ -201,34 +201,3 @@ def test_after_a_failover_the_jobs_of_the_last_minute_nobody_holds_are_sent_agai
     assert broker.llen(PARKED) == 1  # the recent job; the old one had long been taken from Redis
     again = relay_outbox(factory, relay_app)
     assert (again.broker_replaced, again.taken_back, again.published) == (False, 0, 0)
-
-
-def test_a_job_whose_lease_ran_out_goes_to_the_head_of_its_queue_not_behind_the_backlog(
-    quiet: tuple[sessionmaker[Session], Celery, Any]
-) -> None:
-    """A cut-off worker's job has waited its lease out: the next worker to take from the queue gets it
-    (BRPOP takes from the right end), not the backlog sent before or after it (chaos R7)."""
-    import json
-
-    factory, relay_app, broker = quiet
-    relay_outbox(factory, relay_app)  # the marker names this server
-    earlier = utcnow() - timedelta(minutes=2)
-    with factory() as session, session.begin():
-        held = enqueue_job(session, CONFIRM_TASK, ["f" * 32], PARKED)
-        held.published_at, held.created_at = earlier, earlier
-        held.claimed_by, held.attempts, held.lease_until = "a-host-cut-off:4242", 1, utcnow() + timedelta(minutes=1)
-        for n in range(50):  # the backlog waiting in Redis
-            enqueue_job(session, CONFIRM_TASK, [f"{n:032x}"], PARKED).created_at = earlier
-    held_id = held.id
-    assert relay_outbox(factory, relay_app).published == 50
-    with factory() as session, session.begin():  # its holder is cut off: the lease runs out
-        session.get_one(OutboxJob, held_id).lease_until = utcnow() - timedelta(seconds=1)
-        for n in range(50, 60):  # and more work is due in the same run
-            enqueue_job(session, CONFIRM_TASK, [f"{n:032x}"], PARKED).created_at = earlier
-    taken = relay_outbox(factory, relay_app)
-    assert (taken.taken_back, taken.ahead, taken.published) == (1, 1, 11)
-    assert "1 taken back (1 to the head of their queue), 11 published" in str(taken)
-    assert broker.llen(PARKED) == 61
-    assert json.loads(broker.lindex(PARKED, -1))["headers"]["id"] == task_id_of(held_id)  # taken next
-    again = relay_outbox(factory, relay_app)
-    assert (again.taken_back, again.ahead, again.published) == (0, 0, 0)
