@@ -225,11 +225,13 @@ def test_sign_in_see_badges_resend_five_times_then_hit_the_limit(
     limited = LIMIT_TEXT.match(text)
     assert limited and kind == "error", text
     assert 0 < int(limited.group(1)) <= 60
-    with db() as s:  # one resend job went through the outbox, the four after it joined it; the sixth wrote none
+    with db() as s:  # each accepted resend is a job or joins the one still waiting; the sixth wrote none
         jobs = s.scalars(sa.select(OutboxJob.args).where(OutboxJob.task == RESEND_TASK)).all()
         joined = s.scalars(sa.select(OrderEvent.kind).where(OrderEvent.kind.like("resend-%"))).all()
-    assert [args[0] for args in jobs] == [placed]
-    assert sorted(joined) == ["resend-joined"] * 4 + ["resend-requested"]
+    # How many joined depends on whether the run's worker (started by an earlier test, or not) took the
+    # first job before the next click: tests/e2e/test_void_and_resend.py pins the join itself.
+    assert {args[0] for args in jobs} == {placed} and len(joined) == 5
+    assert sorted(joined) == ["resend-joined"] * (5 - len(jobs)) + ["resend-requested"] * len(jobs)
 
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(SCREENSHOT))
