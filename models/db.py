@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -94,6 +94,21 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
     """A session whose transaction commits on success and rolls back on any error."""
     with get_sessionmaker(url)() as session, session.begin():
         yield session
+
+
+PURGE_BATCH = 10_000
+
+
+def purge_in_batches(purge: Callable[[Session, int], int], batch: int = PURGE_BATCH) -> int:
+    """Call `purge(session, batch)` in short transactions of its own until one deletes fewer than
+    `batch` rows: a large backlog never holds locks for long. Returns the rows deleted."""
+    purged = 0
+    while True:
+        with session_scope() as session:
+            deleted = purge(session, batch)
+        purged += deleted
+        if deleted < batch:
+            return purged
 
 
 def reset_engines() -> None:

@@ -8,7 +8,7 @@ from datetime import timedelta
 from core.jobs import PURGE_KEYS_TASK
 from core.settings import settings
 from models.base import utcnow
-from models.db import session_scope
+from models.db import purge_in_batches
 from models.idempotency import purge_keys
 from worker.app import app
 
@@ -18,13 +18,7 @@ log = logging.getLogger("ticketq.tasks.idempotency")
 @app.task(name=PURGE_KEYS_TASK)
 def purge_idempotency_keys() -> int:
     before = utcnow() - timedelta(seconds=settings.idempotency_key_ttl_seconds)
-    purged = 0
-    while True:  # bounded batches, each its own short transaction
-        with session_scope() as session:
-            batch = purge_keys(session, before)
-        purged += batch
-        if batch < 10_000:
-            break
+    purged = purge_in_batches(lambda session, batch: purge_keys(session, before, batch))
     if purged:
         log.info("purged %d idempotency key(s)", purged)
     return purged

@@ -9,14 +9,13 @@ from datetime import timedelta
 from core.jobs import PURGE_WEBHOOKS_TASK, WEBHOOK_TASK
 from core.settings import settings
 from models.base import utcnow
-from models.db import get_sessionmaker, session_scope
+from models.db import get_sessionmaker, purge_in_batches
 from models.webhooks import purge_messages
 from services import webhooks
 from tasks.jobs import JobTask
 from worker.app import app
 
 log = logging.getLogger("ticketq.tasks.webhooks")
-PURGE_BATCH = 10_000
 
 
 @app.task(name=WEBHOOK_TASK, base=JobTask)
@@ -27,13 +26,7 @@ def send_webhook(message_id: int) -> str:
 @app.task(name=PURGE_WEBHOOKS_TASK)
 def purge_webhook_messages() -> int:
     before = utcnow() - timedelta(days=settings.webhook_retention_days)
-    purged = 0
-    while True:  # bounded batches, each its own short transaction
-        with session_scope() as session:
-            batch = purge_messages(session, before, PURGE_BATCH)
-        purged += batch
-        if batch < PURGE_BATCH:
-            break
+    purged = purge_in_batches(lambda session, batch: purge_messages(session, before, batch))
     if purged:
         log.info("purged %d webhook notification(s) finished before %s", purged, before.isoformat())
     return purged
