@@ -47,13 +47,16 @@ def create(body: OrderCreate, user: CurrentUser, session: DbSession) -> OrderPub
 @router.patch("/{identifier}", response_model=OrderPublic, responses=error_responses(*BODY_ERRORS, 403, 404, 409))
 @closes_session
 def update(identifier: str, body: OrderUpdate, found: OrderLookup, session: DbSession) -> OrderPublic:
-    """The buyer submits the form or changes the language (while initializing or pending); a
-    co-organizer changes the status (paid, cancelled)."""
+    """The buyer submits the form; a co-organizer changes the status (paid, cancelled). The
+    language (`locale`) may come alone or with the form: the buyer's while the order is initializing
+    or pending, the event's organizers' until it is cancelled or expired."""
     require_access(found)
     user = found.caller
     form = body.model_fields_set & set(BUYER_FORM)
-    if body.status is not None and (form or body.locale is not None):
+    if body.status is not None and form:
         raise InvalidInput("Send either 'status' or the buyer's form, not both", pointer="/data/status")
+    if body.status is not None and body.locale is not None:
+        raise InvalidInput("Send 'status' alone, and 'locale' in a request of its own", pointer="/data/status")
     order = load_order(session, identifier, lock=True)
     if body.locale is not None:  # first, so the confirmation the form may queue is in the new language
         if not (is_buyer(user, order) or found.runs_event):
