@@ -78,27 +78,17 @@ worker_max_memory_per_child = 400_000  # KiB
 worker_max_tasks_per_child = 1000
 worker_hijack_root_logger = False
 
+
+def _every(task: str, seconds: float) -> dict[str, object]:
+    # A run not started before the next one is due is dropped: the next does the same work.
+    return {"task": task, "schedule": seconds, "options": {"queue": ORDERS_QUEUE, "expires": seconds}}
+
+
 beat_schedule = {
-    "expire-stale-orders": {
-        "task": EXPIRE_TASK,
-        "schedule": settings.expiry_sweep_seconds,
-        "options": {"queue": ORDERS_QUEUE, "expires": settings.expiry_sweep_seconds},
-    },
-    "relay-outbox": {
-        "task": RELAY_TASK,
-        "schedule": settings.outbox_relay_seconds,
-        "options": {"queue": ORDERS_QUEUE, "expires": settings.outbox_relay_seconds},
-    },
-    "purge-idempotency-keys": {
-        "task": PURGE_KEYS_TASK,
-        "schedule": settings.idempotency_purge_seconds,
-        "options": {"queue": ORDERS_QUEUE, "expires": settings.idempotency_purge_seconds},
-    },
-    "purge-webhook-messages": {
-        "task": PURGE_WEBHOOKS_TASK,
-        "schedule": settings.webhook_purge_seconds,
-        "options": {"queue": ORDERS_QUEUE, "expires": settings.webhook_purge_seconds},
-    },
+    "expire-stale-orders": _every(EXPIRE_TASK, settings.expiry_sweep_seconds),
+    "relay-outbox": _every(RELAY_TASK, settings.outbox_relay_seconds),
+    "purge-idempotency-keys": _every(PURGE_KEYS_TASK, settings.idempotency_purge_seconds),
+    "purge-webhook-messages": _every(PURGE_WEBHOOKS_TASK, settings.webhook_purge_seconds),
 }
 
 broker_transport_options.update(_broker_options)

@@ -41,6 +41,7 @@ def language_of(tag: str) -> str:
     return tag.partition("-")[0]
 
 
+@lru_cache(maxsize=64)
 def babel_locale(tag: str) -> Locale:
     """Babel's Locale for a canonical tag: formats dates, numbers and currencies the region's way."""
     return Locale.parse(tag.replace("-", "_"))

@@ -34,11 +34,15 @@ def compiled(language: str) -> bytes:
     return out.getvalue()
 
 
-@lru_cache(maxsize=len(SUPPORTED))
 def translations(tag: str) -> gettext.NullTranslations:
-    """The catalog for a locale's language; English is the source text. A missing or stale .mo (a
-    checkout that skipped `make catalogs`) is compiled here rather than falling back to English."""
-    language = language_of(tag)
+    """The catalog for a locale's language ("de-AT" reads the German one); English is the source text."""
+    return _catalog(language_of(tag))
+
+
+@lru_cache(maxsize=len(SUPPORTED))
+def _catalog(language: str) -> gettext.NullTranslations:
+    """Read once per process and language: a missing or stale .mo (a checkout that skipped
+    `make catalogs`) is compiled here rather than falling back to English."""
     if language == DEFAULT or language not in SUPPORTED:
         return gettext.NullTranslations()
     po, mo = catalog_path(language), catalog_path(language, ".mo")
@@ -50,10 +54,9 @@ def translations(tag: str) -> gettext.NullTranslations:
 
 
 @lru_cache(maxsize=len(SUPPORTED))
-def page_messages(tag: str) -> dict[str, str]:
+def page_messages(language: str) -> dict[str, str]:
     """Every translated message of a language, source text to translation, for the organizer page's
-    script (plural forms as a list). Empty for English."""
-    language = language_of(tag)
+    script. Empty for English."""
     if language == DEFAULT or language not in SUPPORTED:
         return {}
     with catalog_path(language).open("rb") as source:

@@ -11,7 +11,7 @@ import segno
 from markupsafe import Markup
 
 import templates
-from core.locales import language_of
+from core.locales import SUPPORTED, language_of
 from services.fonts import text_direction
 from services.i18n import translations
 
@@ -24,15 +24,15 @@ def qr_svg(secret: str) -> Markup:
     return Markup(segno.make(secret, error="m").svg_inline(border=2, omitsize=True))  # noqa: S704
 
 
-def template_env() -> jinja2.Environment:
-    """English (the source text): what tests and the warm-up's first layout use."""
-    return environment("en")
-
-
-@lru_cache(maxsize=8)
 def environment(tag: str) -> jinja2.Environment:
-    """Templates in the language of `tag` ("de-AT" is translated with the German catalog; its
-    regional formats come with the values, formatted in services/formats.py)."""
+    """Templates in the language of `tag`: "de-AT" shares the German environment (its regional
+    formats come with the values, formatted in services/formats.py)."""
+    return _environment(language_of(tag))
+
+
+@lru_cache(maxsize=len(SUPPORTED))
+def _environment(language: str) -> jinja2.Environment:
+    """Built and its templates compiled once per process and language."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
         autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default_for_string=True),
@@ -43,7 +43,7 @@ def environment(tag: str) -> jinja2.Environment:
         extensions=["jinja2.ext.i18n"],
     )
     # newstyle: `_("Hello %(name)s", name=…)` escapes its values and fails loudly on a missing one.
-    env.install_gettext_translations(translations(language_of(tag)), newstyle=True)  # type: ignore[attr-defined]
+    env.install_gettext_translations(translations(language), newstyle=True)  # type: ignore[attr-defined]
     env.filters["qr"] = qr_svg
     env.filters["dir"] = text_direction
     return env

@@ -10,14 +10,20 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.jobs import CONFIRM_TASK, RESEND_TASK
+from core.jobs import RESEND_TASK
 from models.orders import Order, OrderEvent
 from models.outbox import OutboxJob, enqueue_job
 from tests.api.conftest import only_error
 from tests.backends import Backends, CeleryWorker
-from tests.tasks.confirm_helpers import BUYER, SHARED, by_kind, confirmed_order, wait_jobs_done, wait_settled
+from tests.tasks.confirm_helpers import (
+    BUYER,
+    SHARED,
+    by_kind,
+    sent_confirmation,
+    wait_jobs_done,
+    wait_settled,
+)
 from ticketq.embedded import SmtpSink
-from worker import app as worker_app
 
 RESEND_URL = "/v1/orders/resend-email"
 
@@ -41,15 +47,6 @@ def token(db: sessionmaker[Session], email: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {value}"}
 
 
-def confirmed(db: sessionmaker[Session], smtp: SmtpSink) -> str:
-    """A completed order whose confirmation the worker sent (its PDFs rendered); the sink emptied."""
-    identifier = confirmed_order(db)
-    worker_app.send_task(CONFIRM_TASK, args=[identifier], queue="orders")
-    wait_settled(db, identifier, 3)
-    smtp.reset()
-    return identifier
-
-
 def audit_kinds(db: sessionmaker[Session], identifier: str) -> list[str]:
     with db() as session:
         return list(session.scalars(sa.select(OrderEvent.kind).join(Order).where(
@@ -58,7 +55,7 @@ def audit_kinds(db: sessionmaker[Session], identifier: str) -> list[str]:
 
 def test_a_cancelled_orders_tickets_answer_410_and_its_invoice_200(
         backends: Backends, db: sessionmaker[Session], celery_worker: CeleryWorker, smtp: SmtpSink) -> None:
-    identifier = confirmed(db, smtp)
+    identifier = sent_confirmation(db, smtp)
     owner, buyer = token(db, "owner@example.org"), token(db, "buyer@example.org")
     url = f"/v1/orders/{identifier}"
     with api(backends) as client:
@@ -80,7 +77,7 @@ def test_a_cancelled_orders_tickets_answer_410_and_its_invoice_200(
 
 def test_five_quick_resends_send_one_copy_of_each_email(
         backends: Backends, db: sessionmaker[Session], celery_worker: CeleryWorker, smtp: SmtpSink) -> None:
-    identifier = confirmed(db, smtp)
+    identifier = sent_confirmation(db, smtp)
     owner = token(db, "owner@example.org")
     with api(backends, per_user="5/minute") as client:
         codes = [client.post(RESEND_URL, json={"data": {"order": identifier}}, headers=owner).status_code
@@ -104,7 +101,7 @@ def test_two_jobs_racing_past_the_join_still_send_once(
     the batch the first chose after its request, and joins it."""
     from tasks.outbox import publish_jobs
 
-    identifier = confirmed(db, smtp)
+    identifier = sent_confirmation(db, smtp)
     with db() as session, session.begin():
         ids = [enqueue_job(session, RESEND_TASK, [identifier, "owner@example.org"]).id for _ in range(2)]
     publish_jobs(db, ids)

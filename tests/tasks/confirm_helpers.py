@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from pypdf import PdfReader
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.jobs import CONFIRM_TASK
 from models import Order
 from models.deliveries import DeliveryState, EmailDelivery
 from models.events import EventRole, Role
@@ -19,6 +20,8 @@ from models.status import OrderStatus
 from models.transitions import change_status
 from tests.factories import make_event, make_order, make_user
 from tests.waiting import wait_until
+from ticketq.embedded import SmtpSink
+from worker import app
 
 BUYER = "buyer@example.org"
 SHARED = "family@example.org"
@@ -49,6 +52,15 @@ def confirmed_order(
         if completed:
             change_status(session, order, OrderStatus.COMPLETED, by=owner.email)
         return order.identifier
+
+
+def sent_confirmation(db: sessionmaker[Session], smtp: SmtpSink) -> str:
+    """A completed order whose confirmation the worker sent (its PDFs rendered); the sink emptied."""
+    identifier = confirmed_order(db)
+    app.send_task(CONFIRM_TASK, args=[identifier], queue="orders")
+    wait_settled(db, identifier, 3)
+    smtp.reset()
+    return identifier
 
 
 def deliveries(db: sessionmaker[Session], identifier: str) -> list[EmailDelivery]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.jobs import CONFIRM_TASK, RESEND_TASK
+from core.jobs import RESEND_TASK
 from models.deliveries import DeliveryState, DocumentKind
 from models.transitions import load_order
 from services.storage import find_document
@@ -16,8 +16,8 @@ from tests.tasks.confirm_helpers import (
     SHARED,
     attachments,
     by_kind,
-    confirmed_order,
     pdf_text,
+    sent_confirmation,
     wait_jobs_done,
     wait_settled,
 )
@@ -33,18 +33,10 @@ def stored(db: sessionmaker[Session], identifier: str) -> dict[str, Path | None]
                 "attendee": find_document(session, order, DocumentKind.ATTENDEE_TICKET, order.attendees[2].id)}
 
 
-def confirm(db: sessionmaker[Session], smtp: SmtpSink) -> str:
-    identifier = confirmed_order(db)
-    app.send_task(CONFIRM_TASK, args=[identifier], queue="orders")
-    wait_settled(db, identifier, 3)
-    smtp.reset()
-    return identifier
-
-
 def test_resend_after_deleting_the_pdfs_regenerates_them(
     db: sessionmaker[Session], celery_worker: CeleryWorker, smtp: SmtpSink
 ) -> None:
-    identifier = confirm(db, smtp)
+    identifier = sent_confirmation(db, smtp)
     paths = stored(db, identifier)
     for path in paths.values():
         assert path is not None
@@ -68,7 +60,7 @@ def test_resend_after_deleting_the_pdfs_regenerates_them(
 def test_resend_reuses_stored_pdfs_and_a_redelivered_job_reuses_its_batch(
     db: sessionmaker[Session], celery_worker: CeleryWorker, smtp: SmtpSink
 ) -> None:
-    identifier = confirm(db, smtp)
+    identifier = sent_confirmation(db, smtp)
     tickets = stored(db, identifier)["tickets"]
     assert tickets is not None
     written = tickets.stat().st_mtime_ns
