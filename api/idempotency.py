@@ -2,17 +2,18 @@
 
 The middleware (api/idempotency_middleware.py) reads the key and fingerprints the request (method,
 path, body); the handler, in its own thread, claims (user, key) once it knows the user (`call_keyed`,
-the resend route after its limits). A request that runs stores its answer in the transaction of its
-effect: `commit_and_publish` only flushes while a claim is open, and the answer is written into the
-key row before the one real commit. A refusal raised before any effect (4xx) is stored by the
-middleware afterwards; 5xx, 429 and 503 answers free the key instead, so the retry runs again.
+the resend route after its limits): the key's lock, taken in the transaction of the effect. A request
+that runs writes its answer in that transaction: `commit_and_publish` only flushes while a claim is
+open, and the key's row is written before the one real commit. A refusal raised before any effect
+(4xx) is stored by the middleware afterwards; 5xx, 429 and 503 answers are not stored, so the retry
+runs again.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
@@ -45,7 +46,6 @@ class KeyedRequest:
     fingerprint: str
     scope: Scope
     claim: Claim | None = None
-    engine: sa.Engine | None = None
     answered: bool = False  # the answer was stored with the effect, or is a replay or a refusal
 
 
@@ -63,17 +63,16 @@ def refusal(status: int, detail: str, headers: dict[str, str] | None = None) -> 
 
 
 def begin(db: Session | sa.Connection, user_id: int) -> Response | None:
-    """Claim this request's key for `user_id`: None when it is to run (or carries no key), else the
-    answer to give instead (the stored one, 409 while the first runs, 422 for another request)."""
+    """Claim this request's key for `user_id` in `db`'s transaction, which must then run the effect:
+    None when it is to run (or carries no key), else the answer to give instead (the stored one, 409
+    while another request with the key runs, 422 for another request)."""
     keyed = current.get()
     if keyed is None or keyed.claim is not None:
         return None
     claim = claim_key(db, user_id, keyed.key, keyed.fingerprint,
                       timedelta(seconds=settings.idempotency_key_ttl_seconds))
-    db.commit()  # the claim is seen at once: a concurrent repeat answers 409 instead of waiting for it
     if claim.verdict is Verdict.RUN:
         keyed.claim = claim
-        keyed.engine = (db.get_bind() if isinstance(db, Session) else db).engine  # for the middleware's store
         return None
     keyed.answered = True
     if claim.verdict is Verdict.REPLAY:
@@ -85,8 +84,8 @@ def begin(db: Session | sa.Connection, user_id: int) -> Response | None:
 
 
 def store(db: Session | sa.Connection, response: Response) -> Response:
-    """Write `response` into the claimed key row in `db`'s open transaction (the caller commits);
-    a claim lost meanwhile (taken over after its lease) answers 409 and the caller rolls back."""
+    """Write `response` into the key's row in `db`'s open transaction (the caller commits); when
+    another request's answer got there first, ClaimLost: the caller rolls back and answers 409."""
     keyed = current.get()
     if keyed is None or keyed.claim is None or not keeps(response.status_code):
         return response
@@ -103,7 +102,7 @@ def committed() -> None:
 
 
 class ClaimLost(Exception):
-    """The key's claim was taken over: this request's effect must not commit."""
+    """Another request with the key stored its answer first: this request's effect must not commit."""
 
 
 def busy() -> JSONResponse:
@@ -112,8 +111,8 @@ def busy() -> JSONResponse:
 
 
 def lost() -> JSONResponse:
-    """The answer when the claim was taken over before the effect committed (it was rolled back)."""
-    committed()  # nothing is left for the middleware: the row belongs to the request that took it
+    """The answer when another request's answer was stored first (this effect was rolled back)."""
+    committed()  # nothing is left for the middleware: the row belongs to the other request
     return busy()
 
 
@@ -122,10 +121,14 @@ def claimed() -> bool:
     return keyed is not None and keyed.claim is not None
 
 
+def keyed_transaction(conn: sa.Connection) -> Any:
+    """For a request with a key: a real transaction on a connection that is in autocommit (the API's
+    reads on PostgreSQL), holding the key's lock, the effect and its stored answer; else nothing."""
+    return _transaction(conn) if current.get() is not None else nullcontext()
+
+
 @contextmanager
-def keyed_transaction(conn: sa.Connection) -> Iterator[None]:
-    """A real transaction on a connection that is in autocommit (the API's reads on PostgreSQL), so
-    that the effect and its stored answer commit together; the connection is in autocommit again after."""
+def _transaction(conn: sa.Connection) -> Iterator[None]:
     postgres = conn.dialect.name == "postgresql"
     if postgres:
         conn.execution_options(isolation_level="READ COMMITTED")

@@ -8,9 +8,10 @@ import hashlib
 import anyio.to_thread
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.deps import read_connection
 from api.guard import replaying
 from api.idempotency import HEADER, KEPT_HEADERS, METHODS, VALID_KEY, KeyedRequest, current, keeps, refusal
-from models.idempotency import release_key, store_answer
+from models.idempotency import store_answer
 
 
 def fingerprint(method: str, path: str, query: bytes, body: bytes) -> str:
@@ -57,17 +58,20 @@ class IdempotencyMiddleware:
 
 
 def _finish(keyed: KeyedRequest, messages: list[Message]) -> None:
-    """An answer given without its effect committing (a refusal after the claim): keep it, or free the key."""
-    assert keyed.claim is not None and keyed.engine is not None
+    """An answer given without its effect committing (a refusal after the claim) is kept, unless it is
+    one to retry (5xx, 429, 503). Its transaction ended with the lock: another request with the key
+    may have run meanwhile, and then its answer stays (one statement decides)."""
+    assert keyed.claim is not None
     start: Message = next((m for m in messages if m["type"] == "http.response.start"), {"status": 500})
     status = int(start["status"])
+    if not keeps(status):
+        return
     headers = {k.decode().lower(): v.decode() for k, v in start.get("headers", [])}
     body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
-    with keyed.engine.connect() as conn, conn.begin():
-        if keeps(status):
-            store_answer(conn, keyed.claim, status, {k: headers[k] for k in KEPT_HEADERS if k in headers}, body)
-        else:
-            release_key(conn, keyed.claim)
+    with read_connection() as conn:  # autocommit on PostgreSQL: one statement, one round trip
+        store_answer(conn, keyed.claim, status, {k: headers[k] for k in KEPT_HEADERS if k in headers}, body)
+        if conn.in_transaction():  # SQLite
+            conn.commit()
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

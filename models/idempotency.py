@@ -1,14 +1,16 @@
-"""Idempotency keys: one row per (user, key) decides which request runs; the answer it stored is replayed.
+"""Idempotency keys: one row per (user, key) holds the answer of the one request that ran; repeats replay it.
 
-A row is claimed (`run_token` set, `status_code` NULL) in its own short transaction, so a concurrent
-repeat sees it and answers 409 instead of waiting. The answer is written into the row in the
-transaction that commits the request's effect, conditionally on the claim still being ours.
+A request takes the key's PostgreSQL advisory lock in the transaction of its effect, and writes its
+answer into the key's row in that same transaction: a concurrent repeat finds the lock taken and
+answers 409 at once, and a request that dies leaves neither a row nor a lock behind. The unique
+(user, key) index decides in the end: an answer whose row another request wrote first does not
+commit, and neither does its effect.
 """
 
 from __future__ import annotations
 
 import enum
-import secrets
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -19,9 +21,6 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.base import Base, UTCDateTime, utcnow
 
-# A claim whose request has not answered within this long is taken to be dead (its effect never
-# committed: the answer commits with it); a repeat may then run. Requests take well under a second.
-CLAIM_LEASE = timedelta(seconds=60)
 Executor = Session | sa.Connection
 
 
@@ -32,9 +31,7 @@ class IdempotencyKey(Base):
     user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"))
     key: Mapped[str] = mapped_column(sa.String(255))
     fingerprint: Mapped[str] = mapped_column(sa.String(64))
-    run_token: Mapped[str | None] = mapped_column(sa.String(32))
-    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    status_code: Mapped[int | None]  # NULL while the first request runs
+    status_code: Mapped[int]
     headers: Mapped[dict[str, str] | None] = mapped_column(sa.JSON)
     body: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
@@ -43,81 +40,86 @@ class IdempotencyKey(Base):
 
 
 class Verdict(enum.StrEnum):
-    RUN = "run"  # this request runs: the claim is ours
+    RUN = "run"  # this request runs: the lock is this transaction's
     REPLAY = "replay"  # answered before: send the stored answer
     MISMATCH = "mismatch"  # the key was used for another request
-    BUSY = "busy"  # the first request still runs
+    BUSY = "busy"  # another request with this key still runs
 
 
 @dataclass(frozen=True)
 class Claim:
     verdict: Verdict
-    key_id: int = 0
-    run_token: str = ""
+    user_id: int = 0
+    key: str = ""
+    fingerprint: str = ""
+    created_at: datetime | None = None
+    ttl: timedelta = timedelta(0)
     status_code: int = 0
     headers: dict[str, str] | None = None
     body: bytes = b""
 
 
 _keys = cast(sa.Table, IdempotencyKey.__table__)
-_CLAIMED = ("user_id", "key", "fingerprint", "run_token", "locked_until", "created_at")
+_ANSWER = ("user_id", "key", "fingerprint", "status_code", "headers", "body", "created_at")
 
 
-def _claim_insert(insert: Any) -> Any:
-    """INSERT … ON CONFLICT DO NOTHING RETURNING id, built once per dialect: building and keying a
-    statement costs more CPU than running it, and every keyed request makes one (bench P6)."""
-    return insert(_keys).values({name: sa.bindparam(f"p_{name}", type_=_keys.c[name].type) for name in _CLAIMED}) \
-        .on_conflict_do_nothing(index_elements=["user_id", "key"]).returning(_keys.c.id)
+def lock_id(user_id: int, key: str) -> int:
+    """The key's advisory lock: 64 bits of a hash of (user, key). PostgreSQL keeps one-bigint locks
+    apart from the two-integer ones the deliveries take (services/claims.py)."""
+    digest = hashlib.blake2b(f"{user_id}:{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
-_CLAIM = {"postgresql": _claim_insert(postgresql.insert), "sqlite": _claim_insert(sqlite.insert)}
-_STORE = sa.update(_keys).where(
-    _keys.c.id == sa.bindparam("p_id"), _keys.c.run_token == sa.bindparam("p_token"), _keys.c.status_code.is_(None),
-).values(status_code=sa.bindparam("p_status", type_=_keys.c.status_code.type),
-         headers=sa.bindparam("p_headers", type_=_keys.c.headers.type),
-         body=sa.bindparam("p_body", type_=_keys.c.body.type), run_token=None, locked_until=None).returning(_keys.c.id)
+def _look(locked: Any) -> Any:
+    """The lock's verdict and the key's row (if any) in one statement: a one-row LEFT JOIN."""
+    one = sa.select(sa.literal(1).label("one")).subquery()
+    return sa.select(locked.label("locked"), _keys.c.fingerprint, _keys.c.status_code, _keys.c.headers,
+                     _keys.c.body, _keys.c.created_at).select_from(one.outerjoin(_keys, sa.and_(
+                         _keys.c.user_id == sa.bindparam("p_user"), _keys.c.key == sa.bindparam("p_key"))))
+
+
+def _answer_insert(insert: Any) -> Any:
+    """INSERT the answer, or overwrite a row kept past its time; RETURNING nothing when a live answer
+    is there already (another request wrote it first)."""
+    stmt = insert(_keys).values({name: sa.bindparam(f"p_{name}", type_=_keys.c[name].type) for name in _ANSWER})
+    return stmt.on_conflict_do_update(
+        index_elements=["user_id", "key"],
+        set_={name: stmt.excluded[name] for name in _ANSWER[2:]},
+        where=_keys.c.created_at < sa.bindparam("p_cutoff", type_=_keys.c.created_at.type),
+    ).returning(_keys.c.id)
+
+
+# Built once per dialect: building and cache-keying a statement costs more CPU than running it.
+# SQLite has no advisory locks; its writers take turns, and the unique index decides as everywhere.
+_LOOK = {"postgresql": _look(sa.func.pg_try_advisory_xact_lock(sa.bindparam("p_lock", type_=sa.BigInteger),
+                                                                type_=sa.Boolean)),
+         "sqlite": _look(sa.true())}
+_STORE = {"postgresql": _answer_insert(postgresql.insert), "sqlite": _answer_insert(sqlite.insert)}
 
 
 def claim_key(db: Executor, user_id: int, key: str, fingerprint: str, ttl: timedelta,
               now: datetime | None = None) -> Claim:
-    """Claim (user, key) for this request, or say why not. The caller commits right after."""
+    """Take (user, key) for this request in `db`'s transaction, or say why not. The lock is held until
+    that transaction ends: the caller writes the answer (`store_answer`) before it commits."""
     now = now or utcnow()
-    token = secrets.token_hex(16)
-    values = {"user_id": user_id, "key": key, "fingerprint": fingerprint, "run_token": token,
-              "locked_until": now + CLAIM_LEASE, "created_at": now}
-    insert = _CLAIM["postgresql" if _dialect(db) == "postgresql" else "sqlite"]
-    inserted = db.execute(insert, {f"p_{name}": value for name, value in values.items()}).scalar()
-    if inserted is not None:
-        return Claim(Verdict.RUN, int(inserted), token)
-    row = db.execute(sa.select(_keys).where(_keys.c.user_id == user_id, _keys.c.key == key)).one()
-    expired = row.created_at < now - ttl  # kept past its time, not purged yet: as good as new
-    if not expired and row.fingerprint != fingerprint:
-        return Claim(Verdict.MISMATCH, row.id)
-    if not expired and row.status_code is not None:
-        return Claim(Verdict.REPLAY, row.id, "", row.status_code, row.headers or {}, bytes(row.body or b""))
-    if expired or (row.locked_until is not None and row.locked_until < now):
-        taken = db.execute(sa.update(_keys).where(_keys.c.id == row.id, _keys.c.created_at == row.created_at,
-                                                  sa.or_(_keys.c.status_code.is_(None), expired),
-                                                  sa.or_(_keys.c.run_token == row.run_token,
-                                                         _keys.c.run_token.is_(None)))
-                           .values(**values, status_code=None, headers=None, body=None)
-                           .returning(_keys.c.id)).scalar()
-        if taken is not None:
-            return Claim(Verdict.RUN, int(taken), token)
-    return Claim(Verdict.BUSY, row.id)
+    row = db.execute(_LOOK[_dialect(db)], {"p_lock": lock_id(user_id, key), "p_user": user_id, "p_key": key}).one()
+    claim = Claim(Verdict.RUN, user_id, key, fingerprint, now, ttl)
+    if row.created_at is not None and row.created_at >= now - ttl:  # a live answer (an older one is forgotten)
+        if row.fingerprint != fingerprint:
+            return Claim(Verdict.MISMATCH)
+        return Claim(Verdict.REPLAY, status_code=row.status_code, headers=row.headers or {},
+                     body=bytes(row.body or b""))
+    return claim if row.locked else Claim(Verdict.BUSY)
 
 
 def store_answer(db: Executor, claim: Claim, status_code: int, headers: dict[str, str], body: bytes) -> bool:
-    """Write the answer into the claimed row (in the effect's transaction); False if the claim was lost."""
-    done = db.execute(_STORE, {"p_id": claim.key_id, "p_token": claim.run_token, "p_status": status_code,
-                               "p_headers": headers, "p_body": body}).scalar()
-    return done is not None
-
-
-def release_key(db: Executor, claim: Claim) -> None:
-    """An answer that is not kept (5xx, 429, 503): the key is free for the retry to run again."""
-    db.execute(sa.delete(_keys).where(_keys.c.id == claim.key_id, _keys.c.run_token == claim.run_token,
-                                      _keys.c.status_code.is_(None)))
+    """Write the answer into the key's row (in the effect's transaction, or alone for a refusal); False
+    when another request's answer is there already: the caller must not commit its effect."""
+    assert claim.created_at is not None
+    values = {"p_user_id": claim.user_id, "p_key": claim.key, "p_fingerprint": claim.fingerprint,
+              "p_status_code": status_code, "p_headers": headers, "p_body": body, "p_created_at": claim.created_at,
+              "p_cutoff": claim.created_at - claim.ttl}
+    return db.execute(_STORE[_dialect(db)], values).scalar() is not None
 
 
 def purge_keys(session: Session, before: datetime, limit: int = 10_000) -> int:
@@ -130,4 +132,4 @@ def purge_keys(session: Session, before: datetime, limit: int = 10_000) -> int:
 
 def _dialect(db: Executor) -> str:
     bind: Any = db.get_bind() if isinstance(db, Session) else db
-    return str(bind.dialect.name)
+    return "postgresql" if bind.dialect.name == "postgresql" else "sqlite"

@@ -9,6 +9,7 @@ import logging
 from typing import Any
 
 import anyio.to_thread
+import sqlalchemy as sa
 from anyio import CapacityLimiter
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -24,8 +25,9 @@ from api.ratelimit import ResendLimits
 from api.schemas import ResendAccepted, ResendRequest
 from core.producer import Job
 from core.settings import settings
+from models.access import Lookup
 from models.errors import Forbidden, InvalidTransition, NotFound
-from models.resending import request_resend
+from models.resending import QueuedJob, request_resend
 from models.status import is_resendable
 
 log = logging.getLogger("ticketq.api.resend")
@@ -78,40 +80,46 @@ def _resend(request: Request, raw: bytes) -> Response:
     identifier = body.data.order if body is not None and valid_identifier(body.data.order) else None
     with lookup_connection(token, identifier=identifier) as (found, conn):
         limits.per_user.hit(str(found.caller.id))
-        # A key is claimed only once the request counted against the limits: a replay counts too
-        # (contract: every request does), and a 429 is never stored, so the retry runs later.
-        earlier = idempotency.begin(conn, found.caller.id)
-        if earlier is not None:
-            return earlier
-        if invalid is not None:
-            raise invalid
-        order = found.order
-        if order is None:
-            raise NotFound("Order not found", pointer="/data/order")
-        if not found.runs_event:  # access before status: nothing about an order leaks to an outsider but 403
-            raise Forbidden(COORGANIZER_REQUIRED, pointer="/data/order")
-        if not is_resendable(order.status):
-            raise InvalidTransition(NOT_RESENDABLE, pointer="/data/order")
-        message = f"Confirmation emails for order {order.identifier} have been queued"
-        response = JSONResponse({"status": True, "message": message}, status_code=202)
-        if idempotency.claimed():  # the job, its audit row and the stored answer commit together
-            try:
-                with idempotency.keyed_transaction(conn):
-                    job = request_resend(conn, order.id, order.identifier, by=found.caller.email)
-                    idempotency.store(conn, response)
-            except idempotency.ClaimLost:
-                return idempotency.lost()
-            idempotency.committed()
-        else:
-            job = request_resend(conn, order.id, order.identifier, by=found.caller.email)
+        try:
+            # With a key: the key's lock, the job, its audit row and the stored answer in one transaction.
+            with idempotency.keyed_transaction(conn):
+                job, response = _queue(conn, found, invalid)
+        except idempotency.ClaimLost:
+            return idempotency.lost()
+        idempotency.committed()
+    if job is None:
+        return response
+    identifier = found.order.identifier if found.order is not None else ""
     if job.joined:
-        log.info("order %s: resend by %s joined the waiting job %s", order.identifier, found.caller.email, job.id)
+        log.info("order %s: resend by %s joined the waiting job %s", identifier, found.caller.email, job.id)
     else:
         # Held back a moment, so a burst of requests (a double click, a retrying script) joins it.
         publish([Job(job.id, job.task, job.args, job.queue, countdown=settings.resend_join_seconds or None,
                      trace_context=job.trace_context)])
-        log.info("order %s: confirmation resend requested by %s", order.identifier, found.caller.email)
+        log.info("order %s: confirmation resend requested by %s", identifier, found.caller.email)
     return response
+
+
+def _queue(conn: sa.Connection, found: Lookup, invalid: Exception | None) -> tuple[QueuedJob | None, Response]:
+    """The checks after the limits, then the job: (None, the answer) for a repeat of a keyed request."""
+    # A key is claimed only once the request counted against the limits: a replay counts too
+    # (contract: every request does), and a 429 is never stored, so the retry runs later.
+    earlier = idempotency.begin(conn, found.caller.id)
+    if earlier is not None:
+        return None, earlier
+    if invalid is not None:
+        raise invalid
+    order = found.order
+    if order is None:
+        raise NotFound("Order not found", pointer="/data/order")
+    if not found.runs_event:  # access before status: nothing about an order leaks to an outsider but 403
+        raise Forbidden(COORGANIZER_REQUIRED, pointer="/data/order")
+    if not is_resendable(order.status):
+        raise InvalidTransition(NOT_RESENDABLE, pointer="/data/order")
+    message = f"Confirmation emails for order {order.identifier} have been queued"
+    response = JSONResponse({"status": True, "message": message}, status_code=202)
+    job = request_resend(conn, order.id, order.identifier, by=found.caller.email)
+    return job, idempotency.store(conn, response)
 
 
 def _parse(raw: bytes) -> tuple[ResendRequest | None, Exception | None]:

@@ -88,35 +88,50 @@ def test_a_key_of_255_printable_characters_is_accepted(client: TestClient, world
     assert client.post("/v1/orders", json=order_body(world), headers=keyed(world, key)).status_code == 201
 
 
+def user_id_of(db: sessionmaker[Session], email: str) -> int:
+    from models.users import User
+
+    with db() as session:
+        found = session.scalar(sa.select(User.id).where(User.email == email))
+    assert found is not None
+    return found
+
+
 def test_while_the_first_request_runs_a_repeat_gets_409_with_retry_after(
         client: TestClient, world: dict[str, Any], db: sessionmaker[Session]) -> None:
     from api.idempotency_middleware import fingerprint
     from models.idempotency import Verdict, claim_key
-    from models.users import User
 
     body = json.dumps(order_body(world)).encode()
-    with db() as session, session.begin():
-        user_id = session.scalar(sa.select(User.id).where(User.email == "buyer@example.org"))
-        assert user_id is not None
+    user_id = user_id_of(db, "buyer@example.org")
+    before = count_orders(db)
+    with db() as session, session.begin():  # the first request, its effect not committed yet
         claim = claim_key(session, user_id, "busy", fingerprint("POST", "/v1/orders", b"", body), timedelta(days=1))
         assert claim.verdict is Verdict.RUN
-    response = client.post("/v1/orders", content=body, headers={**keyed(world, "busy"),
-                                                                "content-type": "application/json"})
-    assert response.status_code == 409 and response.headers["retry-after"]
-    assert only_error(response)["source"] == {"header": "Idempotency-Key"}
+        response = client.post("/v1/orders", content=body, headers={**keyed(world, "busy"),
+                                                                    "content-type": "application/json"})
+        assert response.status_code == 409 and response.headers["retry-after"]
+        assert only_error(response)["source"] == {"header": "Idempotency-Key"}
+    assert count_orders(db) == before
 
 
-def test_a_claim_whose_request_died_is_taken_over(client: TestClient, world: dict[str, Any],
-                                                  db: sessionmaker[Session]) -> None:
-    from models.idempotency import IdempotencyKey
+def test_a_key_whose_request_died_before_its_effect_committed_runs_again(
+        client: TestClient, world: dict[str, Any], db: sessionmaker[Session]) -> None:
+    from api.idempotency_middleware import fingerprint
+    from models.idempotency import Verdict, claim_key
 
-    assert client.post("/v1/orders", json=order_body(world), headers=keyed(world, "dead")).status_code == 201
-    with db() as session, session.begin():  # as if its process died before its effect committed
-        row = session.scalar(sa.select(IdempotencyKey).where(IdempotencyKey.key == "dead"))
-        assert row is not None
-        row.status_code, row.run_token = None, "gone"
-        row.locked_until = row.created_at - timedelta(seconds=1)
-    again = client.post("/v1/orders", json=order_body(world), headers=keyed(world, "dead"))
+    body = json.dumps(order_body(world)).encode()
+    user_id = user_id_of(db, "buyer@example.org")
+    # A request took the key, then its process died: PostgreSQL ends its session, and the lock with it.
+    with db.kw["bind"].connect() as conn:
+        conn.begin()
+        claim = claim_key(conn, user_id, "dead", fingerprint("POST", "/v1/orders", b"", body), timedelta(days=1))
+        assert claim.verdict is Verdict.RUN
+        pid = conn.scalar(sa.text("SELECT pg_backend_pid()"))
+        with db() as other:
+            assert other.scalar(sa.select(sa.func.pg_terminate_backend(pid)))
+        conn.invalidate()
+    again = client.post("/v1/orders", content=body, headers={**keyed(world, "dead"), "content-type": "application/json"})
     assert again.status_code == 201 and "idempotent-replayed" not in again.headers
 
 
