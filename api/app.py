@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import publish
 from api.deps import trusted_networks
-from api.errors import (
+from api.error_documents import (
     ApiError,
     UnsupportedMediaType,
     Where,
@@ -28,9 +28,21 @@ from api.errors import (
 )
 from api.guard import GuardMiddleware
 from api.idempotency_middleware import IdempotencyMiddleware
-from api.metrics import MetricsMiddleware
 from api.ratelimit import ResendLimits, resend_limits
-from api.routes import checkins, events, exports, health, languages, metrics, orders, pages, resend, signin, webhooks
+from api.request_metrics import MetricsMiddleware
+from api.routes import (
+    checkin_endpoints,
+    event_endpoints,
+    exports,
+    health,
+    languages,
+    order_endpoints,
+    pages,
+    resend,
+    scrape,
+    signin,
+    webhook_endpoints,
+)
 from core.settings import ConfigurationError, settings
 from core.tracing import setup_tracing
 from core.version import VERSION
@@ -54,8 +66,9 @@ def create_app(limits: ResendLimits | None = None) -> FastAPI:
     app.state.resend_limits = limits or resend_limits(
         settings.require_redis_url(), settings.resend_limit_per_ip, settings.resend_limit_per_user)
     # Routes are matched in this order: the busiest endpoint first (and before orders' /{identifier}).
-    for router in (resend.router, orders.router, events.router, health.router, metrics.router, checkins.router,
-                   exports.router, pages.router, signin.router, webhooks.router, languages.router):
+    for router in (resend.router, order_endpoints.router, event_endpoints.router, health.router, scrape.router,
+                   checkin_endpoints.router, exports.router, pages.router, signin.router, webhook_endpoints.router,
+                   languages.router):
         app.include_router(router)
     _install_error_handlers(app)
     _document_own_errors_only(app)
@@ -95,7 +108,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 def _document_own_errors_only(app: FastAPI) -> None:
     """FastAPI adds its own 422 (a shape ticketq never answers) to every route with parameters; each
-    route lists the JSON:API errors it can answer itself (api/errors.py `error_responses`)."""
+    route lists the JSON:API errors it can answer itself (api/error_documents.py `error_responses`)."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:

@@ -15,8 +15,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.errors import Unauthorized
-from api.idempotency import call_keyed
+from api.error_documents import Unauthorized
+from api.keyed_requests import call_keyed
 from api.schemas import DB_INT_MAX
 from api.sessions import session_token
 from core.settings import settings
@@ -212,7 +212,7 @@ def ip_limit_key(ip: str) -> str:
 def order_lookup(identifier: str, request: Request, _: BearerDocs) -> Lookup:
     """The caller and the order of the path, in one statement (404/403 are the handler's to raise,
     after the body was validated)."""
-    from api.access import valid_identifier
+    from api.permissions import valid_identifier
 
     return checked_lookup(bearer_token(request), identifier=identifier if valid_identifier(identifier) else None)
 

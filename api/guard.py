@@ -7,7 +7,7 @@ import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import single_error
+from api.error_documents import single_error
 
 log = logging.getLogger("ticketq.api")
 

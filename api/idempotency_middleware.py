@@ -1,4 +1,4 @@
-"""The ASGI side of Idempotency-Key (api/idempotency.py has the handler side): read and check the key,
+"""The ASGI side of Idempotency-Key (api/keyed_requests.py has the handler side): read and check the key,
 fingerprint the request, and after the app store or free what the handler left open."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import read_connection
 from api.guard import replaying
-from api.idempotency import HEADER, KEPT_HEADERS, METHODS, VALID_KEY, KeyedRequest, current, keeps, refusal
+from api.keyed_requests import HEADER, KEPT_HEADERS, METHODS, VALID_KEY, KeyedRequest, current, keeps, refusal
 from models.idempotency import store_answer
 
 

@@ -8,7 +8,7 @@ Recording that a job reached the broker is left to a marker thread that writes `
 a batch of jobs every MARK_INTERVAL (models.outbox.mark_published), so a backlog waiting in Redis is
 not sent again by the relay, and no request pays a second transaction. If the process dies before
 sending or marking, the relay sends the job after its grace; a job delivered twice is acknowledged
-without running (tasks/jobs.py).
+without running (tasks/job_base.py).
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def flush() -> None:
 
 
 # Set in session.info while a request's Idempotency-Key answer is still to be written into the same
-# transaction (api/idempotency.py): until then a handler's commit only flushes.
+# transaction (api/keyed_requests.py): until then a handler's commit only flushes.
 DEFER_COMMIT = "defer_commit"
 
 

@@ -12,7 +12,7 @@ from limits.errors import StorageError
 from limits.storage import Storage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
-from api.errors import ApiError
+from api.error_documents import ApiError
 from core.metrics import refused_resend
 from core.redis_urls import limits_storage
 

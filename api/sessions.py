@@ -10,7 +10,7 @@ import hmac
 from fastapi import Request
 from fastapi.responses import Response
 
-from api.errors import ApiError
+from api.error_documents import ApiError
 from core.settings import settings
 from models.logins import SESSION_TTL
 

@@ -258,7 +258,7 @@ async def open_loop(url: str, token: str, orders: list[str], rate: float,
 def raw_send_task(orders: list[str], total: int) -> float:
     from bench.workload import ORGANIZER
     from core.jobs import ORDERS_QUEUE, RESEND_TASK
-    from worker.app import app
+    from worker.celery_app import app
 
     app.send_task(RESEND_TASK, args=[orders[0], ORGANIZER], queue=ORDERS_QUEUE)  # connect first
     started = time.perf_counter()

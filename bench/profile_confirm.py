@@ -75,7 +75,7 @@ def run(orders: int, cprofile: str | None, statements: bool, freeze: bool,
     import sqlalchemy as sa
 
     import services.pipeline
-    import tasks.orders
+    import tasks.order_jobs
     from bench.workload import ORGANIZER, make_pending, seed_event
     from models.outbox import pending_job_ids
     from models.status import OrderStatus
@@ -99,7 +99,7 @@ def run(orders: int, cprofile: str | None, statements: bool, freeze: bool,
         sa.event.listen(get_engine(), "before_cursor_execute", lambda *a: counted.append(" ".join(a[2].split()[:3])))
 
     def confirm(identifier: str) -> None:
-        result = tasks.orders.confirm.apply(args=[identifier], task_id=f"outbox-{jobs[identifier]}")
+        result = tasks.order_jobs.confirm.apply(args=[identifier], task_id=f"outbox-{jobs[identifier]}")
         if result.failed():
             raise RuntimeError(result.traceback)
 

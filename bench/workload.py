@@ -20,7 +20,7 @@ from models.placing import LineItem, Person, create_order, submit_order
 from models.status import OrderStatus
 from models.transitions import change_status, load_order
 from models.users import create_user_token, get_or_create_user
-from tasks.outbox import publish_jobs
+from tasks.outbox_relay import publish_jobs
 
 ORGANIZER = "owner@bench.example"
 EMAILS_PER_ORDER = 3  # buyer, the second attendee, the owner

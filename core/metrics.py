@@ -1,8 +1,8 @@
 """Every Prometheus metric ticketq records, and the small calls that record them (README "Metrics").
 
-The API's metrics live in prometheus_client's default registry (api/metrics.py serves them). The
+The API's metrics live in prometheus_client's default registry (api/request_metrics.py serves them). The
 workers' are made with `registry=None`: a worker serving WORKER_METRICS_PORT runs in multiprocess
-mode, where every process writes its values to files that worker/metrics.py reads; in any other
+mode, where every process writes its values to files that worker/metrics_server.py reads; in any other
 process they are recorded in memory for nobody, which costs next to nothing.
 """
 

@@ -1,4 +1,4 @@
-"""Counts for the metrics scrape (api/metrics.py): unfinished jobs, emails and orders, read from
+"""Counts for the metrics scrape (api/request_metrics.py): unfinished jobs, emails and orders, read from
 PostgreSQL, the truth, so the figures hold even when Redis lost its data."""
 
 from __future__ import annotations

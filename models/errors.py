@@ -1,5 +1,5 @@
 """The domain's error family: stable codes and human texts. It knows nothing of HTTP: the API maps
-each kind to a response in one place (api/errors.py)."""
+each kind to a response in one place (api/error_documents.py)."""
 
 from __future__ import annotations
 

@@ -39,7 +39,7 @@ class LeaseLost(RuntimeError):
     """This run's lease ran out or was claimed again: it must send and record nothing more."""
 
 
-# The lease of the job this thread is running (tasks/jobs.py sets it around each run): what the send
+# The lease of the job this thread is running (tasks/job_base.py sets it around each run): what the send
 # path checks before each email and puts in the statement that records it.
 running_lease: ContextVar[Lease | None] = ContextVar("running_lease", default=None)
 

@@ -2,7 +2,7 @@
 
 A notification is written with the change that caused it, in the same transaction, together with
 its outbox job (core/jobs.py WEBHOOK_TASK), so it is sent exactly when the change commits and is
-never lost; services/webhooks.py sends it.
+never lost; services/webhook_sending.py sends it.
 """
 
 from __future__ import annotations

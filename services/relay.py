@@ -10,7 +10,7 @@ PostgreSQL is the truth, Redis the transport. Each run:
    died with them unacknowledged, a failover to a replica that never had them).
 4. Jobs not sent yet (the API could not publish, a retry whose time came) are sent, in batches.
 Each job is sent again at most once per loss, so a backlog waiting in Redis is never duplicated by
-a sweep; a job delivered twice is acknowledged without running (tasks/jobs.py).
+a sweep; a job delivered twice is acknowledged without running (tasks/job_base.py).
 """
 
 from __future__ import annotations

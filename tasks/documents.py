@@ -10,8 +10,8 @@ from core.jobs import DELIVER_BATCH_TASK
 from models.db import get_sessionmaker
 from services import einvoice, pipeline
 from services.rendering import freeze_heap, warm_up
-from tasks.jobs import JobTask, finish
-from worker.app import app
+from tasks.job_base import JobTask, finish
+from worker.celery_app import app
 
 
 @app.task(name=DELIVER_BATCH_TASK, base=JobTask)

@@ -8,7 +8,7 @@ from core import metrics
 from core.jobs import EXPIRE_TASK
 from models.db import get_sessionmaker
 from models.expiration import expire_stale
-from worker.app import app
+from worker.celery_app import app
 
 log = logging.getLogger("ticketq.tasks.expiry")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from core.jobs import SEND_DELIVERY_TASK
 from models.db import get_sessionmaker
 from services import pipeline
-from tasks.jobs import JobTask, finish
-from worker.app import app
+from tasks.job_base import JobTask, finish
+from worker.celery_app import app
 
 
 @app.task(name=SEND_DELIVERY_TASK, base=JobTask)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from api.census import families
+from api.gauges import families
 from chaos.metrics_watch import MetricsWatch, Sample, parse
 
 

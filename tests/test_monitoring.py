@@ -52,7 +52,7 @@ def exported_names() -> set[str]:
     """Every sample name ticketq exports: core/metrics.py's metrics and the API's census."""
     from prometheus_client import Counter, Gauge, Histogram
 
-    from api.census import families
+    from api.gauges import families
     from core import metrics
 
     described = list(families())

@@ -1,5 +1,5 @@
 """The Celery application: `celery -A worker worker|beat|flower`."""
 
-from worker.app import app
+from worker.celery_app import app
 
 __all__ = ["app"]

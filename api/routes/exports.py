@@ -10,10 +10,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from api.access import COORGANIZER_REQUIRED, find_event
 from api.deps import DbSession, EventLookup, closes_session
-from api.errors import READ_ERRORS, error_responses
-from api.routes.events import EventId, Search
+from api.error_documents import READ_ERRORS, error_responses
+from api.permissions import COORGANIZER_REQUIRED, find_event
+from api.routes.event_endpoints import EventId, Search
 from models.errors import Forbidden
 from models.listing import export_rows
 from models.status import OrderStatus

@@ -18,10 +18,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
-from api import idempotency
-from api.access import COORGANIZER_REQUIRED, valid_identifier
+from api import keyed_requests as idempotency
 from api.deps import READ_POOL, bearer_token, client_ip, ip_limit_key, lookup_connection
-from api.errors import ApiError, error_responses
+from api.error_documents import ApiError, error_responses
+from api.permissions import COORGANIZER_REQUIRED, valid_identifier
 from api.publish import publish
 from api.ratelimit import ResendLimits
 from api.schemas import ResendAccepted, ResendRequest

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from api.deps import DbSession, closes_session
-from api.errors import ApiError
+from api.error_documents import ApiError
 from api.routes.pages import SECURITY_HEADERS, render
 from api.sessions import clear_session_cookie, session_token, set_session_cookie
 from models.logins import end_session, link_user, redeem_login_link

@@ -131,7 +131,8 @@ def test_a_key_whose_request_died_before_its_effect_committed_runs_again(
         with db() as other:
             assert other.scalar(sa.select(sa.func.pg_terminate_backend(pid)))
         conn.invalidate()
-    again = client.post("/v1/orders", content=body, headers={**keyed(world, "dead"), "content-type": "application/json"})
+    again = client.post("/v1/orders", content=body,
+                        headers={**keyed(world, "dead"), "content-type": "application/json"})
     assert again.status_code == 201 and "idempotent-replayed" not in again.headers
 
 
@@ -187,7 +188,7 @@ def test_keys_expire_and_beat_purges_them(client: TestClient, world: dict[str, A
     from core.settings import settings
     from models.base import utcnow
     from models.idempotency import IdempotencyKey
-    from tasks.idempotency import purge_idempotency_keys
+    from tasks.key_purge import purge_idempotency_keys
 
     assert client.post("/v1/orders", json=order_body(world), headers=keyed(world, "old")).status_code == 201
     with db() as session, session.begin():

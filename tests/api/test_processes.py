@@ -165,7 +165,7 @@ def _relay_until_published(db: sessionmaker[Session], job_id: int, timeout: floa
     from models.outbox import OutboxJob
 
     def published() -> bool:
-        subprocess.run([sys.executable, "-c", "from tasks.outbox import relay_outbox; relay_outbox()"],
+        subprocess.run([sys.executable, "-c", "from tasks.outbox_relay import relay_outbox; relay_outbox()"],
                        cwd=ROOT, check=True, timeout=60, capture_output=True)
         with db() as session:
             job = session.get(OutboxJob, job_id)

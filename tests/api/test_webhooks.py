@@ -53,7 +53,7 @@ def messages(db: sessionmaker[Session]) -> list[Any]:
 def send_all(db: sessionmaker[Session]) -> None:
     """What the worker does for each pending notification's job."""
     from models.webhooks import MessageState
-    from services.webhooks import send_webhook
+    from services.webhook_sending import send_webhook
 
     for message in messages(db):
         if message.state is MessageState.PENDING:
@@ -250,7 +250,7 @@ def test_a_send_checks_the_address_again(client: TestClient, world: dict[str, An
 
 def test_a_slow_receiver_times_out_and_is_retried(client: TestClient, world: dict[str, Any], receiver: Receiver,
                                                   db: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch) -> None:
-    from services import webhooks
+    from services import webhook_sending as webhooks
 
     monkeypatch.setattr(webhooks, "TIMEOUT", 0.3)
 
@@ -348,7 +348,7 @@ def test_beat_purges_finished_notifications_past_retention_never_pending_ones(
     from core.settings import settings
     from models.base import utcnow
     from models.webhooks import WebhookAttempt, WebhookMessage
-    from tasks.webhooks import purge_webhook_messages
+    from tasks.webhook_jobs import purge_webhook_messages
 
     scheduled = celeryconfig.beat_schedule["purge-webhook-messages"]
     assert scheduled["task"] == PURGE_WEBHOOKS_TASK and scheduled["options"]["queue"] == ORDERS_QUEUE

@@ -22,7 +22,7 @@ import json, sys
 from opentelemetry import trace
 from api.app import create_app
 from core.tracing import current_traceparent, setup_tracing
-from worker.app import _fresh_connections
+from worker.celery_app import _fresh_connections
 
 create_app()
 _fresh_connections()  # what each prefork child runs first

@@ -69,7 +69,7 @@ def test_flower_refuses_without_credentials_and_lists_tasks_with_arguments(
     assert httpx.get(f"{flower}/", auth=("ops", "wrong"), timeout=5).status_code == 401
     assert httpx.get(f"{flower}/", auth=AUTH, timeout=5).status_code == 200
 
-    from worker.app import app
+    from worker.celery_app import app
 
     hostname, queue = watched_worker
     online = f'flower_worker_online{{worker="{hostname}"}} 1.0'

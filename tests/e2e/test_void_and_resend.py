@@ -99,7 +99,7 @@ def test_two_jobs_racing_past_the_join_still_send_once(
         db: sessionmaker[Session], celery_worker: CeleryWorker, smtp: SmtpSink) -> None:
     """Two requests that both found nothing waiting each queued a job: the job that runs second finds
     the batch the first chose after its request, and joins it."""
-    from tasks.outbox import publish_jobs
+    from tasks.outbox_relay import publish_jobs
 
     identifier = sent_confirmation(db, smtp)
     with db() as session, session.begin():

@@ -66,7 +66,7 @@ def test_marks_made_where_the_task_makes_them_are_committed(request: pytest.Fixt
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """JobTask's connection (autocommit on PostgreSQL: one statement, one transaction) commits each
     mark, a failed run's too, and goes back to the pool as it came."""
-    from tasks import jobs
+    from tasks import job_base as jobs
 
     factory: sessionmaker[Session] = request.getfixturevalue("db" if database == "postgresql" else "sqlite_db")
     engine = factory.kw["bind"]

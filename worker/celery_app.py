@@ -11,13 +11,13 @@ from celery.signals import worker_process_init, worker_ready
 from core.tracing import setup_tracing
 from core.version import VERSION
 from models.db import reset_engines, trace_engines, use_asynchronous_commit
-from worker import metrics as _metrics  # noqa: F401  (WORKER_METRICS_PORT: this worker's /metrics)
+from worker import metrics_server as _metrics  # noqa: F401  (WORKER_METRICS_PORT: this worker's /metrics)
 from worker import tasklog as _tasklog  # noqa: F401  (task id + order on every log line)
 
 app = Celery("ticketq")
 app.config_from_object("celeryconfig")
-app.conf.include = ["tasks.expiry", "tasks.outbox", "tasks.orders", "tasks.documents", "tasks.mail",
-                    "tasks.webhooks", "tasks.idempotency"]
+app.conf.include = ["tasks.expiry", "tasks.outbox_relay", "tasks.order_jobs", "tasks.documents", "tasks.mail",
+                    "tasks.webhook_jobs", "tasks.key_purge"]
 
 
 @worker_process_init.connect

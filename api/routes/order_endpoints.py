@@ -8,9 +8,9 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
-from api.access import COORGANIZER_REQUIRED, is_buyer, require_access, require_coorganizer
 from api.deps import CurrentUser, DbSession, OrderLookup, closes_session
-from api.errors import BODY_ERRORS, READ_ERRORS, error_responses
+from api.error_documents import BODY_ERRORS, READ_ERRORS, error_responses
+from api.permissions import COORGANIZER_REQUIRED, is_buyer, require_access, require_coorganizer
 from api.publish import commit_and_publish
 from api.schemas import OrderCreate, OrderPublic, OrderUpdate, PersonIn
 from api.views import order_public

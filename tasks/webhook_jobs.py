@@ -11,9 +11,9 @@ from core.settings import settings
 from models.base import utcnow
 from models.db import get_sessionmaker, purge_in_batches
 from models.webhooks import purge_messages
-from services import webhooks
-from tasks.jobs import JobTask
-from worker.app import app
+from services import webhook_sending as webhooks
+from tasks.job_base import JobTask
+from worker.celery_app import app
 
 log = logging.getLogger("ticketq.tasks.webhooks")
 

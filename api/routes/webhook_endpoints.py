@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response
 from sqlalchemy.orm import Session
 
-from api.access import find_event, require_granter
 from api.deps import CurrentUser, DbSession, closes_session
+from api.permissions import find_event, require_granter
 from api.publish import commit_and_publish
 from api.schemas import DB_INT_MAX
 from api.webhook_schemas import (

@@ -10,7 +10,7 @@ import secrets
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
-from api.census import Census
+from api.gauges import Census
 from core.settings import settings
 from models.db import get_engine
 

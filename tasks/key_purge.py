@@ -10,7 +10,7 @@ from core.settings import settings
 from models.base import utcnow
 from models.db import purge_in_batches
 from models.idempotency import purge_keys
-from worker.app import app
+from worker.celery_app import app
 
 log = logging.getLogger("ticketq.tasks.idempotency")
 

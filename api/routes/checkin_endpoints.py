@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field, StringConstraints
 
-from api.access import COORGANIZER_REQUIRED, find_event
 from api.deps import DbSession, EventLookup, closes_session
+from api.permissions import COORGANIZER_REQUIRED, find_event
 from api.schemas import DB_INT_MAX, Strict
 from models.checkins import check_in
 from models.errors import Forbidden

@@ -45,7 +45,7 @@ from models.leases import (
 from models.reconnect import database_gone, retry_while_gone
 from services.pipeline import Done
 from services.relay import dead_local_holder, publish_jobs
-from worker.app import app
+from worker.celery_app import app
 
 log = logging.getLogger("ticketq.tasks.jobs")
 

@@ -1,4 +1,4 @@
-"""The middleware that counts and times every request (GET /metrics serves it: api/routes/metrics.py).
+"""The middleware that counts and times every request (GET /metrics serves it: api/routes/scrape.py).
 
 It is pure ASGI (BaseHTTPMiddleware would run each request in a task of its own): it
 reads the route template Starlette's router leaves in the scope, so `/v1/orders/{identifier}` is

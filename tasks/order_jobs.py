@@ -11,8 +11,8 @@ from celery import Task
 from core.jobs import CANCELLATION_TASK, CONFIRM_TASK, PAYMENT_RECEIVED_TASK, RESEND_TASK
 from models.db import get_sessionmaker
 from services import pipeline
-from tasks.jobs import JobTask, finish
-from worker.app import app
+from tasks.job_base import JobTask, finish
+from worker.celery_app import app
 
 log = logging.getLogger("ticketq.tasks.orders")
 

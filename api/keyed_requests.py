@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.orm import Session
 from starlette.types import Scope
 
-from api.errors import error_object, error_response
+from api.error_documents import error_object, error_response
 from api.publish import DEFER_COMMIT, commit_and_publish
 from core.settings import settings
 from models.access import Lookup

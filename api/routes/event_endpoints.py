@@ -8,10 +8,10 @@ from typing import Annotated
 import sqlalchemy as sa
 from fastapi import APIRouter, Path, Query
 
-from api.access import COORGANIZER_REQUIRED, find_event, require_coorganizer, require_granter
 from api.deps import CurrentUser, DbSession, EventLookup, closes_session
-from api.errors import BODY_ERRORS, READ_ERRORS, error_responses
+from api.error_documents import BODY_ERRORS, READ_ERRORS, error_responses
 from api.event_schemas import EventDetail, EventList, EventOrders
+from api.permissions import COORGANIZER_REQUIRED, find_event, require_coorganizer, require_granter
 from api.publish import commit_and_publish
 from api.schemas import (
     DB_INT_MAX,

@@ -10,7 +10,7 @@ from core.jobs import RELAY_TASK
 from models.db import get_sessionmaker
 from services.relay import publish_jobs as publish
 from services.relay import relay_outbox as relay
-from worker.app import app
+from worker.celery_app import app
 
 
 @app.task(name=RELAY_TASK)
