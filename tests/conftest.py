@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from ticketq.embedded import SmtpSink
 
 BACKENDS: Backends | None = None
+LIVE_WORKER: CeleryWorker | None = None  # the session's worker, once a test has started it
 TASK_QUEUES = ("orders", "documents", "mail")
 
 
@@ -137,10 +138,28 @@ def smtp(backends: Backends) -> Iterator[SmtpSink]:
 
 @pytest.fixture(scope="session")
 def celery_worker(backends: Backends) -> Iterator[CeleryWorker]:
-    """A live `celery -A worker worker` on all three queues with beat's relay, for the whole run."""
-    worker = CeleryWorker(backends.root / "logs" / "worker.log", beat=True).start()
-    yield worker
-    worker.stop()
+    """A live `celery -A worker worker` on all three queues with beat's relay, for the whole run;
+    paused during every test that does not ask for it (`_live_worker_only_where_asked`)."""
+    global LIVE_WORKER
+    LIVE_WORKER = CeleryWorker(backends.root / "logs" / "worker.log", beat=True).start()
+    yield LIVE_WORKER
+    LIVE_WORKER.stop()
+    LIVE_WORKER = None
+
+
+@pytest.fixture(autouse=True)
+def _live_worker_only_where_asked(request: pytest.FixtureRequest) -> None:
+    """Once a test has started the session's worker it stays up, and would take the jobs (render,
+    send, relay) of any later test in this process: one that expects no worker to run them (a PDF
+    not rendered yet, the webhooks it sends itself, jobs counted) would then pass or fail by the
+    order the tests ran in. So the worker takes jobs only during the tests that ask for it."""
+    if LIVE_WORKER is None:
+        return
+    if "celery_worker" in request.fixturenames:
+        if LIVE_WORKER.paused:
+            LIVE_WORKER.resume()
+    elif not LIVE_WORKER.paused:
+        LIVE_WORKER.pause()
 
 
 @pytest.fixture
