@@ -51,6 +51,23 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.update({**BACKENDS.env(), "SECRET_KEY": secrets.token_urlsafe(32), "ENVIRONMENT": "development"})
 
 
+@pytest.hookimpl(trylast=True)  # after pytest-random-order's shuffle: the others stay shuffled
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The slow tests first, longest first, each followed by one short test: they mostly wait on
+    processes they start, so the short ones fill the cores around them instead of queueing behind
+    them at the end of the run. Under pytest-xdist (`--dist load --maxschedchunk=1`, the Makefile) a
+    worker is always handed its next test while the current one runs: the short one after each slow
+    one is what waits behind it, not another slow one."""
+    def seconds(item: pytest.Item) -> float:
+        marker = item.get_closest_marker("slow")
+        return float(marker.args[0]) if marker is not None else 0.0
+
+    slow = sorted((item for item in items if seconds(item)), key=seconds, reverse=True)
+    short = [item for item in items if not seconds(item)]
+    paired = [item for pair in zip(slow, short, strict=False) for item in pair]
+    items[:] = paired + slow[len(short):] + short[len(slow):]
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     if BACKENDS is not None:
         BACKENDS.stop()

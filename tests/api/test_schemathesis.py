@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from fastapi import FastAPI
 
 EXAMPLES_PER_OPERATION = 15  # per operation and mode; the edge test below meets the 64-bit ids
 
 
+@pytest.mark.slow(18)
 def test_no_input_gets_a_server_error(app: FastAPI, world: dict[str, Any],
                                       token_for: Callable[..., dict[str, str]]) -> None:
     import schemathesis
