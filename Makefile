@@ -124,13 +124,15 @@ monitoring-deps:
 	  echo "             the alert rule tests will fail. Install it: sudo apt-get install prometheus"; \
 	fi
 
+# pytest: six processes even on 2 cores (most tests wait on processes they start), each handed one
+# test at a time so the slow ones, collected first (tests/conftest.py), spread over all of them.
 test: $(STAMP) catalogs system-deps browser-deps compose-deps postgres-deps monitoring-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pip-licenses --from=mixed --partial-match --allow-only="$(LICENSES_OK)" >/dev/null \
 	  || { $(VENV)/bin/pip-licenses --from=mixed; echo "a dependency's licence is not one the image may ship under"; exit 1; }
-	$(PY) -m pytest -n auto --maxprocesses=4
+	$(PY) -m pytest -n 6 --dist load --maxschedchunk=1
 
 demo: $(STAMP) catalogs system-deps
 	$(VENV)/bin/ticketq demo
