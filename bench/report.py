@@ -113,7 +113,8 @@ def run_scenarios(name: str, scenarios: dict[str, Scenario], argv: Sequence[str]
     with a harness of their own, so the whole run fits its time budget.
     """
     parser = argparse.ArgumentParser(prog=f"python -m {name}")
-    parser.add_argument("--quick", action="store_true", help="small counts: a smoke run, not a measurement")
+    parser.add_argument("--quick", action="store_true",
+                        help="small counts and no wait for quiet cores: a smoke run, not a measurement")
     parser.add_argument("--only", action="append", choices=sorted(scenarios), help="run only these (repeatable)")
     parser.add_argument("--no-doc", action="store_true", help="print the table without rewriting the doc")
     parser.add_argument("--rows-json", type=Path, help=argparse.SUPPRESS)  # a child's results for its parent
@@ -147,7 +148,7 @@ def _run_here(name: str, scenarios: dict[str, Scenario], keys: list[str],
 
     if not keys:
         return
-    with Harness(name) as harness:
+    with Harness(name, quick=quick) as harness:
         for key in keys:
             print(f"== {key} ...", flush=True)
             try:

@@ -244,8 +244,10 @@ class CeleryWorker:
     def __init__(self, logfile: Path, *, concurrency: int = 2, queues: str = "orders,documents,mail",
                  hostname: str | None = None, beat: bool = False, env: dict[str, str] | None = None) -> None:
         self.logfile = logfile
+        self.queues, self.hostname = queues.split(","), hostname or f"test-{secrets.token_hex(3)}@ticketq-test"
+        self.paused = False
         args = [sys.executable, "-m", "celery", "-A", "worker", "worker", "-l", "info", "-Q", queues,
-                "-c", str(concurrency), "-n", hostname or f"test-{secrets.token_hex(3)}@%h",
+                "-c", str(concurrency), "-n", self.hostname,
                 "--without-gossip", "--without-mingle"]  # task events as configured (TASK_EVENTS)
         environ = {**os.environ, **(env or {})}
         if beat:  # an embedded beat: the outbox relay every second (retries, lost jobs); no expiry sweeps.
@@ -261,6 +263,32 @@ class CeleryWorker:
             self.stop()
             raise
         return self
+
+    def pause(self, timeout: float = 30) -> None:
+        """Stop taking jobs (its queues' consumers cancelled; what it had taken is given back or
+        finished), until `resume`: then the test's own rows and messages are the test's alone."""
+        from tests.waiting import wait_until
+        from worker import app
+
+        for queue in self.queues:
+            assert app.control.cancel_consumer(queue, destination=[self.hostname], reply=True, timeout=10), \
+                f"{self.hostname} did not answer cancel_consumer({queue})"
+
+        def idle() -> bool:
+            inspect = app.control.inspect(destination=[self.hostname], timeout=10)
+            active, reserved = inspect.active(), inspect.reserved()
+            return bool(active and reserved) and not active[self.hostname] and not reserved[self.hostname]
+
+        wait_until(idle, timeout, f"{self.hostname} to finish the jobs it had taken")
+        self.paused = True
+
+    def resume(self) -> None:
+        from worker import app
+
+        for queue in self.queues:
+            assert app.control.add_consumer(queue, destination=[self.hostname], reply=True, timeout=10), \
+                f"{self.hostname} did not answer add_consumer({queue})"
+        self.paused = False
 
     def child_pids(self) -> list[int]:
         return self.process.children()

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from ticketq.embedded import SmtpSink
 
 BACKENDS: Backends | None = None
+LIVE_WORKER: CeleryWorker | None = None  # the session's worker, once a test has started it
 TASK_QUEUES = ("orders", "documents", "mail")
 
 
@@ -48,6 +49,23 @@ def pytest_configure(config: pytest.Config) -> None:
     root = Path(tempfile.mkdtemp(prefix=f"ticketq-test-{worker}-" if worker else "ticketq-test-"))
     BACKENDS = Backends.plan(root, label=worker)
     os.environ.update({**BACKENDS.env(), "SECRET_KEY": secrets.token_urlsafe(32), "ENVIRONMENT": "development"})
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-random-order's shuffle: the others stay shuffled
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The slow tests first, longest first, each followed by one short test: they mostly wait on
+    processes they start, so the short ones fill the cores around them instead of queueing behind
+    them at the end of the run. Under pytest-xdist (`--dist load --maxschedchunk=1`, the Makefile) a
+    worker is always handed its next test while the current one runs: the short one after each slow
+    one is what waits behind it, not another slow one."""
+    def seconds(item: pytest.Item) -> float:
+        marker = item.get_closest_marker("slow")
+        return float(marker.args[0]) if marker is not None else 0.0
+
+    slow = sorted((item for item in items if seconds(item)), key=seconds, reverse=True)
+    short = [item for item in items if not seconds(item)]
+    paired = [item for pair in zip(slow, short, strict=False) for item in pair]
+    items[:] = paired + slow[len(short):] + short[len(slow):]
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -137,10 +155,28 @@ def smtp(backends: Backends) -> Iterator[SmtpSink]:
 
 @pytest.fixture(scope="session")
 def celery_worker(backends: Backends) -> Iterator[CeleryWorker]:
-    """A live `celery -A worker worker` on all three queues with beat's relay, for the whole run."""
-    worker = CeleryWorker(backends.root / "logs" / "worker.log", beat=True).start()
-    yield worker
-    worker.stop()
+    """A live `celery -A worker worker` on all three queues with beat's relay, for the whole run;
+    paused during every test that does not ask for it (`_live_worker_only_where_asked`)."""
+    global LIVE_WORKER
+    LIVE_WORKER = CeleryWorker(backends.root / "logs" / "worker.log", beat=True).start()
+    yield LIVE_WORKER
+    LIVE_WORKER.stop()
+    LIVE_WORKER = None
+
+
+@pytest.fixture(autouse=True)
+def _live_worker_only_where_asked(request: pytest.FixtureRequest) -> None:
+    """Once a test has started the session's worker it stays up, and would take the jobs (render,
+    send, relay) of any later test in this process: one that expects no worker to run them (a PDF
+    not rendered yet, the webhooks it sends itself, jobs counted) would then pass or fail by the
+    order the tests ran in. So the worker takes jobs only during the tests that ask for it."""
+    if LIVE_WORKER is None:
+        return
+    if "celery_worker" in request.fixturenames:
+        if LIVE_WORKER.paused:
+            LIVE_WORKER.resume()
+    elif not LIVE_WORKER.paused:
+        LIVE_WORKER.pause()
 
 
 @pytest.fixture

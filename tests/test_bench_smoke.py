@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from sqlalchemy.engine import make_url
 
 from tests.backends import Backends
@@ -18,6 +19,7 @@ from tests.backends import Backends
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow(15)
 def test_quick_expiry_benchmark_runs_and_prints_its_table(backends: Backends) -> None:
     server = make_url(backends.database_url).set(database="postgres").render_as_string(hide_password=False)
     env = {**os.environ, "BENCH_POSTGRES_URL": server}

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -17,6 +19,7 @@ def ticketq(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProce
                           timeout=120, env={**base, "VAR_DIR": str(tmp_path / "var"), **env})
 
 
+@pytest.mark.slow(4)
 def test_production_without_tables_says_run_db_upgrade_and_leaves_no_file(tmp_path: Path) -> None:
     database = tmp_path / "prod.db"
     env = {"ENVIRONMENT": "production", "SECRET_KEY": "x" * 40, "DATABASE_URL": f"sqlite:///{database}"}

@@ -26,6 +26,7 @@ def sessions_alive(sup: Supervisor) -> list[str]:
     return out
 
 
+@pytest.mark.slow(5)
 def test_stop_kills_grandchildren_and_children_that_ignore_sigterm(tmp_path: Path) -> None:
     with Supervisor(tmp_path, stop_timeout=1) as sup:
         sup.spawn("plain", ["sleep", "60"], ENV)
@@ -65,6 +66,7 @@ def wait_checking(sup: Supervisor, ready: Callable[[], object], timeout: float =
     wait_until(checked, timeout, "ready", interval=0.05)
 
 
+@pytest.mark.slow(4)
 def test_a_worker_that_dies_is_restarted_with_backoff_and_its_log_says_so(tmp_path: Path) -> None:
     with Supervisor(tmp_path, stop_timeout=1) as sup:
         child = sup.spawn("worker", ["sh", "-c", "echo serving; sleep 60 & wait"], ENV, restart=Backoff())
@@ -113,6 +115,7 @@ def test_a_process_is_ready_by_its_own_run_s_output_or_says_why_it_is_not(tmp_pa
         broken.wait_ready(line=b"listening", timeout=10)
 
 
+@pytest.mark.slow(23)
 def test_ticketq_up_restarts_a_worker_killed_whole_and_it_serves_again(tmp_path: Path) -> None:
     """The real stack (embedded Redis, SQLite, API, worker, beat): SIGKILL the worker's whole process
     group; the supervisor starts it again and the new worker reports ready."""
@@ -135,6 +138,7 @@ def test_ticketq_up_restarts_a_worker_killed_whole_and_it_serves_again(tmp_path:
         os.environ.update({k: v for k, v in saved.items() if v is not None})
 
 
+@pytest.mark.slow(17)
 def test_under_ticketq_up_a_redis_that_dies_comes_back_and_the_worker_reconnects(tmp_path: Path) -> None:
     """SIGKILL the embedded Redis: the supervisor starts it again on its port; the worker and beat wait
     for it and reconnect (they are not restarted), and the API's health answers 200 again."""

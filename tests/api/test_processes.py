@@ -74,6 +74,7 @@ def api_process(tmp_path: Path, db: sessionmaker[Session]) -> Iterator[Callable[
         process.stop()
 
 
+@pytest.mark.slow(5)
 def test_two_api_processes_share_the_per_user_limit(api_process: Callable[..., ApiProcess],
                                                     limits_reset: None, world: dict[str, Any]) -> None:
     limits = {"RESEND_LIMIT_PER_USER": "5/minute", "RESEND_LIMIT_PER_IP": "60/minute"}
@@ -89,6 +90,7 @@ def test_two_api_processes_share_the_per_user_limit(api_process: Callable[..., A
     assert other.status_code == 202
 
 
+@pytest.mark.slow(5)
 def test_two_api_processes_share_the_per_ip_limit(api_process: Callable[..., ApiProcess],
                                                   limits_reset: None, world: dict[str, Any],
                                                   token_for: Callable[..., dict[str, str]]) -> None:
@@ -102,6 +104,7 @@ def test_two_api_processes_share_the_per_ip_limit(api_process: Callable[..., Api
     assert codes == [202] * 4 + [429] * 2
 
 
+@pytest.mark.slow(28)
 def test_an_order_submitted_while_redis_is_down_is_confirmed_once_it_is_back(
         api_process: Callable[..., ApiProcess], own_database: sessionmaker[Session], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch, smtp: Any) -> None:

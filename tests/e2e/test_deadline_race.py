@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -39,6 +40,7 @@ def pending_orders(db: sessionmaker[Session], count: int) -> list[str]:
     return identifiers
 
 
+@pytest.mark.slow(7)
 def test_a_payment_at_the_deadline_races_the_sweep_and_one_wins(
         backends: Backends, db: sessionmaker[Session], celery_worker: CeleryWorker) -> None:
     identifiers = pending_orders(db, len(OFFSETS_MS))

@@ -59,6 +59,7 @@ def alive(sessions: dict[str, int]) -> dict[str, list[str]]:
     return found
 
 
+@pytest.mark.slow(32)
 @pytest.mark.timeout(240)
 def test_demo_drives_every_status_and_leaves_nothing_behind(tmp_path: Path) -> None:
     var, out = tmp_path / "var", tmp_path / "demo.out"
@@ -108,6 +109,7 @@ def test_ctrl_c_stops_everything_the_demo_started(tmp_path: Path) -> None:
     assert not list((var / "run").glob("*.pid"))
 
 
+@pytest.mark.slow(5)
 @pytest.mark.timeout(180)
 def test_up_serves_until_ctrl_c_then_stops_cleanly(tmp_path: Path) -> None:
     var, out, port = tmp_path / "var", tmp_path / "up.out", free_port()

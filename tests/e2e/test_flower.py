@@ -61,6 +61,7 @@ def watched_worker(backends: Backends, tmp_path: Path) -> Iterator[tuple[str, st
         worker.stop()
 
 
+@pytest.mark.slow(8)
 @pytest.mark.timeout(120)
 def test_flower_refuses_without_credentials_and_lists_tasks_with_arguments(
         flower: str, watched_worker: tuple[str, str]) -> None:

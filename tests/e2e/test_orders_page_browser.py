@@ -188,6 +188,7 @@ def _status_of(driver: Any, identifier: str) -> str:
     return str(driver.find_element("css selector", f'tr[data-identifier="{identifier}"]').get_attribute("data-status"))
 
 
+@pytest.mark.slow(10)
 def test_sign_in_see_badges_resend_five_times_then_hit_the_limit(
     live_api: str, browser: Any, db: sessionmaker[Session]
 ) -> None:
@@ -246,6 +247,7 @@ def test_sign_in_see_badges_resend_five_times_then_hit_the_limit(
     assert "Reply: 550 no such user" in emails  # a failed email's group is open, with the server's reply
 
 
+@pytest.mark.slow(9)
 def test_sign_in_with_a_link_then_mark_paid_cancel_search_export_and_use_a_phone(
     live_api: str, browser: Any, db: sessionmaker[Session], downloads: Path
 ) -> None:
@@ -333,6 +335,7 @@ def _texts(driver: Any, selector: str) -> list[str]:
         "return [...document.querySelectorAll(arguments[0])].map(e => e.textContent.trim())", selector))
 
 
+@pytest.mark.slow(15)
 def test_a_german_browser_gets_the_page_its_statuses_and_the_limit_in_german(
     live_api: str, german_browser: Any, db: sessionmaker[Session]
 ) -> None:
@@ -384,6 +387,7 @@ def test_a_german_browser_gets_the_page_its_statuses_and_the_limit_in_german(
     browser.save_screenshot(str(SCREENSHOT.with_name("orders-page-de.png")))
 
 
+@pytest.mark.slow(5)
 def test_an_arabic_browser_gets_the_page_right_to_left(
     live_api: str, arabic_browser: Any, db: sessionmaker[Session]
 ) -> None:

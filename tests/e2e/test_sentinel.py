@@ -94,6 +94,7 @@ def test_rate_limits_through_the_sentinel(sentinel_redis: SentinelSetup) -> None
     assert keys, "the moving window lives on the master, in the URL's database"
 
 
+@pytest.mark.slow(10)
 def test_a_job_and_beat_go_through_the_sentinel(
     db: sessionmaker[Session], sentinel_redis: SentinelSetup, tmp_path: Path
 ) -> None:

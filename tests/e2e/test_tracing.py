@@ -71,6 +71,7 @@ def _chain(spans: list[ReceivedSpan], leaf: ReceivedSpan) -> list[ReceivedSpan] 
     return chain
 
 
+@pytest.mark.slow(8)
 def test_marking_an_order_paid_is_one_trace_down_to_the_last_emails_smtp_send(
         own_database: sessionmaker[Session], collector: SpanCollector, tmp_path: Path, smtp: Any) -> None:
     from core.jobs import PAYMENT_RECEIVED_TASK

@@ -23,10 +23,15 @@ from tests.factories import make_event, make_order, make_user
 S = OrderStatus
 
 
+POOLED: list[sa.Engine] = []  # closed after each test (tests/models/conftest.py)
+
+
 def pooled(factory: sessionmaker[Session], size: int) -> sessionmaker[Session]:
-    """A factory with enough connections for every thread to hold one at once."""
+    """A factory with enough connections for every thread to hold one at once; they are closed when
+    the test ends, not left open on a server whose ~100 connections other runs share."""
     engine = create_engine(str(factory.kw["bind"].url.render_as_string(hide_password=False)),
                            pool_size=size, max_overflow=0)
+    POOLED.append(engine)
     return sessionmaker(engine, expire_on_commit=False)
 
 

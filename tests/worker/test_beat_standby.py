@@ -47,6 +47,7 @@ def lock_owner(backends: Backends) -> bytes | None:
         client.close()
 
 
+@pytest.mark.slow(32)
 def test_a_standby_beat_takes_over_within_30_s_of_the_active_one_dying(
     db: sessionmaker[Session], celery_worker: CeleryWorker, backends: Backends, tmp_path: Path, beats: list[Beat]
 ) -> None:

@@ -60,6 +60,7 @@ def silent_smtp() -> Iterator[SilentSmtp]:
     server.close()
 
 
+@pytest.mark.slow(23)
 def test_a_worker_holding_a_job_survives_its_redis_going_away(
     own_database: sessionmaker[Session], silent_smtp: SilentSmtp, tmp_path: Path
 ) -> None:

@@ -81,6 +81,7 @@ def sent_events(db: sessionmaker[Session]) -> int:
                                   .where(OrderEvent.kind == "email-sent")) or 0)
 
 
+@pytest.mark.slow(4)
 def test_an_accepted_email_is_recorded_once_the_database_answers_again(
         cluster: PgCluster, outage_db: tuple[str, sessionmaker[Session]]) -> None:
     url, db = outage_db
@@ -106,6 +107,7 @@ def test_an_accepted_email_is_recorded_once_the_database_answers_again(
     assert sent_events(db) == 1
 
 
+@pytest.mark.slow(10)
 @pytest.mark.parametrize("first_reply", [None, "451 4.3.0 try again later"], ids=["accepted", "deferred"])
 def test_a_job_the_crash_broke_is_done_within_seconds_and_sends_nothing_twice(
         cluster: PgCluster, outage_db: tuple[str, sessionmaker[Session]], tmp_path: Path,

@@ -75,6 +75,7 @@ def metrics_worker(backends: Backends, tmp_path: Path) -> Iterator[tuple[CeleryW
             stop()
 
 
+@pytest.mark.slow(11)
 def test_a_prefork_worker_serves_its_childrens_metrics(
         metrics_worker: tuple[CeleryWorker, str, sessionmaker[Session]], smtp: SmtpSink) -> None:
     worker, url, db = metrics_worker
