@@ -22,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 from starlette.types import Scope
 
@@ -180,6 +181,8 @@ def _render(scope: Scope, result: Any) -> Response:
     status = getattr(route, "status_code", None) or 200
     if status == 204:
         return Response(status_code=204)
+    if isinstance(result, BaseModel):  # pydantic's own JSON mode: what jsonable_encoder returns, without its walk
+        return JSONResponse(result.model_dump(mode="json", by_alias=True), status_code=status)
     return JSONResponse(jsonable_encoder(result), status_code=status)
 
 

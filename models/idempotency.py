@@ -102,7 +102,8 @@ def claim_key(db: Executor, user_id: int, key: str, fingerprint: str, ttl: timed
     """Take (user, key) for this request in `db`'s transaction, or say why not. The lock is held until
     that transaction ends: the caller writes the answer (`store_answer`) before it commits."""
     now = now or utcnow()
-    row = db.execute(_LOOK[_dialect(db)], {"p_lock": lock_id(user_id, key), "p_user": user_id, "p_key": key}).one()
+    row = _connection(db).execute(_LOOK[_dialect(db)],
+                                  {"p_lock": lock_id(user_id, key), "p_user": user_id, "p_key": key}).one()
     claim = Claim(Verdict.RUN, user_id, key, fingerprint, now, ttl)
     if row.created_at is not None and row.created_at >= now - ttl:  # a live answer (an older one is forgotten)
         if row.fingerprint != fingerprint:
@@ -119,7 +120,7 @@ def store_answer(db: Executor, claim: Claim, status_code: int, headers: dict[str
     values = {"p_user_id": claim.user_id, "p_key": claim.key, "p_fingerprint": claim.fingerprint,
               "p_status_code": status_code, "p_headers": headers, "p_body": body, "p_created_at": claim.created_at,
               "p_cutoff": claim.created_at - claim.ttl}
-    return db.execute(_STORE[_dialect(db)], values).scalar() is not None
+    return _connection(db).execute(_STORE[_dialect(db)], values).scalar() is not None
 
 
 def purge_keys(session: Session, before: datetime, limit: int = 10_000) -> int:
@@ -128,6 +129,11 @@ def purge_keys(session: Session, before: datetime, limit: int = 10_000) -> int:
     result = session.execute(sa.delete(_keys).where(_keys.c.id.in_(old)).execution_options(
         synchronize_session=False))
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _connection(db: Executor) -> sa.Connection:
+    """A session's connection in its transaction: Core statements skip the ORM's execute path."""
+    return db.connection() if isinstance(db, Session) else db
 
 
 def _dialect(db: Executor) -> str:
