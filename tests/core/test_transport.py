@@ -1,0 +1,27 @@
+"""The Redis transport's channels after their connection was dropped (core/transport.py), on the run's Redis."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.backends import Backends
+
+
+@pytest.mark.parametrize("settle", ["basic_ack", "basic_reject"])
+def test_a_message_settled_on_a_channel_whose_connection_is_gone_is_a_connection_error(
+        backends: Backends, settle: str) -> None:
+    """What a job finishing after the worker reconnected does (chaos R2): Celery logs a connection
+    error and goes on, where kombu's AttributeError ended the worker ("Unrecoverable error")."""
+    from kombu import Connection
+
+    from core.transport import Channel, register
+
+    register()
+    with Connection(backends.redis_url) as connection:
+        channel = connection.channel()
+        assert isinstance(channel, Channel)
+        channel.close()  # what the worker's reconnect does to the channel a job came from
+        assert channel.connection is None
+        with pytest.raises(ConnectionError) as raised:
+            getattr(channel, settle)(1)
+        assert isinstance(raised.value, connection.connection_errors)  # logged by Celery, not fatal
