@@ -92,7 +92,9 @@ def _trace(app: FastAPI) -> None:
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
-    resend.threads(app).shutdown(wait=True)
+    pool = getattr(app.state, "resend_threads", None)  # made by the first resend, if any
+    if pool is not None:
+        pool.shutdown(wait=True)
     publish.flush()  # what waits is sent, and noted as sent, before the process goes
 
 

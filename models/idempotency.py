@@ -102,8 +102,8 @@ def claim_key(db: Executor, user_id: int, key: str, fingerprint: str, ttl: timed
     """Take (user, key) for this request in `db`'s transaction, or say why not. The lock is held until
     that transaction ends: the caller writes the answer (`store_answer`) before it commits."""
     now = now or utcnow()
-    row = _connection(db).execute(_LOOK[_dialect(db)],
-                                  {"p_lock": lock_id(user_id, key), "p_user": user_id, "p_key": key}).one()
+    conn = _connection(db)
+    row = conn.execute(_LOOK[_dialect(conn)], {"p_lock": lock_id(user_id, key), "p_user": user_id, "p_key": key}).one()
     claim = Claim(Verdict.RUN, user_id, key, fingerprint, now, ttl)
     if row.created_at is not None and row.created_at >= now - ttl:  # a live answer (an older one is forgotten)
         if row.fingerprint != fingerprint:
@@ -120,7 +120,8 @@ def store_answer(db: Executor, claim: Claim, status_code: int, headers: dict[str
     values = {"p_user_id": claim.user_id, "p_key": claim.key, "p_fingerprint": claim.fingerprint,
               "p_status_code": status_code, "p_headers": headers, "p_body": body, "p_created_at": claim.created_at,
               "p_cutoff": claim.created_at - claim.ttl}
-    return _connection(db).execute(_STORE[_dialect(db)], values).scalar() is not None
+    conn = _connection(db)
+    return conn.execute(_STORE[_dialect(conn)], values).scalar() is not None
 
 
 def purge_keys(session: Session, before: datetime, limit: int = 10_000) -> int:
@@ -136,6 +137,5 @@ def _connection(db: Executor) -> sa.Connection:
     return db.connection() if isinstance(db, Session) else db
 
 
-def _dialect(db: Executor) -> str:
-    bind: Any = db.get_bind() if isinstance(db, Session) else db
-    return "postgresql" if bind.dialect.name == "postgresql" else "sqlite"
+def _dialect(conn: sa.Connection) -> str:
+    return "postgresql" if conn.dialect.name == "postgresql" else "sqlite"

@@ -11,7 +11,7 @@ from core.settings import settings
 from models.base import utcnow
 from models.db import get_sessionmaker, purge_in_batches
 from models.webhooks import purge_messages
-from services import webhook_sending as webhooks
+from services import webhook_sending
 from tasks.job_base import JobTask
 from worker.celery_app import app
 
@@ -20,7 +20,7 @@ log = logging.getLogger("ticketq.tasks.webhooks")
 
 @app.task(name=WEBHOOK_TASK, base=JobTask)
 def send_webhook(message_id: int) -> str:
-    return webhooks.send_webhook(get_sessionmaker(), message_id)
+    return webhook_sending.send_webhook(get_sessionmaker(), message_id)
 
 
 @app.task(name=PURGE_WEBHOOKS_TASK)

@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
-from api import keyed_requests as idempotency
+from api import keyed_requests
 from api.deps import READ_POOL, bearer_token, client_ip, ip_limit_key, lookup_connection
 from api.error_documents import ApiError, error_responses
 from api.permissions import COORGANIZER_REQUIRED, valid_identifier
@@ -87,11 +87,11 @@ def _resend(request: Request, raw: bytes) -> Response:
         limits.per_user.hit(str(found.caller.id))
         try:
             # With a key: the key's lock, the job, its audit row and the stored answer in one transaction.
-            with idempotency.keyed_transaction(conn):
+            with keyed_requests.keyed_transaction(conn):
                 job, response = _queue(conn, found, invalid)
-        except idempotency.ClaimLost:
-            return idempotency.lost()
-        idempotency.committed()
+        except keyed_requests.ClaimLost:
+            return keyed_requests.lost()
+        keyed_requests.committed()
     if job is None:
         return response
     identifier = found.order.identifier if found.order is not None else ""
@@ -109,7 +109,7 @@ def _queue(conn: sa.Connection, found: Lookup, invalid: Exception | None) -> tup
     """The checks after the limits, then the job: (None, the answer) for a repeat of a keyed request."""
     # A key is claimed only once the request counted against the limits: a replay counts too
     # (contract: every request does), and a 429 is never stored, so the retry runs later.
-    earlier = idempotency.begin(conn, found.caller.id)
+    earlier = keyed_requests.begin(conn, found.caller.id)
     if earlier is not None:
         return None, earlier
     if invalid is not None:
@@ -124,7 +124,7 @@ def _queue(conn: sa.Connection, found: Lookup, invalid: Exception | None) -> tup
     message = f"Confirmation emails for order {order.identifier} have been queued"
     response = JSONResponse({"status": True, "message": message}, status_code=202)
     job = request_resend(conn, order.id, order.identifier, by=found.caller.email)
-    return job, idempotency.store(conn, response)
+    return job, keyed_requests.store(conn, response)
 
 
 def _parse(raw: bytes) -> tuple[ResendRequest | None, Exception | None]:
