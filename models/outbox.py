@@ -10,10 +10,12 @@ live in models/leases.py, the relay's queries in models/relaying.py.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import event
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core.jobs import ORDERS_QUEUE, QUEUE_OF
@@ -62,6 +64,25 @@ def enqueue_job(session: Session, task: str, args: list[Any], queue: str | None 
         jobs: list[OutboxJob] = session.info.setdefault("outbox_jobs", [])
         jobs.append(job)
     return job
+
+
+# The ids of the jobs committed during a worker's run, to publish when it ends (tasks/job_base.py);
+# None outside a run (the API publishes its own from the session, with what it needs to send them).
+committed_jobs: ContextVar[list[int] | None] = ContextVar("committed_jobs", default=None)
+
+
+@event.listens_for(Session, "after_commit")
+def _collect_committed(session: Session) -> None:
+    collected = committed_jobs.get()
+    if collected is not None and (jobs := session.info.pop("outbox_jobs", None)):
+        # The identity, not `.id`: the commit expired the objects, and loading is not allowed here.
+        collected.extend(sa.inspect(job).identity[0] for job in jobs)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_rolled_back(session: Session) -> None:
+    if committed_jobs.get() is not None:
+        session.info.pop("outbox_jobs", None)  # never committed: nothing to publish
 
 
 def pending_jobs(session: Session) -> list[OutboxJob]:

@@ -59,15 +59,14 @@ log = logging.getLogger("ticketq.pipeline")
 
 @dataclass
 class Done:
-    """What a job did: each delivery's outcome, the CPU its rendering took (None: nothing rendered),
-    and the jobs to publish now. The rendering's CPU is in the log line, so an operator sees what a
+    """What a job did: each delivery's outcome and the CPU its rendering took (None: nothing
+    rendered). The rendering's CPU is in the log line, so an operator sees what a
     big order costs, and the benchmark can compare it with rendering alone."""
 
     identifier: str
     batch: str = ""
     outcomes: dict[int, Outcome] = field(default_factory=dict)
     render_seconds: float | None = None
-    jobs: list[int] = field(default_factory=list)
 
     @property
     def rendered(self) -> bool:
@@ -183,7 +182,7 @@ def _deliver(factory: sessionmaker[Session], order: Order, batch: str, rows: Seq
     observe_confirmation(factory, order, batch, done.outcomes)
     if sent.ids(Outcome.NEEDS_DOCUMENTS):
         with factory() as session, session.begin():
-            done.jobs.append(enqueue_job(session, DELIVER_BATCH_TASK, [order.identifier, batch]).id)
+            enqueue_job(session, DELIVER_BATCH_TASK, [order.identifier, batch])  # published as the run ends
     return done
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 from celery import Task
 from celery.exceptions import Ignore, Reject
+from celery.signals import task_postrun, task_prerun
 from sqlalchemy.orm import Session
 
 from core.jobs import QUEUE_OF, job_id_of
@@ -42,6 +43,7 @@ from models.leases import (
     give_back_job,
     running_lease,
 )
+from models.outbox import committed_jobs
 from models.reconnect import database_gone, retry_while_gone
 from services.pipeline import Done
 from services.relay import dead_local_holder, publish_jobs
@@ -174,8 +176,25 @@ def _mark(lease: Lease, done: bool, error: str, retry_in: float | None) -> bool:
 
 
 def finish(done: Done) -> str:
-    """Publish the jobs a run wrote (a mail job handing its batch to the documents queue); log it."""
-    if done.jobs:
-        publish_jobs(get_sessionmaker(), app, done.jobs)
     log.info("%s", done)
     return str(done)
+
+
+@task_prerun.connect
+def _collect_jobs(**_: Any) -> None:
+    committed_jobs.set([])
+
+
+@task_postrun.connect
+def _publish_collected(task: Task, **_: Any) -> None:
+    """Publish the jobs a run committed (a webhook for each email sent, a batch handed to the
+    documents queue, an expiry's notifications) now, not at the relay's next pass after its grace."""
+    job_ids = committed_jobs.get()
+    committed_jobs.set(None)
+    if not job_ids:
+        return
+    try:
+        publish_jobs(get_sessionmaker(), app, sorted(set(job_ids)))
+    except Exception:  # noqa: BLE001 - the jobs are committed: the relay sends them
+        log.warning("%s: publishing %d job(s) it wrote failed; the relay sends them", task.name, len(job_ids),
+                    exc_info=True)

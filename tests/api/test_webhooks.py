@@ -187,6 +187,32 @@ def test_email_outcomes_are_notified(client: TestClient, world: dict[str, Any], 
     assert {b["data"]["kind"] for b in bodies if b["type"] == "email.sent"} >= {"confirmation-buyer"}
 
 
+def test_a_worker_run_publishes_the_notifications_it_committed(
+        client: TestClient, world: dict[str, Any], receiver: Receiver, db: sessionmaker[Session], smtp: Any,
+        broker: Any) -> None:
+    """email.sent leaves with the run that sent the email (its task's end), not at the relay's next
+    pass after its grace: the receiver hears within the job, not 5-10 s later."""
+    from core.jobs import CONFIRM_TASK, MAIL_QUEUE, WEBHOOK_TASK
+    from models.outbox import OutboxJob
+    from services.smtp import close_clients
+    from worker.celery_app import app
+
+    register(client, world, receiver.url, ["email.sent"])
+    app.loader.import_default_modules()
+    try:
+        app.tasks[CONFIRM_TASK].apply(args=[world["orders"]["completed"]])  # this process, with the run's signals
+    finally:
+        close_clients()
+    sent = [m.id for m in messages(db) if m.type == "email.sent"]
+    assert sent and len(sent) == len(smtp.messages)
+    with db() as session:
+        jobs = session.scalars(sa.select(OutboxJob).where(OutboxJob.task == WEBHOOK_TASK)).all()
+    assert sorted(job.args[0] for job in jobs) == sorted(sent)
+    assert all(job.published_at is not None for job in jobs)
+    queued = {json.loads(raw)["headers"]["id"] for raw in broker.lrange(MAIL_QUEUE, 0, -1)}
+    assert queued >= {f"outbox-{job.id}" for job in jobs}
+
+
 def test_failures_are_retried_with_the_same_id_and_shown_per_attempt(
         client: TestClient, world: dict[str, Any], receiver: Receiver, db: sessionmaker[Session]) -> None:
     from core.jobs import WEBHOOK_TASK
