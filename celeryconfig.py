@@ -96,10 +96,11 @@ result_backend_transport_options.update(_backend_options)
 
 # Beat: celery-redbeat keeps the schedule above and a lock in Redis, so two or more beats may run and
 # exactly one schedules. The active beat extends the lock on every tick (at most beat_max_loop_interval
-# apart) and a standby tries for it as often: when the active one dies, its lock expires after
-# redbeat_lock_timeout and a standby takes over within 20 + 5 = 25 s (contract: 30 s).
+# apart, a quarter of the lock's life at most) and a standby tries for it as often: when the active one
+# dies, its lock expires after redbeat_lock_timeout and a standby takes over within 20 + 5 = 25 s by
+# default (contract: 30 s).
 beat_scheduler = "worker.beat:StandbyScheduler"
-beat_max_loop_interval = 5
-redbeat_lock_timeout = 20
+redbeat_lock_timeout = settings.beat_lock_seconds
+beat_max_loop_interval = min(5.0, redbeat_lock_timeout / 4)
 redbeat_key_prefix = BEAT_KEY_PREFIX
 redbeat_redis_url, redbeat_redis_options = redis_urls.redbeat(_redis)

@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     order_pending_ttl_seconds: int = Field(default=1800, gt=0)
     expiry_sweep_seconds: float = Field(default=30, gt=0)
     outbox_relay_seconds: float = Field(default=5, gt=0)
+    # How long a beat's lock outlives it: a standby takes over within this and one tick (celeryconfig.py).
+    beat_lock_seconds: float = Field(default=20, ge=2)
     resend_limit_per_user: str = "5/minute"
     resend_limit_per_ip: str = "60/minute"
     # A resend waits this long before it is sent; resends of the order requested meanwhile join it.

@@ -1,5 +1,7 @@
 """Two real `celery -A worker beat` processes on the run's Redis: one schedules, the other stands by,
-and takes the lock (and the expiry sweep) within 30 s of the active one being SIGKILLed."""
+and takes the lock (and the expiry sweep) soon after the active one is SIGKILLed: within the lock's
+life and a tick. The beats here hold a 4 s lock (BEAT_LOCK_SECONDS); the default's bound, 30 s in the
+contract, is checked on the configuration."""
 
 from __future__ import annotations
 
@@ -21,7 +23,9 @@ from tests.waiting import wait_until
 from tests.worker.beats import Beat
 
 LOCK_KEY = "ticketq:beat::lock"
-TAKEOVER_LIMIT = 30.0
+CONTRACT_TAKEOVER = 30.0
+LOCK_SECONDS = 4.0  # the beats' BEAT_LOCK_SECONDS here; a standby takes over within it and a 1 s tick
+TAKEOVER_LIMIT = 15.0  # that, with room for a loaded host to start the sweep
 ACQUIRED = "beat: Acquired lock"
 
 
@@ -47,18 +51,24 @@ def lock_owner(backends: Backends) -> bytes | None:
         client.close()
 
 
-@pytest.mark.slow(32)
-def test_a_standby_beat_takes_over_within_30_s_of_the_active_one_dying(
+def test_by_default_a_standby_takes_over_within_the_contracts_30_s() -> None:
+    import celeryconfig
+
+    assert celeryconfig.redbeat_lock_timeout + celeryconfig.beat_max_loop_interval <= CONTRACT_TAKEOVER
+
+
+@pytest.mark.slow(12)
+def test_a_standby_beat_takes_over_soon_after_the_active_one_dies(
     db: sessionmaker[Session], celery_worker: CeleryWorker, backends: Backends, tmp_path: Path, beats: list[Beat]
 ) -> None:
-    active = Beat("beat-a", tmp_path / "beat-a.log")
+    active = Beat("beat-a", tmp_path / "beat-a.log", BEAT_LOCK_SECONDS=str(LOCK_SECONDS))
     beats.append(active)
     active.wait_for(ACQUIRED, 60)
     active.wait_for("Sending due task expire-stale-orders", 30)
     owner = lock_owner(backends)
     assert owner is not None
 
-    standby = Beat("beat-b", tmp_path / "beat-b.log")
+    standby = Beat("beat-b", tmp_path / "beat-b.log", BEAT_LOCK_SECONDS=str(LOCK_SECONDS))
     beats.append(standby)
     standby.wait_for("beat: Starting", 60)
     # The active beat keeps scheduling while the standby waits: its sends go on, the standby sends nothing.
