@@ -32,9 +32,18 @@ def clean_env(var: Path, **extra: str) -> dict[str, str]:
 
 
 def start(args: list[str], env: dict[str, str], out: Path) -> subprocess.Popen[bytes]:
-    with out.open("wb") as handle:
-        return subprocess.Popen([sys.executable, "-m", "ticketq.cli", *args], cwd=ROOT, env=env,
-                                stdout=handle, stderr=subprocess.STDOUT)
+    # A suite started as a shell's background job (`make test &`) ignores SIGINT, and a child inherits
+    # an ignored signal: the Ctrl-C tests would send one it never sees. The child gets the default.
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with out.open("wb") as handle:
+            return subprocess.Popen([sys.executable, "-m", "ticketq.cli", *args], cwd=ROOT, env=env,
+                                    stdout=handle, stderr=subprocess.STDOUT)
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def sessions_of(process: subprocess.Popen[bytes], run_dir: Path, timeout: float = 90) -> dict[str, int]:
