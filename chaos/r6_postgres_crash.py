@@ -1,6 +1,7 @@
 """R6 PostgreSQL crashing under load: a cluster of the script's own (Debian's server binaries, `make
 postgres-deps`) stopped with `pg_ctl stop -m immediate` (what an OOM kill, a host loss or a managed
-failover looks like to clients) for 15 s while payments and resends keep coming, then started again.
+failover looks like to clients) for 15 s while payments and resends keep coming, then started again;
+a burst of payments just before the crash leaves jobs waiting through it.
 Goals: 0 emails missing, 0 duplicates (no process is killed), the work accepted before the crash done
 within 30 s of PostgreSQL returning, the API answering 503 at once meanwhile, every process alive,
 and the orders whose window closed during the outage expired after it.
@@ -22,7 +23,7 @@ from bench.harness import Harness
 from bench.report import Row
 from bench.servers import Restarter
 from chaos.metrics_watch import MetricsWatch
-from chaos.r2_redis_outage import RESEND_RATE, UNLIMITED, Call, drive, expected_emails, wait_for
+from chaos.r2_redis_outage import RESEND_RATE, UNLIMITED, Call, call, drive, expected_emails, wait_for
 
 # About the issue's 120 orders over the run: the worker keeps up, so the time to the last email after
 # the restart measures recovery, not a backlog of rendering.
@@ -32,6 +33,9 @@ QUICK_BEFORE, QUICK_OUTAGE, QUICK_AFTER = 5.0, 5.0, 5.0
 WAIT = 90.0  # how long after PostgreSQL is back the emails may take before they count as missing
 GOAL_SECONDS = 30.0  # contract section 8
 DUE_ORDERS = 10  # pending orders whose window closes during the outage
+# Payments sent together just before the crash: jobs still waiting when PostgreSQL goes away (the
+# worker keeps up with the steady load, so without them nothing would wait through the outage).
+BURST = 12
 SWEEP = "5"
 
 
@@ -51,6 +55,23 @@ class Health:
                     self.seen.append((time.time(), client.get("/healthz").status_code))
                 except httpx.HTTPError:
                     self.seen.append((time.time(), 0))
+
+
+def pay_together(urls: list[str], token: str, orders: list[str], calls: list[Call], paid: list[str]) -> None:
+    """Pay `orders` at once, alternating between the API processes; their calls join the run's."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    clients = [httpx.Client(base_url=u, headers={"Authorization": f"Bearer {token}"}, timeout=30) for u in urls]
+    try:
+        with ThreadPoolExecutor(len(orders)) as pool:
+            results = list(pool.map(lambda n: call(clients[n % len(clients)], "pay", orders[n]), range(len(orders))))
+    finally:
+        for client in clients:
+            client.close()
+    calls.extend(results)
+    paid.extend(r.order for r in results if r.status == 200)
 
 
 def run(h: Harness, quick: bool) -> tuple[list[Row], list[str]]:
@@ -78,6 +99,7 @@ def crash_under_load(h: Harness, cluster: Any, quick: bool) -> tuple[list[Row], 
     seed = seed_event(db)
     orders = make_pending(db, seed, int(RATE * (before + outage + after)) + 1)
     due = make_pending(db, seed, DUE_ORDERS, first=100_000)
+    burst = make_pending(db, seed, BURST, first=200_000)
     env = {"DATABASE_URL": url, "RESEND_LIMIT_PER_USER": UNLIMITED, "RESEND_LIMIT_PER_IP": UNLIMITED,
            "EXPIRY_SWEEP_SECONDS": SWEEP}
     worker, beat = h.worker("r6-worker", concurrency=2, extra_env=env), h.beat("r6-beat", extra_env=env)
@@ -99,6 +121,7 @@ def crash_under_load(h: Harness, cluster: Any, quick: bool) -> tuple[list[Row], 
         for t in threads:
             t.start()
         time.sleep(before)
+        pay_together([url1, url2], seed.token, burst, calls, paid)
         down = cluster.crash()
         time.sleep(outage)
         cluster.start()
