@@ -74,6 +74,10 @@ async def get_session() -> AsyncIterator[Session]:
 
 DbSession = Annotated[Session, Depends(get_session)]
 
+# A row id in a path: an event's, a webhook's (a positive database integer, else 422 before any query).
+EventId = Annotated[int, Path(ge=1, le=DB_INT_MAX)]
+WebhookId = EventId
+
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 
@@ -220,7 +224,7 @@ def order_lookup(identifier: str, request: Request, _: BearerDocs) -> Lookup:
 OrderLookup = Annotated[Lookup, Depends(order_lookup)]
 
 
-def event_lookup(event_id: Annotated[int, Path(ge=1, le=DB_INT_MAX)], request: Request, _: BearerDocs) -> Lookup:
+def event_lookup(event_id: EventId, request: Request, _: BearerDocs) -> Lookup:
     """The caller and whether they run the event of the path, in one statement."""
     return checked_lookup(bearer_token(request), event_id=event_id)
 

@@ -117,11 +117,6 @@ def lost() -> JSONResponse:
     return busy()
 
 
-def claimed() -> bool:
-    keyed = current.get()
-    return keyed is not None and keyed.claim is not None
-
-
 def keyed_transaction(conn: sa.Connection) -> Any:
     """For a request with a key: a real transaction on a connection that is in autocommit (the API's
     reads on PostgreSQL), holding the key's lock, the effect and its stored answer; else nothing."""

@@ -150,14 +150,17 @@ def publish_due(factory: sessionmaker[Session], app: Celery) -> tuple[int, bool]
 
 
 def publish_jobs(factory: sessionmaker[Session], app: Celery, job_ids: list[int]) -> int:
-    """Send these jobs now (those not sent yet) and mark them; a broker error leaves them to the relay."""
-    if not job_ids:
-        return 0
-    with factory() as session, session.begin():
-        jobs = session.scalars(sa.select(OutboxJob).where(unfinished(OutboxJob.id.in_(job_ids),
-                                                                     OutboxJob.published_at.is_(None)))
-                               .order_by(OutboxJob.id).with_for_update(skip_locked=True)).all()
-        return _send(list(jobs), app)
+    """Send these jobs now (those not sent yet) and mark them, BATCH per transaction (a sweep may have
+    written thousands); a broker error leaves them to the relay."""
+    sent = 0
+    for first in range(0, len(job_ids), BATCH):
+        with factory() as session, session.begin():
+            batch = job_ids[first:first + BATCH]
+            jobs = session.scalars(sa.select(OutboxJob).where(unfinished(OutboxJob.id.in_(batch),
+                                                                         OutboxJob.published_at.is_(None)))
+                                   .order_by(OutboxJob.id).with_for_update(skip_locked=True)).all()
+            sent += _send(list(jobs), app)
+    return sent
 
 
 def _send(jobs: list[OutboxJob], app: Celery) -> int:

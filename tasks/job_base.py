@@ -46,7 +46,6 @@ from models.leases import (
 from models.outbox import committed_jobs
 from models.reconnect import database_gone, retry_while_gone
 from services.pipeline import Done
-from services.relay import BATCH as PUBLISH_BATCH
 from services.relay import dead_local_holder, publish_jobs
 from worker.celery_app import app
 
@@ -194,10 +193,8 @@ def _publish_collected(task: Task, **_: Any) -> None:
     committed_jobs.set(None)
     if not job_ids:
         return
-    ids = sorted(set(job_ids))
     try:
-        for first in range(0, len(ids), PUBLISH_BATCH):  # a sweep that expired thousands: small transactions
-            publish_jobs(get_sessionmaker(), app, ids[first:first + PUBLISH_BATCH])
+        publish_jobs(get_sessionmaker(), app, sorted(set(job_ids)))
     except Exception:  # noqa: BLE001 - the jobs are committed: the relay sends them
         log.warning("%s: publishing %d job(s) it wrote failed; the relay sends them", task.name, len(job_ids),
                     exc_info=True)

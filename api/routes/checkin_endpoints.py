@@ -5,17 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter
 from pydantic import BaseModel, Field, StringConstraints
 
-from api.deps import DbSession, EventLookup, closes_session
+from api.deps import DbSession, EventId, EventLookup, closes_session
 from api.permissions import COORGANIZER_REQUIRED, find_event
-from api.schemas import DB_INT_MAX, Strict
+from api.schemas import Strict
 from models.checkins import check_in
 from models.errors import Forbidden
 
 router = APIRouter(prefix="/v1/events", tags=["checkins"])
-EventId = Annotated[int, Path(ge=1, le=DB_INT_MAX)]
 # The bodies live here, beside their one route, rather than in api/schemas.py (shared, near its size limit).
 
 

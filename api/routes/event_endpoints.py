@@ -6,15 +6,14 @@ from decimal import Decimal
 from typing import Annotated
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Query
 
-from api.deps import CurrentUser, DbSession, EventLookup, closes_session
+from api.deps import CurrentUser, DbSession, EventId, EventLookup, closes_session
 from api.error_documents import BODY_ERRORS, READ_ERRORS, error_responses
 from api.event_schemas import EventDetail, EventList, EventOrders
 from api.permissions import COORGANIZER_REQUIRED, find_event, require_coorganizer, require_granter
 from api.publish import commit_and_publish
 from api.schemas import (
-    DB_INT_MAX,
     MAX_PAGE,
     EventCreate,
     EventPublic,
@@ -34,7 +33,6 @@ from models.status import OrderStatus
 from models.users import get_or_create_user
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
-EventId = Annotated[int, Path(ge=1, le=DB_INT_MAX)]
 Search = Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$",
                                       description="part of the buyer's name or email, or the start of the order code")]
 

@@ -10,10 +10,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from api.deps import DbSession, EventLookup, closes_session
+from api.deps import DbSession, EventId, EventLookup, closes_session
 from api.error_documents import READ_ERRORS, error_responses
 from api.permissions import COORGANIZER_REQUIRED, find_event
-from api.routes.event_endpoints import EventId, Search
+from api.routes.event_endpoints import Search
 from models.errors import Forbidden
 from models.listing import export_rows
 from models.status import OrderStatus

@@ -3,15 +3,12 @@ delivery attempt."""
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Response
 from sqlalchemy.orm import Session
 
-from api.deps import CurrentUser, DbSession, closes_session
+from api.deps import CurrentUser, DbSession, EventId, WebhookId, closes_session
 from api.permissions import find_event, require_granter
 from api.publish import commit_and_publish
-from api.schemas import DB_INT_MAX
 from api.webhook_schemas import (
     AttemptOut,
     DeliveryList,
@@ -34,8 +31,6 @@ from models.webhooks import (
 from services.webhook_urls import UnsafeURL, resolve
 
 router = APIRouter(prefix="/v1/events", tags=["webhooks"])
-EventId = Annotated[int, Path(ge=1, le=DB_INT_MAX)]
-WebhookId = Annotated[int, Path(ge=1, le=DB_INT_MAX)]
 
 
 def _public(hook: Webhook) -> WebhookPublic:
