@@ -99,23 +99,27 @@ def backends() -> Backends:
 @pytest.fixture
 def db(backends: Backends) -> Iterator[sessionmaker[Session]]:
     """A session factory on the run's PostgreSQL database, emptied before the test."""
-    from sqlalchemy.exc import OperationalError
+    import sqlalchemy as sa
+    from sqlalchemy.exc import IntegrityError, OperationalError
 
     from models import Base
     from models.db import get_engine, get_sessionmaker
 
     engine = get_engine()
-    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    # DELETE, children first: on tables this small it takes about 3 ms where TRUNCATE takes about
+    # 100 (new files for 19 tables), before each of several hundred tests.
+    deletes = [sa.delete(table) for table in reversed(Base.metadata.sorted_tables)]
     for attempt in range(5):
-        # The session's live worker may still be finishing jobs of the previous test; its row locks
-        # can deadlock with TRUNCATE's table locks, and PostgreSQL then aborts one side: try again.
+        # The session's live worker may still be finishing jobs of the previous test: its row locks
+        # can deadlock with ours, or a row it adds can still name a parent we delete. Try again.
         try:
             with engine.begin() as conn:
                 # Ids keep counting: a job message left over from an earlier test names a row that
                 # is gone (and is dropped), never a row of this test.
-                conn.exec_driver_sql(f"TRUNCATE {tables} CASCADE")
+                for statement in deletes:
+                    conn.execute(statement)
             break
-        except OperationalError:
+        except (OperationalError, IntegrityError):
             if attempt == 4:
                 raise
     yield get_sessionmaker()
