@@ -9,13 +9,16 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from email import message_from_bytes, policy
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.waiting import wait_until
 from ticketq.embedded import free_port
+from ticketq.stack import healthz_ok
 
 ROOT = Path(__file__).resolve().parents[2]
 CHILDREN = {"redis", "worker", "beat", "api"}
@@ -118,18 +121,42 @@ def test_ctrl_c_stops_everything_the_demo_started(tmp_path: Path) -> None:
     assert not list((var / "run").glob("*.pid"))
 
 
-@pytest.mark.slow(5)
-@pytest.mark.timeout(180)
-def test_up_serves_until_ctrl_c_then_stops_cleanly(tmp_path: Path) -> None:
+@pytest.mark.slow(30)
+@pytest.mark.timeout(240)
+def test_up_brings_back_a_redis_and_a_worker_that_die_then_stops_on_ctrl_c(tmp_path: Path) -> None:
+    """The real stack (embedded Redis, SQLite, API, worker, beat) under `ticketq up`. SIGKILL its Redis:
+    the supervisor starts it again on its port, the worker reconnects without a restart (beat may exit
+    on it and be restarted), the API's health answers 200 again. SIGKILL the worker's whole process group: it is started again and
+    reports ready. Ctrl-C then stops everything. One stack for the three: each costs a start."""
     var, out, port = tmp_path / "var", tmp_path / "up.out", free_port()
     env = clean_env(var, DATABASE_URL=f"sqlite:///{tmp_path / 'up.db'}", FILES_DIR=str(tmp_path / "files"))
     up = start(["up", "--port", str(port)], env, out)
     sessions = sessions_of(up, var / "run")
-    deadline = time.monotonic() + 90
-    while "ticketq is up" not in out.read_text():  # the banner comes once every part answers
-        assert up.poll() is None and time.monotonic() < deadline, out.read_text()
-        time.sleep(0.2)
-    assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+    api = f"http://127.0.0.1:{port}"
+
+    def said() -> str:  # every child's output and the supervisor's notes are on up's terminal
+        return out.read_text()
+
+    def running(ready: Callable[[], bool], what: str, timeout: float = 90) -> None:
+        wait_until(lambda: up.poll() is None and ready(), timeout, f"{what}; `ticketq up` said: {said()}")
+
+    running(lambda: "ticketq is up" in said(), "the banner, once every part answers")
+    assert httpx.get(f"{api}/healthz", timeout=5).status_code == 200
+
+    connected = said().count("Connected to redis://")
+    os.killpg(sessions["redis"], signal.SIGKILL)
+    running(lambda: "redis restarted (pid" in said(), "Redis started again")
+    running(lambda: said().count("Connected to redis://") > connected, "the worker to reconnect")
+    running(lambda: healthz_ok(api), "the API's health")
+    assert "worker restarted" not in said()
+
+    ready = said().count(" ready.")
+    os.killpg(sessions["worker"], signal.SIGKILL)
+    running(lambda: said().count(" ready.") > ready, "the new worker to report ready")
+    assert f"worker (pid {sessions['worker']}) exited with status -9" in said()
+    assert "worker restarted (pid" in said() and "api restarted" not in said()
+
+    restarted = {path.stem: int(path.read_text()) for path in (var / "run").glob("*.pid")}
     up.send_signal(signal.SIGINT)
     assert up.wait(timeout=60) == 0, out.read_text()
-    assert alive(sessions) == {}
+    assert alive(sessions) == {} and alive(restarted) == {}
