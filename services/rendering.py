@@ -18,7 +18,7 @@ from weasyprint import CSS, HTML
 from weasyprint.text.fonts import FontConfiguration
 from weasyprint.urls import URLFetcher, URLFetcherResponse
 
-from core.locales import DEFAULT, SUPPORTED, direction
+from core.locales import DEFAULT, direction
 from core.metrics import rendering
 from core.tracing import span
 from models.deliveries import DocumentKind
@@ -249,11 +249,11 @@ SAMPLE_ORDER: dict[str, Any] = {
 
 
 def warm_up() -> None:
-    """Lay out and split a sample order once per process and language, before the first job: font
-    discovery, CSS parsing, each catalog and WeasyPrint's and pypdf's caches are then paid by nobody
-    waiting for tickets."""
-    for locale in SUPPORTED:
-        order_documents(render_order({**SAMPLE_ORDER, "locale": locale, "dir": direction(locale)}, [1]))
+    """Lay out and split a sample order once per process, before the first job: font discovery, CSS
+    parsing and WeasyPrint's and pypdf's caches are then paid by nobody waiting for tickets. Only in
+    the default language: another one's catalog and fonts load with its first order (0.1-0.3 s once
+    per process), and a worker whose events are all in one language never loads them."""
+    order_documents(render_order({**SAMPLE_ORDER, "locale": DEFAULT, "dir": direction(DEFAULT)}, [1]))
 
 
 def freeze_heap() -> None:

@@ -22,7 +22,7 @@ def deliver_batch(identifier: str, batch: str) -> str:
 @worker_init.connect
 def _warm_renderer(**_: Any) -> None:
     # In the worker's main process, before the pool forks: font discovery, CSS parsing, a sample page
-    # per language and the invoice's XSD once; every child, a replacement for a killed one too, starts
+    # and the invoice's XSD once; every child, a replacement for a killed one too, starts
     # warm at once and shares those pages. What is alive then is left out of every garbage collection.
     warm_up()
     einvoice.warm_up()
