@@ -23,14 +23,19 @@ Headers = dict[str, str]
 def limits_reset(backends: Backends) -> Iterator[None]:
     """Rate-limit windows live in the run's Redis: start every test with none. Jobs the API
     published are dropped afterwards, so a worker started by a later test never sees them."""
+    reset_windows(backends.redis_url)
+    yield
+    with redis.Redis.from_url(backends.redis_url) as client:
+        client.delete("orders", "documents", "mail")
+
+
+def reset_windows(redis_url: str) -> None:
+    """Forget every rate-limit window counted so far."""
     from api.ratelimit import KEY_PREFIX
 
-    client = redis.Redis.from_url(backends.redis_url)
-    for key in client.scan_iter(f"{KEY_PREFIX}*"):
-        client.delete(key)
-    yield
-    client.delete("orders", "documents", "mail")
-    client.close()
+    with redis.Redis.from_url(redis_url) as client:
+        for key in client.scan_iter(f"{KEY_PREFIX}*"):
+            client.delete(key)
 
 
 @pytest.fixture
