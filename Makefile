@@ -134,7 +134,9 @@ test: $(STAMP) catalogs system-deps browser-deps compose-deps postgres-deps moni
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pip-licenses --from=mixed --partial-match --allow-only="$(LICENSES_OK)" >/dev/null \
 	  || { $(VENV)/bin/pip-licenses --from=mixed; echo "a dependency's licence is not one the image may ship under"; exit 1; }
-	$(PY) -m pytest -n 4 --dist load --maxschedchunk=1
+	@# Bytecode and pytest's rewritten test modules are cached (__pycache__, ignored by git) even where the
+	@# environment says not to: the run's hundred processes would each compile them again.
+	PYTHONDONTWRITEBYTECODE= $(PY) -m pytest -n 4 --dist load --maxschedchunk=1
 
 demo: $(STAMP) catalogs system-deps
 	$(VENV)/bin/ticketq demo
