@@ -124,10 +124,11 @@ def test_ctrl_c_stops_everything_the_demo_started(tmp_path: Path) -> None:
 @pytest.mark.slow(30)
 @pytest.mark.timeout(240)
 def test_up_brings_back_a_redis_and_a_worker_that_die_then_stops_on_ctrl_c(tmp_path: Path) -> None:
-    """The real stack (embedded Redis, SQLite, API, worker, beat) under `ticketq up`. SIGKILL its Redis:
-    the supervisor starts it again on its port, the worker reconnects without a restart (beat may exit
-    on it and be restarted), the API's health answers 200 again. SIGKILL the worker's whole process group: it is started again and
-    reports ready. Ctrl-C then stops everything. One stack for the three: each costs a start."""
+    """The real stack (embedded Redis, SQLite, API, worker, beat) under `ticketq up`. SIGKILL its
+    Redis: the supervisor starts it again on its port, the worker reconnects without a restart (beat
+    may exit on it and be restarted), the API's health answers 200 again. SIGKILL the worker's whole
+    process group: it is started again and reports ready. Ctrl-C then stops everything. One stack for
+    the three: each costs a start."""
     var, out, port = tmp_path / "var", tmp_path / "up.out", free_port()
     env = clean_env(var, DATABASE_URL=f"sqlite:///{tmp_path / 'up.db'}", FILES_DIR=str(tmp_path / "files"))
     up = start(["up", "--port", str(port)], env, out)
