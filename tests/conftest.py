@@ -223,3 +223,17 @@ def own_database(backends: Backends) -> Iterator[sessionmaker[Session]]:
         get_engine(url).dispose()
         for stop in reversed(stops):
             stop()
+
+
+@pytest.fixture
+def many_connections(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """For a test that opens dozens of PostgreSQL connections at once: one such test at a time among
+    the run's pytest-xdist workers. The server allows about 100, and each worker's Celery worker,
+    API processes and pools hold some: two such tests together ran out of them."""
+    import fcntl
+
+    # Every xdist worker's base directory is a child of the run's, so the lock is the run's.
+    path = tmp_path_factory.getbasetemp().parent / "ticketq-many-connections.lock"
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield

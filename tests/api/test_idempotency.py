@@ -231,7 +231,7 @@ def live_api(app: FastAPI) -> Iterator[str]:
 
 
 def test_fifty_concurrent_requests_with_one_key_create_one_order(
-        live_api: str, world: dict[str, Any], db: sessionmaker[Session]) -> None:
+        live_api: str, world: dict[str, Any], db: sessionmaker[Session], many_connections: None) -> None:
     before = count_orders(db)
     barrier = threading.Barrier(50)
 

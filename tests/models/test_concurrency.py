@@ -35,7 +35,8 @@ def pooled(factory: sessionmaker[Session], size: int) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-def test_fifty_buyers_for_the_last_ten_tickets_exactly_ten_win(any_db: sessionmaker[Session]) -> None:
+def test_fifty_buyers_for_the_last_ten_tickets_exactly_ten_win(any_db: sessionmaker[Session],
+                                                               many_connections: None) -> None:
     db = any_db
     with db() as session, session.begin():
         event = make_event(session, tickets=(("Last", "10.00", 10),))
@@ -62,7 +63,8 @@ def test_fifty_buyers_for_the_last_ten_tickets_exactly_ten_win(any_db: sessionma
     factory.kw["bind"].dispose()
 
 
-def test_a_hundred_payments_racing_expiry_have_exactly_one_winner_each(db: sessionmaker[Session]) -> None:
+def test_a_hundred_payments_racing_expiry_have_exactly_one_winner_each(db: sessionmaker[Session],
+                                                                      many_connections: None) -> None:
     """The deadline passes while payments are in flight by construction, not by timing luck: 30
     orders are paid well before it; 10 payments are released together with the moment it passes;
     the last 60 start after it. Four sweepers run throughout: whatever the interleaving, each order
