@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from email import message_from_bytes, policy
 from pathlib import Path
 
@@ -49,6 +49,22 @@ def start(args: list[str], env: dict[str, str], out: Path) -> subprocess.Popen[b
             signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+@pytest.fixture
+def launched() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """The `ticketq` commands a test started: any still running at its end (a check failed) gets
+    Ctrl-C, as a user would give it, so that no stack outlives its test."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
 def sessions_of(process: subprocess.Popen[bytes], run_dir: Path, timeout: float = 90) -> dict[str, int]:
     """The session ids (= pids of the leaders) of the children, read from var/run while they run."""
     seen: dict[str, int] = {}
@@ -73,10 +89,12 @@ def alive(sessions: dict[str, int]) -> dict[str, list[str]]:
 
 @pytest.mark.slow(32)
 @pytest.mark.timeout(240)
-def test_demo_drives_every_status_and_leaves_nothing_behind(tmp_path: Path) -> None:
+def test_demo_drives_every_status_and_leaves_nothing_behind(tmp_path: Path,
+                                                            launched: list[subprocess.Popen[bytes]]) -> None:
     var, out = tmp_path / "var", tmp_path / "demo.out"
     began = time.monotonic()
     demo = start(["demo"], clean_env(var), out)
+    launched.append(demo)
     sessions = sessions_of(demo, var / "run")
     code = demo.wait(timeout=180)
     elapsed, text = time.monotonic() - began, out.read_text()
@@ -108,9 +126,10 @@ def assert_worker_lines_name_their_order(log: Path) -> None:
 
 
 @pytest.mark.timeout(180)
-def test_ctrl_c_stops_everything_the_demo_started(tmp_path: Path) -> None:
+def test_ctrl_c_stops_everything_the_demo_started(tmp_path: Path, launched: list[subprocess.Popen[bytes]]) -> None:
     var, out = tmp_path / "var", tmp_path / "demo.out"
     demo = start(["demo"], clean_env(var), out)
+    launched.append(demo)
     sessions = sessions_of(demo, var / "run")
     time.sleep(1)
     demo.send_signal(signal.SIGINT)
@@ -123,7 +142,8 @@ def test_ctrl_c_stops_everything_the_demo_started(tmp_path: Path) -> None:
 
 @pytest.mark.slow(30)
 @pytest.mark.timeout(240)
-def test_up_brings_back_a_redis_and_a_worker_that_die_then_stops_on_ctrl_c(tmp_path: Path) -> None:
+def test_up_brings_back_a_redis_and_a_worker_that_die_then_stops_on_ctrl_c(
+        tmp_path: Path, launched: list[subprocess.Popen[bytes]]) -> None:
     """The real stack (embedded Redis, SQLite, API, worker, beat) under `ticketq up`. SIGKILL its
     Redis: the supervisor starts it again on its port, the worker reconnects without a restart (beat
     may exit on it and be restarted), the API's health answers 200 again. SIGKILL the worker's whole
@@ -132,6 +152,7 @@ def test_up_brings_back_a_redis_and_a_worker_that_die_then_stops_on_ctrl_c(tmp_p
     var, out, port = tmp_path / "var", tmp_path / "up.out", free_port()
     env = clean_env(var, DATABASE_URL=f"sqlite:///{tmp_path / 'up.db'}", FILES_DIR=str(tmp_path / "files"))
     up = start(["up", "--port", str(port)], env, out)
+    launched.append(up)
     sessions = sessions_of(up, var / "run")
     api = f"http://127.0.0.1:{port}"
 
