@@ -107,7 +107,7 @@ def db(backends: Backends) -> Iterator[sessionmaker[Session]]:
 
     engine = get_engine()
     # DELETE, children first: on tables this small it takes about 3 ms where TRUNCATE takes about
-    # 100 (new files for 19 tables), before each of several hundred tests.
+    # 100 (new files for 19 tables), and a third of the tests start with it.
     deletes = [sa.delete(table) for table in reversed(Base.metadata.sorted_tables)]
     for attempt in range(5):
         # The session's live worker may still be finishing jobs of the previous test: its row locks
