@@ -128,14 +128,14 @@ monitoring-deps:
 # test at a time so the slow ones, collected first (tests/conftest.py), spread over all of them. Not
 # more: each holds ~7 PostgreSQL connections (its own and its session Celery worker's), and with six
 # the 50 threads of test_fifty_buyers... passed the shared server's 100.
+# Bytecode and pytest's rewritten test modules are cached (__pycache__, ignored by git) even where
+# the environment says not to: the run's hundred processes would each compile them again.
 test: $(STAMP) catalogs system-deps browser-deps compose-deps postgres-deps monitoring-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pip-licenses --from=mixed --partial-match --allow-only="$(LICENSES_OK)" >/dev/null \
 	  || { $(VENV)/bin/pip-licenses --from=mixed; echo "a dependency's licence is not one the image may ship under"; exit 1; }
-	@# Bytecode and pytest's rewritten test modules are cached (__pycache__, ignored by git) even where the
-	@# environment says not to: the run's hundred processes would each compile them again.
 	PYTHONDONTWRITEBYTECODE= $(PY) -m pytest -n 4 --dist load --maxschedchunk=1
 
 demo: $(STAMP) catalogs system-deps

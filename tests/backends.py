@@ -295,3 +295,14 @@ class CeleryWorker:
 
     def stop(self) -> None:
         self.process.stop(20)
+
+
+def reset_windows(redis_url: str) -> None:
+    """Forget every rate-limit window counted so far in this Redis (api/ratelimit.py's keys)."""
+    import redis
+
+    from api.ratelimit import KEY_PREFIX
+
+    with redis.Redis.from_url(redis_url) as client:
+        for key in client.scan_iter(f"{KEY_PREFIX}*"):
+            client.delete(key)

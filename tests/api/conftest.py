@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.backends import Backends
+from tests.backends import Backends, reset_windows
 
 # Project modules are imported inside the fixtures: this conftest loads before the root one has
 # pointed the settings at the run's backends.
@@ -27,15 +27,6 @@ def limits_reset(backends: Backends) -> Iterator[None]:
     yield
     with redis.Redis.from_url(backends.redis_url) as client:
         client.delete("orders", "documents", "mail")
-
-
-def reset_windows(redis_url: str) -> None:
-    """Forget every rate-limit window counted so far."""
-    from api.ratelimit import KEY_PREFIX
-
-    with redis.Redis.from_url(redis_url) as client:
-        for key in client.scan_iter(f"{KEY_PREFIX}*"):
-            client.delete(key)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.backends import Backends, CeleryWorker, database_url_of
+from tests.backends import Backends, CeleryWorker, database_url_of, reset_windows
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,8 +80,6 @@ def test_two_api_processes_share_the_per_user_and_per_ip_limits(
         token_for: Callable[..., dict[str, str]]) -> None:
     """Requests alternate between two processes: one user's window is one, then (windows reset)
     different users from one address (loopback) share the IP's window."""
-    from tests.api.conftest import reset_windows
-
     limits = {"RESEND_LIMIT_PER_USER": "5/minute", "RESEND_LIMIT_PER_IP": "9/minute"}
     apis = api_process(**limits), api_process(**limits)
     body = {"data": {"order": world["orders"]["completed"]}}

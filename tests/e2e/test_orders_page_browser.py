@@ -35,7 +35,7 @@ from models.outbox import OutboxJob
 from models.resending import JOINED, REQUESTED
 from models.status import COLOURS, OrderStatus
 from tests.api.seeds import HOSTILE, seed_event
-from tests.backends import Backends
+from tests.backends import Backends, reset_windows
 from ticketq.embedded import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,10 +59,7 @@ def live_api(db: sessionmaker[Session], backends: Backends) -> Iterator[str]:
     """A real `ticketq api` process on loopback, on this run's database and Redis."""
     import redis
 
-    with redis.Redis.from_url(backends.redis_url) as client:  # other tests' resends must not count here
-        for pattern in ("ticketq-limits*", "LIMITS*"):
-            for key in client.scan_iter(pattern):
-                client.delete(key)
+    reset_windows(backends.redis_url)  # other tests' resends must not count here
     port = free_port()
     log_path = backends.root / "logs" / "orders-page-api.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 
-import redis
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
@@ -14,7 +13,7 @@ from core.jobs import RESEND_TASK
 from models.orders import Order, OrderEvent
 from models.outbox import OutboxJob, enqueue_job
 from tests.api.conftest import only_error
-from tests.backends import Backends, CeleryWorker
+from tests.backends import Backends, CeleryWorker, reset_windows
 from tests.tasks.confirm_helpers import (
     BUYER,
     SHARED,
@@ -31,11 +30,9 @@ RESEND_URL = "/v1/orders/resend-email"
 def api(backends: Backends, per_user: str = "60/minute") -> TestClient:
     """The API in-process with fresh resend limits in the run's Redis."""
     from api.app import create_app
-    from api.ratelimit import KEY_PREFIX, resend_limits
+    from api.ratelimit import resend_limits
 
-    with redis.Redis.from_url(backends.redis_url) as client:
-        for key in client.scan_iter(f"{KEY_PREFIX}*"):
-            client.delete(key)
+    reset_windows(backends.redis_url)
     return TestClient(create_app(resend_limits(backends.redis_url, "60/minute", per_user)))
 
 
